@@ -1,0 +1,50 @@
+"""Frozen configuration records, built once by the CLI (or a test) and passed down.
+
+Defaults are resolved here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # A local HF folder, a hub id, a .gguf path (or the first of split parts), or an alias
+    # of an installed model package (see mlxserve.models.aliases).
+    model: str = "smollm2-135m"
+    revision: str | None = None
+    # "auto": float32 on a CPU-only machine (fast BLAS path), the checkpoint's dtype on GPU.
+    dtype: str = "auto"
+    # On CPU, quantized weights are dequantized to float32 unless this is True.
+    keep_quantized: bool = False
+    chat_template: str | None = None  # path to a Jinja file overriding the model's template
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_num_seqs: int = 64  # most requests in the running batch
+    max_num_batched_tokens: int = 2048  # token budget of one step (prefill chunks + decodes)
+    prefill_chunk_size: int = 512  # longest prefill piece one request gets in one step
+    kv_cache_memory_bytes: int | None = None  # None: derived from the device's memory
+    kv_cache_memory_fraction: float = 0.5  # of free memory after weights, when derived
+    max_model_len: int | None = None  # None: the model's context length
+    max_queue_size: int = 1024  # waiting requests beyond this are rejected (503)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    served_model_names: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = ()
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_n: int = 8  # bound on the `n` field
+    max_tokens_cap: int | None = None  # None: the context length
+    default_chat_template_kwargs: dict = field(default_factory=dict)
+    reasoning_parser: str | None = None  # a registered name, "auto" or None
+    tool_call_parser: str | None = None  # a registered name, "auto" or None
+    enable_auto_tool_choice: bool = False
+    log_level: str = "info"
