@@ -1,0 +1,36 @@
+"""``load_model(cfg)``: resolve the source, fetch/convert it to an HF folder, load it.
+
+Runs on the engine thread; MLX is imported lazily inside the loaders.
+"""
+
+from __future__ import annotations
+
+from mlxserve.config import ModelConfig
+from mlxserve.errors import ModelLoadError
+from mlxserve.models.loaded import LoadedModel
+from mlxserve.models.source import KIND_HF_FOLDER, KIND_HUB, ModelSource, resolve_source
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Load ``cfg.model`` (folder, hub id, GGUF, or alias) as an mlx-lm model + tokenizer."""
+    from mlxserve.models.hf_folder import load_hf_folder
+
+    source = resolve_source(cfg.model)
+    folder, quant_hint = materialize(source, cfg)
+    return load_hf_folder(folder, cfg, source.name, quant_hint)
+
+
+def materialize(source: ModelSource, cfg: ModelConfig) -> tuple[str, str]:
+    """A local HF folder for ``source`` (downloading or converting first), and the
+    source's quantization label when it was converted ("" otherwise)."""
+    if source.kind == KIND_HF_FOLDER:
+        return source.paths[0], ""
+    if source.kind == KIND_HUB:
+        from mlxserve.models.hub import download_snapshot
+
+        return download_snapshot(source.paths[0], cfg.revision), ""
+    if source.is_gguf:
+        from mlxserve.models.gguf.convert import converted_folder
+
+        return converted_folder(source, cfg)
+    raise ModelLoadError(f"unknown model source kind '{source.kind}'")
