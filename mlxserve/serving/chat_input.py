@@ -1,0 +1,51 @@
+"""Neutral request records built by the protocol layers (OpenAI, Anthropic).
+
+Values a client left out are ``None`` here; serving.params resolves every default in one
+place, so both protocols behave the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class GenerationOptions:
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    logit_bias: dict[int, float] | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass
+class ChatInput:
+    """A chat request: messages in OpenAI's shape (dicts), tools in OpenAI's shape."""
+
+    messages: list[dict[str, Any]]
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    n: int = 1
+
+
+@dataclass
+class CompletionInput:
+    """A raw-text completion request: one or more prompts, each text or token ids."""
+
+    prompts: list[str | list[int]]
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    echo: bool = False
+    n: int = 1

@@ -1,0 +1,136 @@
+"""The protocol-neutral request path: ChatInput / CompletionInput → GenerateRequest(s) →
+engine → MessageDelta streams. The API layer only encodes what comes out of here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlxserve.engine.request import GenerateRequest
+from mlxserve.errors import InvalidRequest
+from mlxserve.serving.assembler import MessageDelta, OutputAssembler
+from mlxserve.serving.chat_input import ChatInput, CompletionInput, GenerationOptions
+from mlxserve.serving.messages import normalize_messages
+from mlxserve.serving.params import ContextLimits, check_n, resolve_sampling, resolve_stop
+from mlxserve.serving.parser_setup import ParserSettings, ToolSetup, make_output_parser, plan_tools
+from mlxserve.serving.prompt import (
+    decode_tokens, encode_prompt_text, merge_template_kwargs, render_chat_prompt,
+)
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    limits: ContextLimits
+    max_n: int = 8
+    chat_template: str | None = None  # template text overriding the model's
+    default_chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    parsers: ParserSettings = field(default_factory=ParserSettings)
+
+
+@dataclass
+class PreparedPrompt:
+    """One prompt, tokenized and checked, with one GenerateRequest per choice."""
+
+    token_ids: list[int]
+    text: str
+    requests: list[GenerateRequest]
+    tool_setup: ToolSetup | None = None
+    prompt_opens_reasoning: bool = False
+
+
+class GenerationService:
+    def __init__(self, engine: Any, settings: ServingSettings):
+        self._engine = engine
+        self.settings = settings
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._engine.model.tokenizer
+
+    def _vocab_size(self) -> int | None:
+        return self._engine.model.capabilities.vocab_size or None
+
+    def _requests(self, base_id: str, first_index: int, n: int, prompt: list[int],
+                  options: GenerationOptions) -> list[GenerateRequest]:
+        sampling = resolve_sampling(options)
+        stop = resolve_stop(options, len(prompt), self.settings.limits)
+        requests = []
+        for i in range(n):
+            req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt), sampling, stop)
+            req.validate(self._vocab_size(), self.settings.limits.context_length)
+            requests.append(req)
+        return requests
+
+    def _render_chat(self, chat: ChatInput, template_tools: list[dict] | None) -> str:
+        messages = normalize_messages(chat.messages)
+        kwargs = merge_template_kwargs(self.settings.default_chat_template_kwargs,
+                                       chat.chat_template_kwargs)
+        return render_chat_prompt(self.tokenizer, messages, template_tools, kwargs,
+                                  self.settings.chat_template)
+
+    def _opens_reasoning(self, prompt_text: str) -> bool:
+        opener = getattr(self.tokenizer, "think_start", None)
+        return bool(opener) and prompt_text.rstrip().endswith(opener)
+
+    async def prepare_chat(self, chat: ChatInput, base_id: str) -> PreparedPrompt:
+        check_n(chat.n, self.settings.max_n)
+        tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers)
+        text = await asyncio.to_thread(self._render_chat, chat, tool_setup.template_tools)
+        ids = await asyncio.to_thread(encode_prompt_text, self.tokenizer, text,
+                                      add_special_tokens=False)
+        requests = self._requests(base_id, 0, chat.n, ids, chat.options)
+        return PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text))
+
+    def _tokenize_completion_prompt(self, prompt: str | list[int]) -> tuple[list[int], str]:
+        if isinstance(prompt, str):
+            return encode_prompt_text(self.tokenizer, prompt, add_special_tokens=True), prompt
+        return list(prompt), decode_tokens(self.tokenizer, list(prompt))
+
+    async def prepare_completions(self, completion: CompletionInput, base_id: str
+                                  ) -> list[PreparedPrompt]:
+        check_n(completion.n, self.settings.max_n)
+        if not completion.prompts:
+            raise InvalidRequest("'prompt' must not be empty", param="prompt")
+        if len(completion.prompts) * completion.n > 64:
+            raise InvalidRequest("too many prompts times 'n' (at most 64 in one request)",
+                                 param="prompt")
+        prepared = []
+        for i, prompt in enumerate(completion.prompts):
+            ids, text = await asyncio.to_thread(self._tokenize_completion_prompt, prompt)
+            requests = self._requests(base_id, i * completion.n, completion.n, ids,
+                                      completion.options)
+            prepared.append(PreparedPrompt(ids, text, requests))
+        return prepared
+
+    async def _abort(self, request_id: str) -> None:
+        result = self._engine.abort(request_id)
+        if inspect.isawaitable(result):
+            await result
+
+    async def stream(self, request: GenerateRequest, prepared: PreparedPrompt
+                     ) -> AsyncIterator[MessageDelta]:
+        """MessageDelta objects of one engine request; aborts it if the consumer leaves."""
+        parser = make_output_parser(self.settings.parsers, prepared.tool_setup,
+                                    prepared.prompt_opens_reasoning)
+        assembler = OutputAssembler(parser)
+        deltas = self._engine.generate(request)
+        finished = False
+        try:
+            async for delta in deltas:
+                finished = delta.finished
+                yield assembler.feed(delta)
+                if finished:
+                    break
+        finally:
+            if not finished:
+                await asyncio.shield(self._abort(request.request_id))
+            close = getattr(deltas, "aclose", None)
+            if close is not None:
+                await close()
+
+    def stats(self) -> Any:
+        return self._engine.stats()

@@ -1,0 +1,66 @@
+"""API field values → SamplingParams / StopParams. Every default is decided here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlxserve.engine.request import SamplingParams, StopParams
+from mlxserve.errors import InvalidRequest
+from mlxserve.serving.chat_input import GenerationOptions
+
+DEFAULT_TEMPERATURE = 1.0
+
+
+@dataclass(frozen=True)
+class ContextLimits:
+    context_length: int  # the model's context (or --max-model-len)
+    max_tokens_cap: int | None = None  # server bound on a default max_tokens
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def resolve_sampling(options: GenerationOptions) -> SamplingParams:
+    params = SamplingParams(
+        temperature=_or(options.temperature, DEFAULT_TEMPERATURE),
+        top_p=_or(options.top_p, 1.0),
+        top_k=_or(options.top_k, 0),
+        min_p=_or(options.min_p, 0.0),
+        repetition_penalty=_or(options.repetition_penalty, 1.0),
+        presence_penalty=_or(options.presence_penalty, 0.0),
+        frequency_penalty=_or(options.frequency_penalty, 0.0),
+        logit_bias=options.logit_bias or None,
+        seed=options.seed,
+        logprobs=options.logprobs,
+        top_logprobs=options.top_logprobs,
+    )
+    params.validate()
+    return params
+
+
+def default_max_tokens(prompt_len: int, limits: ContextLimits) -> int:
+    """What is left of the context, bounded by the server's cap; at least 1."""
+    remaining = limits.context_length - prompt_len
+    if limits.max_tokens_cap is not None:
+        remaining = min(remaining, limits.max_tokens_cap)
+    return max(1, remaining)
+
+
+def resolve_stop(options: GenerationOptions, prompt_len: int, limits: ContextLimits) -> StopParams:
+    max_tokens = options.max_tokens
+    if max_tokens is None:
+        max_tokens = default_max_tokens(prompt_len, limits)
+    params = StopParams(
+        max_tokens=max_tokens,
+        stop=tuple(options.stop),
+        stop_token_ids=tuple(options.stop_token_ids),
+        ignore_eos=options.ignore_eos,
+    )
+    params.validate()
+    return params
+
+
+def check_n(n: int, max_n: int) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= max_n:
+        raise InvalidRequest(f"'n' must be an integer between 1 and {max_n}", param="n")

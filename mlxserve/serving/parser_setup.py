@@ -1,0 +1,135 @@
+"""Which output parsers a request gets: reasoning and tool-call parsers by name, resolved
+once at start-up ("auto" detection included), and the per-request tool plan.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from mlxserve.errors import InvalidRequest, MlxserveError
+
+
+class ServingSetupError(MlxserveError):
+    """A start-up setting cannot be honoured (unknown parser name, ...)."""
+
+    code = "setup_error"
+
+
+@dataclass(frozen=True)
+class ParserSettings:
+    reasoning_parser: str | None = None  # a registered name, resolved ("auto" decided)
+    tool_call_parser: str | None = None
+    enable_auto_tool_choice: bool = False
+
+
+@dataclass
+class ToolSetup:
+    template_tools: list[dict[str, Any]] | None = None  # tools the chat template renders
+    parser_tools: list[dict[str, Any]] | None = None  # None: no tool-call parsing
+
+
+def _parsers_module(name: str) -> Any:
+    try:
+        return importlib.import_module(f"mlxserve.parsers.{name}")
+    except ImportError as e:
+        raise ServingSetupError(f"output parsers are not available: {e}") from None
+
+
+def _vocab(tokenizer: Any) -> dict[str, int]:
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    return dict(get_vocab()) if get_vocab else {}
+
+
+def _resolve_one(kind: str, name: str | None, chat_template: str, vocab: dict[str, int]
+                 ) -> str | None:
+    if not name:
+        return None
+    registry = _parsers_module("registry")
+    if name == "auto":
+        detect = getattr(registry, f"detect_{kind}_parser")
+        return detect(chat_template, vocab)
+    try:
+        if kind == "reasoning":
+            registry.make_reasoning_parser(name)
+        else:
+            registry.make_tool_parser(name, [])
+    except (KeyError, ValueError, MlxserveError) as e:
+        raise ServingSetupError(f"unknown {kind} parser '{name}' ({e})") from None
+    return name
+
+
+def resolve_parser_settings(reasoning: str | None, tool_call: str | None,
+                            enable_auto_tool_choice: bool, tokenizer: Any,
+                            chat_template: str | None) -> ParserSettings:
+    """Check the parser names against the registry; decide "auto" from the template+vocab."""
+    template = chat_template or getattr(tokenizer, "chat_template", None) or ""
+    vocab = _vocab(tokenizer) if "auto" in (reasoning, tool_call) else {}
+    return ParserSettings(
+        reasoning_parser=_resolve_one("reasoning", reasoning, template, vocab),
+        tool_call_parser=_resolve_one("tool", tool_call, template, vocab),
+        enable_auto_tool_choice=enable_auto_tool_choice,
+    )
+
+
+def _check_tools(tools: Any) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise InvalidRequest("'tools' must be an array", param="tools")
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if (not isinstance(tool, dict) or tool.get("type", "function") != "function"
+                or not isinstance(function, dict) or not isinstance(function.get("name"), str)):
+            raise InvalidRequest(f"tools[{i}] must be {{'type': 'function', 'function': "
+                                 "{'name': ..., 'parameters': ...}}", param="tools")
+    return tools
+
+
+def _chosen_tools(tool_choice: Any, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    apply = getattr(_parsers_module("pipeline"), "apply_tool_choice", None)
+    if apply is None:
+        return tools
+    chosen = apply(tool_choice, tools)
+    return tools if chosen is None else list(chosen)
+
+
+def plan_tools(tools: Any, tool_choice: Any, settings: ParserSettings) -> ToolSetup:
+    """Which tools the template renders and the parser looks for, given tool_choice."""
+    if tool_choice is not None and not (isinstance(tool_choice, (str, dict))):
+        raise InvalidRequest("'tool_choice' must be a string or an object", param="tool_choice")
+    if not tools:
+        if tool_choice not in (None, "none", "auto"):
+            raise InvalidRequest("'tool_choice' needs 'tools'", param="tool_choice")
+        return ToolSetup()
+    tools = _check_tools(tools)
+    if tool_choice == "none":
+        return ToolSetup()
+    if settings.tool_call_parser is None:
+        if tool_choice is None:
+            return ToolSetup(template_tools=tools)
+        raise InvalidRequest("tool_choice needs a server started with --tool-call-parser "
+                             "and --enable-auto-tool-choice", param="tool_choice")
+    if tool_choice in (None, "auto") and not settings.enable_auto_tool_choice:
+        if tool_choice is None:
+            return ToolSetup(template_tools=tools)
+        raise InvalidRequest('"auto" tool choice needs a server started with '
+                             "--enable-auto-tool-choice", param="tool_choice")
+    chosen = tools if tool_choice in (None, "auto") else _chosen_tools(tool_choice, tools)
+    return ToolSetup(template_tools=chosen, parser_tools=chosen)
+
+
+def make_output_parser(settings: ParserSettings, tool_setup: ToolSetup | None,
+                       prompt_opens_reasoning: bool) -> Any | None:
+    """A fresh pipeline.OutputParser for one request, or None when nothing is parsed."""
+    tools = tool_setup.parser_tools if tool_setup else None
+    if settings.reasoning_parser is None and tools is None:
+        return None
+    registry = _parsers_module("registry")
+    reasoning = None
+    if settings.reasoning_parser is not None:
+        reasoning = registry.make_reasoning_parser(
+            settings.reasoning_parser, prompt_opens_reasoning=prompt_opens_reasoning)
+    tool_parser = None
+    if tools is not None:
+        tool_parser = registry.make_tool_parser(settings.tool_call_parser, tools)
+    return _parsers_module("pipeline").OutputParser(reasoning, tool_parser)
