@@ -1,0 +1,109 @@
+"""Pure-ASGI guards run before routing: request body size and API keys."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, Awaitable, Callable
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PUBLIC_PATHS = ("/health", "/version")
+
+
+async def send_error(send: Send, status: int, message: str, kind: str, code: str) -> None:
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None,
+                                 "code": code}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """413 when Content-Length, or the bytes actually streamed, exceed ``max_bytes``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _declared_size(self, scope: Scope) -> int | None:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return None
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"the request body is larger than {self.max_bytes} bytes"
+        declared = self._declared_size(scope)
+        if declared is not None and declared > self.max_bytes:
+            await send_error(send, 413, message, "invalid_request_error", "request_too_large")
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge()
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await send_error(send, 413, message, "invalid_request_error",
+                                 "request_too_large")
+
+
+class ApiKeyCheck:
+    """401 unless the bearer token (or x-api-key) is one of ``api_keys``."""
+
+    def __init__(self, app: ASGIApp, api_keys: tuple[str, ...]):
+        self.app = app
+        self.api_keys = tuple(k.encode() for k in api_keys)
+
+    def _presented(self, scope: Scope) -> bytes:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                return value[7:].strip()
+            if name == b"x-api-key":
+                return value.strip()
+        return b""
+
+    def _allowed(self, token: bytes) -> bool:
+        return any(hmac.compare_digest(token, key) for key in self.api_keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or not self.api_keys
+                or scope.get("path", "") in PUBLIC_PATHS or scope.get("method") == "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        if not self._allowed(self._presented(scope)):
+            await send_error(send, 401, "invalid or missing API key", "authentication_error",
+                             "invalid_api_key")
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,130 @@
+"""Neutral chat results → OpenAI chat.completion objects and chat.completion.chunk events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from mlxserve.api.openai.logprobs_encode import TokenTexts, chat_logprobs
+from mlxserve.api.sse import sse_data, sse_done
+from mlxserve.serving.assembler import CompletedMessage, MessageDelta, Usage
+
+
+@dataclass(frozen=True)
+class ResponseMeta:
+    id: str
+    created: int
+    model: str
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {"prompt_tokens": usage.prompt_tokens,
+                           "completion_tokens": usage.completion_tokens,
+                           "total_tokens": usage.total_tokens}
+    if usage.cached_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    return out
+
+
+def total_usage(usages: list[Usage], prompt_counted_once: bool = True) -> Usage:
+    if not usages:
+        return Usage()
+    prompt = usages[0].prompt_tokens if prompt_counted_once else sum(u.prompt_tokens for u in usages)
+    return Usage(prompt, sum(u.completion_tokens for u in usages),
+                 max(u.cached_tokens for u in usages))
+
+
+def _message_json(message: CompletedMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": "assistant", "content": message.content or None}
+    if message.reasoning:
+        out["reasoning_content"] = message.reasoning
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    elif out["content"] is None:
+        out["content"] = ""
+    return out
+
+
+def chat_response(meta: ResponseMeta, messages: list[CompletedMessage], texts: TokenTexts
+                  ) -> dict[str, Any]:
+    choices = [
+        {"index": i, "message": _message_json(m), "logprobs": chat_logprobs(m.logprobs, texts),
+         "finish_reason": m.finish_reason}
+        for i, m in enumerate(messages)
+    ]
+    return {"id": meta.id, "object": "chat.completion", "created": meta.created,
+            "model": meta.model, "choices": choices, "system_fingerprint": None,
+            "usage": usage_json(total_usage([m.usage for m in messages]))}
+
+
+def _delta_json(delta: MessageDelta) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if delta.content:
+        out["content"] = delta.content
+    if delta.reasoning:
+        out["reasoning_content"] = delta.reasoning
+    if delta.tool_calls:
+        calls = []
+        for call in delta.tool_calls:
+            entry: dict[str, Any] = {"index": call.index}
+            function: dict[str, Any] = {"arguments": call.arguments}
+            if call.id is not None:
+                entry["id"] = call.id
+                entry["type"] = "function"
+            if call.name is not None:
+                function["name"] = call.name
+            entry["function"] = function
+            calls.append(entry)
+        out["tool_calls"] = calls
+    return out
+
+
+class ChatChunkEncoder:
+    def __init__(self, meta: ResponseMeta, texts: TokenTexts, include_usage: bool):
+        self.meta = meta
+        self.texts = texts
+        self.include_usage = include_usage
+
+    def chunk(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> str:
+        body: dict[str, Any] = {"id": self.meta.id, "object": "chat.completion.chunk",
+                                "created": self.meta.created, "model": self.meta.model,
+                                "system_fingerprint": None, "choices": choices}
+        if self.include_usage:
+            body["usage"] = usage_json(usage) if usage is not None else None
+        return sse_data(body)
+
+    def role_chunk(self, index: int) -> str:
+        return self.chunk([{"index": index, "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None, "finish_reason": None}])
+
+    def delta_chunks(self, index: int, delta: MessageDelta) -> list[str]:
+        out = []
+        body = _delta_json(delta)
+        if body or delta.logprobs:
+            out.append(self.chunk([{"index": index, "delta": body,
+                                    "logprobs": chat_logprobs(delta.logprobs, self.texts),
+                                    "finish_reason": None}]))
+        if delta.finish_reason is not None:
+            out.append(self.chunk([{"index": index, "delta": {}, "logprobs": None,
+                                    "finish_reason": delta.finish_reason}]))
+        return out
+
+
+async def chat_event_stream(encoder: ChatChunkEncoder, n: int,
+                            deltas: AsyncIterator[tuple[int, MessageDelta]]
+                            ) -> AsyncIterator[str]:
+    for index in range(n):
+        yield encoder.role_chunk(index)
+    usages: list[Usage] = []
+    async for index, delta in deltas:
+        for chunk in encoder.delta_chunks(index, delta):
+            yield chunk
+        if delta.usage is not None:
+            usages.append(delta.usage)
+    if encoder.include_usage:
+        yield encoder.chunk([], total_usage(usages))
+    yield sse_done()

@@ -1,0 +1,54 @@
+"""POST /v1/chat/completions request body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import field_validator
+
+from mlxserve.api.openai.sampling_fields import SamplingFields
+from mlxserve.errors import InvalidRequest
+from mlxserve.serving.chat_input import ChatInput
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[Any]
+    max_completion_tokens: int | None = None
+    logprobs: bool | None = False
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _messages_not_empty(cls, value: list[Any]) -> list[Any]:
+        if not value:
+            raise ValueError("must be a non-empty array")
+        return value
+
+    def _check_response_format(self) -> None:
+        kind = (self.response_format or {}).get("type", "text")
+        if kind in ("json_object", "json_schema"):
+            raise InvalidRequest(f"response_format '{kind}' is not supported yet",
+                                 param="response_format")
+        if kind != "text":
+            raise InvalidRequest("response_format type must be 'text'",
+                                 param="response_format")
+
+    def to_chat_input(self) -> ChatInput:
+        self._check_response_format()
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+        max_tokens = self.max_completion_tokens
+        if max_tokens is None:
+            max_tokens = self.max_tokens
+        options = self.to_options(max_tokens, bool(self.logprobs), self.top_logprobs or 0)
+        return ChatInput(
+            messages=list(self.messages), options=options, tools=self.tools,
+            tool_choice=self.tool_choice,
+            chat_template_kwargs=dict(self.chat_template_kwargs or {}),
+            n=1 if self.n is None else self.n,
+        )

@@ -1,0 +1,44 @@
+"""POST /v1/completions request body."""
+
+from __future__ import annotations
+
+from mlxserve.api.openai.sampling_fields import SamplingFields
+from mlxserve.errors import InvalidRequest
+from mlxserve.serving.chat_input import CompletionInput
+
+MAX_LEGACY_LOGPROBS = 20
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool | None = False
+    logprobs: int | None = None
+    suffix: str | None = None
+
+    def _prompts(self) -> list[str | list[int]]:
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if not prompt:
+            raise InvalidRequest("'prompt' must not be empty", param="prompt")
+        if all(isinstance(p, int) for p in prompt):
+            return [list(prompt)]
+        for p in prompt:
+            if isinstance(p, list) and not p:
+                raise InvalidRequest("'prompt' has an empty token list", param="prompt")
+        return list(prompt)
+
+    def to_completion_input(self) -> CompletionInput:
+        if self.suffix:
+            raise InvalidRequest("'suffix' is not supported", param="suffix")
+        logprobs = self.logprobs
+        if logprobs is not None and not 0 <= logprobs <= MAX_LEGACY_LOGPROBS:
+            raise InvalidRequest(f"'logprobs' must be between 0 and {MAX_LEGACY_LOGPROBS}",
+                                 param="logprobs")
+        if self.echo and logprobs is not None:
+            raise InvalidRequest("'echo' together with 'logprobs' is not supported yet "
+                                 "(prompt logprobs)", param="echo")
+        options = self.to_options(self.max_tokens if self.max_tokens is not None else 16,
+                                  logprobs is not None, logprobs or 0)
+        return CompletionInput(prompts=self._prompts(), options=options,
+                               echo=bool(self.echo), n=1 if self.n is None else self.n)

@@ -1,0 +1,55 @@
+"""Token logprobs in OpenAI's two shapes (chat: content list; completions: legacy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlxserve.engine.request import TokenLogprob
+
+
+class TokenTexts:
+    """Text of single token ids, decoded once per response."""
+
+    def __init__(self, tokenizer: Any):
+        self._tokenizer = tokenizer
+        self._cache: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        text = self._cache.get(token_id)
+        if text is None:
+            text = self._tokenizer.decode([token_id])
+            self._cache[token_id] = text
+        return text
+
+
+def _chat_entry(texts: TokenTexts, token_id: int, logprob: float) -> dict[str, Any]:
+    text = texts(token_id)
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+
+def chat_logprobs(items: list[TokenLogprob] | None, texts: TokenTexts) -> dict | None:
+    if items is None:
+        return None
+    content = []
+    for item in items:
+        entry = _chat_entry(texts, item.token_id, item.logprob)
+        entry["top_logprobs"] = [_chat_entry(texts, t, lp) for t, lp in item.top]
+        content.append(entry)
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(items: list[TokenLogprob] | None, texts: TokenTexts,
+                        text_offset_start: int) -> dict | None:
+    if items is None:
+        return None
+    tokens, token_logprobs, tops, offsets = [], [], [], []
+    offset = text_offset_start
+    for item in items:
+        text = texts(item.token_id)
+        tokens.append(text)
+        token_logprobs.append(item.logprob)
+        tops.append({texts(t): lp for t, lp in item.top} if item.top else None)
+        offsets.append(offset)
+        offset += len(text)
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": tops,
+            "text_offset": offsets}

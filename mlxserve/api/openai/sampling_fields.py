@@ -1,0 +1,69 @@
+"""Request fields shared by chat and completions, and their conversion to the neutral
+GenerationOptions. Unknown fields are ignored (as OpenAI does); wrong types are 400s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from mlxserve.errors import InvalidRequest
+from mlxserve.serving.chat_input import GenerationOptions
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    include_usage: bool | None = False
+
+
+class SamplingFields(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool | None = False
+    n: int | None = 1
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    user: Any = None  # accepted and ignored
+
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+    def _logit_bias(self) -> dict[int, float] | None:
+        if not self.logit_bias:
+            return None
+        try:
+            return {int(token): bias for token, bias in self.logit_bias.items()}
+        except ValueError:
+            raise InvalidRequest("'logit_bias' keys must be token ids", param="logit_bias") from None
+
+    def _stop(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        if len(stops) > 16:
+            raise InvalidRequest("'stop' takes at most 16 strings", param="stop")
+        return stops
+
+    def to_options(self, max_tokens: int | None, logprobs: bool, top_logprobs: int
+                   ) -> GenerationOptions:
+        return GenerationOptions(
+            max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
+            top_k=self.top_k, min_p=self.min_p, presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            repetition_penalty=self.repetition_penalty, logit_bias=self._logit_bias(),
+            seed=self.seed, stop=self._stop(), stop_token_ids=tuple(self.stop_token_ids or ()),
+            ignore_eos=bool(self.ignore_eos), logprobs=logprobs, top_logprobs=top_logprobs,
+        )
