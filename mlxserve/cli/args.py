@@ -1,0 +1,97 @@
+"""argparse → frozen config records. Bad values raise CliError (one line, exit code 2)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+
+from mlxserve.config import EngineConfig, ModelConfig, ServerConfig
+
+DEFAULT_MODEL = ModelConfig().model
+
+
+class CliError(Exception):
+    """A command-line or start-up problem, printed as one line; exit code 2."""
+
+
+@dataclass(frozen=True)
+class ServeConfigs:
+    model: ModelConfig
+    engine: EngineConfig
+    server: ServerConfig
+
+
+def add_model_args(parser: argparse.ArgumentParser, *, optional_model: bool) -> None:
+    if optional_model:
+        parser.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                            help=f"HF folder, hub id, .gguf file or alias (default {DEFAULT_MODEL})")
+    else:
+        parser.add_argument("model", help="HF folder, hub id, .gguf file or alias")
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--chat-template", default=None, metavar="FILE",
+                        help="Jinja file replacing the model's chat template")
+    parser.add_argument("--max-model-len", type=int, default=None)
+    parser.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs)
+    parser.add_argument("--trust-remote-code", action="store_true")
+
+
+def add_serve_args(parser: argparse.ArgumentParser) -> None:
+    add_model_args(parser, optional_model=True)
+    defaults = ServerConfig()
+    parser.add_argument("--host", default=defaults.host)
+    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--served-model-name", nargs="+", default=[], metavar="NAME")
+    parser.add_argument("--default-chat-template-kwargs", default=None, metavar="JSON")
+    parser.add_argument("--reasoning-parser", default=None, metavar="NAME|auto")
+    parser.add_argument("--tool-call-parser", default=None, metavar="NAME|auto")
+    parser.add_argument("--enable-auto-tool-choice", action="store_true")
+    parser.add_argument("--api-key", action="append", default=[], metavar="KEY")
+    parser.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
+    parser.add_argument("--log-level", default=defaults.log_level,
+                        choices=["critical", "error", "warning", "info", "debug"])
+
+
+def _json_object(text: str | None, option: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CliError(f"{option} is not valid JSON: {e.msg}") from None
+    if not isinstance(value, dict):
+        raise CliError(f"{option} must be a JSON object")
+    return value
+
+
+def _positive(value: int | None, option: str) -> None:
+    if value is not None and value <= 0:
+        raise CliError(f"{option} must be a positive integer")
+
+
+def model_and_engine_configs(args: argparse.Namespace) -> tuple[ModelConfig, EngineConfig]:
+    _positive(args.max_model_len, "--max-model-len")
+    _positive(args.max_num_seqs, "--max-num-seqs")
+    model = ModelConfig(model=args.model, revision=args.revision,
+                        chat_template=args.chat_template,
+                        trust_remote_code=args.trust_remote_code)
+    engine = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len)
+    return model, engine
+
+
+def serve_configs(args: argparse.Namespace) -> ServeConfigs:
+    model, engine = model_and_engine_configs(args)
+    if not 0 <= args.port <= 65535:
+        raise CliError("--port must be between 0 and 65535")
+    _positive(args.max_request_bytes, "--max-request-bytes")
+    if args.enable_auto_tool_choice and not args.tool_call_parser:
+        raise CliError("--enable-auto-tool-choice needs --tool-call-parser")
+    server = ServerConfig(
+        host=args.host, port=args.port, served_model_names=tuple(args.served_model_name),
+        api_keys=tuple(args.api_key), max_request_bytes=args.max_request_bytes,
+        default_chat_template_kwargs=_json_object(args.default_chat_template_kwargs,
+                                                  "--default-chat-template-kwargs"),
+        reasoning_parser=args.reasoning_parser, tool_call_parser=args.tool_call_parser,
+        enable_auto_tool_choice=args.enable_auto_tool_choice, log_level=args.log_level,
+    )
+    return ServeConfigs(model, engine, server)
