@@ -1,0 +1,255 @@
+"""The engine's owner thread: load the model, then loop schedule → run → update.
+
+All MLX work happens on this thread (MLX streams are per-thread). Other threads talk to it
+only through ``submit_*`` (a queue of plain commands); outputs leave through each
+request's ``sink`` callable, which the asyncio client makes thread-safe. One request's
+failure finishes that request with ``finish_reason="error"``; the loop keeps going.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from mlxserve.config import EngineConfig, ModelConfig
+from mlxserve.engine.request import FINISH_ABORT, FINISH_ERROR, EngineDelta, GenerateRequest
+from mlxserve.engine.scheduler import Scheduler, SeqState
+from mlxserve.engine.stops import OutputStream
+
+log = logging.getLogger(__name__)
+DeltaSink = Callable[[EngineDelta], None]
+_CLEAR_CACHE_EVERY = 256  # steps, as mlx_lm.stream_generate does per tokens
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    running: int = 0
+    waiting: int = 0
+    total_finished: int = 0
+    kv_tokens_used: int = 0
+    kv_tokens_total: int = 0
+
+
+@dataclass
+class _Add:
+    request: GenerateRequest
+    sink: DeltaSink
+
+
+@dataclass
+class _Abort:
+    request_id: str
+
+
+class _Shutdown:
+    pass
+
+
+@dataclass
+class _Active:
+    request: GenerateRequest
+    sink: DeltaSink
+    output: OutputStream
+    completion_tokens: int = 0
+
+
+class EngineCore:
+    """Owns the model, scheduler and runner; lives on one thread started by ``start``."""
+
+    def __init__(self, model_config: ModelConfig, engine_config: EngineConfig,
+                 loader: Callable | None = None):
+        self.model_config = model_config
+        self.engine_config = engine_config
+        self._loader = loader
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.loaded = None  # LoadedModel, set on the thread before on_ready fires
+        self.scheduler: Scheduler | None = None
+        self.max_model_len = 0
+        self.stats = EngineStats()
+        self._active: dict[str, _Active] = {}
+        self._seeds = random.Random(engine_config.seed)
+        self._total_finished = 0
+        self._steps = 0
+
+    # ---- other threads ------------------------------------------------------------
+    def start(self, on_ready: Callable[[BaseException | None], None]) -> None:
+        self.thread = threading.Thread(target=self._main, args=(on_ready,),
+                                       name="mlxserve-engine", daemon=True)
+        self.thread.start()
+
+    def submit_add(self, request: GenerateRequest, sink: DeltaSink) -> None:
+        self.inbox.put(_Add(request, sink))
+
+    def submit_abort(self, request_id: str) -> None:
+        self.inbox.put(_Abort(request_id))
+
+    def submit_shutdown(self) -> None:
+        self.inbox.put(_Shutdown())
+
+    # ---- the thread ---------------------------------------------------------------
+    def _main(self, on_ready) -> None:
+        try:
+            self._load()
+        except BaseException as e:  # reported to start(); the thread ends
+            on_ready(e)
+            return
+        on_ready(None)
+        try:
+            self._loop()
+        finally:
+            self._fail_all("the engine stopped", FINISH_ABORT)
+
+    def _load(self) -> None:
+        import mlx.core as mx
+
+        from mlxserve.engine.kv_budget import kv_tokens_total
+        from mlxserve.engine.runner import Runner
+        from mlxserve.models import load_model
+
+        loaded = (self._loader or load_model)(self.model_config)
+        caps = loaded.capabilities
+        cfg = self.engine_config
+        self.max_model_len = min(cfg.max_model_len or caps.context_length, caps.context_length)
+        device_memory = mx.device_info().get("memory_size") if not _cpu_only() else None
+        total = kv_tokens_total(cfg, loaded.config, caps.dtype, device_memory,
+                                mx.get_active_memory())
+        self.scheduler = Scheduler(
+            max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
+            prefill_chunk_size=cfg.prefill_chunk_size, kv_tokens_total=total,
+            max_queue_size=cfg.max_queue_size,
+        )
+        model = loaded.model
+        self.runner = Runner(model, caps.vocab_size or loaded.config.get("vocab_size"),
+                             lambda: _make_cache(model))
+        self.loaded = loaded
+        self._publish_stats()
+
+    def _loop(self) -> None:
+        while True:
+            idle = not self.scheduler.has_work() and not self.runner.has_pending
+            if not self._drain_inbox(block=idle):
+                return
+            self._step()
+
+    def _drain_inbox(self, block: bool) -> bool:
+        """Apply queued commands; False when asked to shut down."""
+        while True:
+            try:
+                cmd = self.inbox.get(block=block, timeout=0.5 if block else None)
+            except queue.Empty:
+                if block:
+                    return True  # nothing arrived: check again (keeps shutdown responsive)
+                return True
+            block = False
+            if isinstance(cmd, _Shutdown):
+                return False
+            if isinstance(cmd, _Add):
+                self._add(cmd.request, cmd.sink)
+            elif isinstance(cmd, _Abort):
+                self._finish(cmd.request_id, FINISH_ABORT)
+
+    def _add(self, request: GenerateRequest, sink: DeltaSink) -> None:
+        try:
+            request.validate(self.runner.vocab_size, self.max_model_len)
+            seq = SeqState(request.request_id, len(request.prompt_tokens), request.stop.max_tokens)
+            self.scheduler.add(seq)
+        except Exception as e:  # the client validated already; report, never raise here
+            sink(_error_delta(request.request_id, str(getattr(e, "message", e))))
+            return
+        seed = request.sampling.seed
+        if seed is None:
+            seed = self._seeds.getrandbits(63)
+        self.runner.add(request, seed)
+        output = OutputStream(request, self.loaded.tokenizer.detokenizer,
+                              self.loaded.eos_token_ids, self.max_model_len)
+        self._active[request.request_id] = _Active(request, sink, output)
+        self._publish_stats()
+
+    def _step(self) -> None:
+        plan = self.scheduler.schedule()
+        try:
+            outputs, failures = self.runner.run(plan)
+        except Exception as e:  # a batched step failed: fail the running requests, go on
+            log.exception("engine step failed")
+            self.runner.reset()
+            self._fail_all(f"{type(e).__name__}: {e}", FINISH_ERROR)
+            return
+        for failure in failures:
+            self._finish(failure.request_id, FINISH_ERROR, error=failure.error)
+        for out in outputs:
+            self._update(out)
+        self._steps += 1
+        if self._steps % _CLEAR_CACHE_EVERY == 0:
+            import mlx.core as mx
+
+            mx.clear_cache()
+        self._publish_stats()
+
+    def _update(self, out) -> None:
+        active = self._active.get(out.request_id)
+        if active is None:  # finished or aborted while its token was in flight
+            return
+        active.completion_tokens += 1
+        step = active.output.add_token(out.token_id)
+        delta = EngineDelta(
+            request_id=out.request_id, token_ids=[out.token_id], text=step.text,
+            logprobs=[out.logprob] if out.logprob is not None else None,
+            finish_reason=step.finish_reason, stop_reason=step.stop_reason,
+            prompt_tokens=len(active.request.prompt_tokens),
+            completion_tokens=active.completion_tokens,
+        )
+        if step.finish_reason is not None:
+            self._retire(out.request_id)
+        active.sink(delta)
+
+    def _finish(self, request_id: str, reason: str, error: str | None = None) -> None:
+        active = self._retire(request_id)
+        if active is None:
+            return
+        active.sink(EngineDelta(
+            request_id=request_id, finish_reason=reason, error=error,
+            prompt_tokens=len(active.request.prompt_tokens),
+            completion_tokens=active.completion_tokens,
+        ))
+
+    def _retire(self, request_id: str) -> _Active | None:
+        active = self._active.pop(request_id, None)
+        self.scheduler.finish(request_id)
+        self.runner.release(request_id)
+        if active is not None:
+            self._total_finished += 1
+            self._publish_stats()
+        return active
+
+    def _fail_all(self, message: str, reason: str) -> None:
+        for request_id in list(self._active):
+            self._finish(request_id, reason, error=message if reason == FINISH_ERROR else None)
+
+    def _publish_stats(self) -> None:
+        s = self.scheduler
+        self.stats = EngineStats(
+            running=len(s.running), waiting=len(s.waiting),
+            total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
+            kv_tokens_total=s.kv_tokens_total,
+        )
+
+
+def _error_delta(request_id: str, message: str) -> EngineDelta:
+    return EngineDelta(request_id=request_id, finish_reason=FINISH_ERROR, error=message)
+
+
+def _make_cache(model) -> list:
+    from mlx_lm.models.cache import make_prompt_cache
+
+    return make_prompt_cache(model)
+
+
+def _cpu_only() -> bool:
+    from mlxserve.backend import is_cpu_only
+
+    return is_cpu_only()

@@ -1,0 +1,172 @@
+"""Per-request sampling inside one batch (MLX, engine thread only).
+
+Each row of a batch carries its own ``SamplingParams``. Greedy rows stay an exact argmax of
+the (biased / penalised) logits; sampled rows apply temperature, top-k, top-p and min-p
+with per-row values, then draw with Gumbel noise from a per-row random key derived from
+(seed, output position) only, so a seeded request gives the same tokens whatever else is
+in the batch. Everything is built lazily: nothing here waits for the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from mlxserve.engine.request import SamplingParams
+
+_KEY_MIX = 0x9E3779B97F4A7C15
+_U64 = (1 << 64) - 1
+
+
+class RowSampler:
+    """The sampling state of one request: its params, random stream and penalty counts."""
+
+    def __init__(self, params: SamplingParams, prompt_tokens: list[int], vocab_size: int,
+                 seed: int):
+        self.params = params
+        self.seed = seed
+        self.position = 0  # output tokens sampled so far
+        self.vocab_size = vocab_size
+        p = params
+        self.has_penalties = (p.repetition_penalty != 1.0 or p.presence_penalty != 0.0
+                              or p.frequency_penalty != 0.0)
+        self.bias = None
+        if p.logit_bias:
+            ids = mx.array([int(t) for t in p.logit_bias], dtype=mx.uint32)
+            vals = mx.array([float(v) for v in p.logit_bias.values()], dtype=mx.float32)
+            self.bias = mx.zeros((vocab_size,), mx.float32).at[ids].add(vals)
+        self.counts = None  # output-token counts (V,), for presence / frequency
+        self.seen = None  # prompt + output counts (V,), for the repetition penalty
+        if self.has_penalties:
+            self.counts = mx.zeros((vocab_size,), mx.float32)
+            prompt = mx.array(prompt_tokens, dtype=mx.uint32)
+            self.seen = mx.zeros((vocab_size,), mx.float32).at[prompt].add(1.0)
+
+    @property
+    def processes_logits(self) -> bool:
+        return self.bias is not None or self.has_penalties
+
+    def next_key(self) -> mx.array:
+        return mx.random.key((self.seed * _KEY_MIX + self.position) & _U64)
+
+    def adjust(self, logits: mx.array) -> mx.array:
+        """Apply logit_bias and penalties to this row's (V,) float32 logits."""
+        if self.has_penalties:
+            p = self.params
+            if p.repetition_penalty != 1.0:
+                rp = p.repetition_penalty
+                penalised = mx.where(logits > 0, logits / rp, logits * rp)
+                logits = mx.where(self.seen > 0, penalised, logits)
+            logits = logits - p.frequency_penalty * self.counts
+            logits = logits - p.presence_penalty * (self.counts > 0)
+        if self.bias is not None:
+            logits = logits + self.bias
+        return logits
+
+    def record(self, tokens: mx.array, row: int) -> None:
+        """Account for the token just sampled (row ``row`` of the lazy (B,) ``tokens``)."""
+        self.position += 1
+        if self.has_penalties:
+            token = tokens[row : row + 1]
+            self.counts = self.counts.at[token].add(1.0)
+            self.seen = self.seen.at[token].add(1.0)
+
+
+@dataclass
+class SampleResult:
+    tokens: mx.array  # (B,) uint32
+    logprobs: mx.array | None  # (B,) logprob of the chosen token, when any row asks
+    top_ids: mx.array | None  # (B, K) best alternatives, when any row asks
+    top_logprobs: mx.array | None  # (B, K)
+
+
+def _row_values(rows: list[RowSampler], name: str, default: float) -> mx.array:
+    return mx.array([getattr(r.params, name) if not r.params.greedy else default for r in rows],
+                    dtype=mx.float32)
+
+
+def _filter_top_k(scaled: mx.array, rows: list[RowSampler]) -> mx.array:
+    vocab = scaled.shape[-1]
+    ks = [min(r.params.top_k, vocab) if r.params.top_k > 0 else vocab for r in rows]
+    desc = -mx.sort(-scaled, axis=-1)
+    kth = mx.take_along_axis(desc, mx.array(ks, dtype=mx.int32)[:, None] - 1, axis=-1)
+    return mx.where(scaled < kth, -mx.inf, scaled)
+
+
+def _filter_top_p(scaled: mx.array, rows: list[RowSampler]) -> mx.array:
+    top_p = _row_values(rows, "top_p", 1.0)[:, None]
+    probs = mx.softmax(scaled, axis=-1)
+    desc = -mx.sort(-probs, axis=-1)
+    before = mx.cumsum(desc, axis=-1) - desc  # mass strictly before each sorted token
+    kept = before < top_p
+    smallest_kept = mx.min(mx.where(kept, desc, mx.inf), axis=-1, keepdims=True)
+    return mx.where(probs < smallest_kept, -mx.inf, scaled)
+
+
+def _filter_min_p(scaled: mx.array, rows: list[RowSampler]) -> mx.array:
+    min_p = _row_values(rows, "min_p", 0.0)[:, None]
+    probs = mx.softmax(scaled, axis=-1)
+    return mx.where(probs < min_p * mx.max(probs, axis=-1, keepdims=True), -mx.inf, scaled)
+
+
+def _draw(logits: mx.array, rows: list[RowSampler]) -> mx.array:
+    """Sampled token per row (greedy rows get an argmax; their noise is zero)."""
+    temps = _row_values(rows, "temperature", 1.0)[:, None]
+    scaled = logits / temps
+    if any(r.params.top_k > 0 and not r.params.greedy for r in rows):
+        scaled = _filter_top_k(scaled, rows)
+    if any(r.params.top_p < 1.0 and not r.params.greedy for r in rows):
+        scaled = _filter_top_p(scaled, rows)
+    if any(r.params.min_p > 0.0 and not r.params.greedy for r in rows):
+        scaled = _filter_min_p(scaled, rows)
+    vocab = logits.shape[-1]
+    zeros = None
+    noise = []
+    for r in rows:
+        if r.params.greedy:
+            zeros = mx.zeros((vocab,), mx.float32) if zeros is None else zeros
+            noise.append(zeros)
+        else:
+            noise.append(mx.random.gumbel((vocab,), key=r.next_key()))
+    return mx.argmax(scaled + mx.stack(noise), axis=-1).astype(mx.uint32)
+
+
+def _adjust_rows(logits: mx.array, rows: list[RowSampler]) -> mx.array:
+    if not any(r.processes_logits for r in rows):
+        return logits
+    adjusted = [r.adjust(logits[i]) if r.processes_logits else logits[i]
+                for i, r in enumerate(rows)]
+    return mx.stack(adjusted)
+
+
+def _logprob_outputs(logits: mx.array, tokens: mx.array, rows: list[RowSampler]):
+    if not any(r.params.logprobs or r.params.top_logprobs for r in rows):
+        return None, None, None
+    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    chosen = mx.take_along_axis(logprobs, tokens[:, None].astype(mx.int32), axis=-1)[:, 0]
+    k = max(r.params.top_logprobs for r in rows)
+    if k == 0:
+        return chosen, None, None
+    top_ids = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
+    top_vals = mx.take_along_axis(logprobs, top_ids, axis=-1)
+    order = mx.argsort(-top_vals, axis=-1)
+    top_ids = mx.take_along_axis(top_ids, order, axis=-1)
+    return chosen, top_ids, mx.take_along_axis(top_vals, order, axis=-1)
+
+
+def sample(logits: mx.array, rows: list[RowSampler]) -> SampleResult:
+    """Pick one token per row of ``logits`` (B, V); records each row's token."""
+    if all(r.params.greedy and not r.processes_logits for r in rows):
+        tokens = mx.argmax(logits, axis=-1).astype(mx.uint32)
+    else:
+        logits32 = logits.astype(mx.float32)
+        adjusted = _adjust_rows(logits32, rows)
+        if all(r.params.greedy for r in rows):
+            tokens = mx.argmax(adjusted, axis=-1).astype(mx.uint32)
+        else:
+            tokens = _draw(adjusted, rows)
+    chosen, top_ids, top_vals = _logprob_outputs(logits.astype(mx.float32), tokens, rows)
+    for i, r in enumerate(rows):
+        r.record(tokens, i)
+    return SampleResult(tokens, chosen, top_ids, top_vals)

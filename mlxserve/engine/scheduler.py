@@ -1,0 +1,155 @@
+"""Which requests run in the next engine step. Pure Python: no MLX import.
+
+One step holds, in this order:
+1. one decode token for every running request whose prompt is fully prefilled (so running
+   streams never freeze behind a long prompt),
+2. prefill chunks for running requests still reading their prompt (oldest first),
+3. newly admitted requests from the waiting queue, strictly first-in first-out: the head
+   of the queue blocks the ones behind it, so nobody is overtaken.
+
+Every step spends at most ``max_num_batched_tokens`` tokens; one request's prefill chunk
+is at most ``prefill_chunk_size`` tokens. Admission reserves KV memory for the request's
+whole life (prompt + max_tokens), so a running request never runs out of cache and
+nothing has to be preempted. A request that could never fit is refused up front.
+
+The engine core calls ``schedule()`` before each step, then ``finish()`` for requests that
+stopped. ``can_x()`` methods never change state; the verbs do.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from mlxserve.errors import EngineOverloaded, InvalidRequest
+
+
+@dataclass
+class SeqState:
+    """The scheduler's bookkeeping for one request."""
+
+    request_id: str
+    prompt_len: int
+    max_tokens: int
+    num_prefilled: int = 0  # prompt tokens handed to the runner so far
+    num_scheduled_output: int = 0  # output tokens whose computation has been scheduled
+
+    @property
+    def kv_reservation(self) -> int:
+        return self.prompt_len + self.max_tokens
+
+    @property
+    def prefill_done(self) -> bool:
+        return self.num_prefilled >= self.prompt_len
+
+    @property
+    def wants_decode(self) -> bool:
+        return self.prefill_done and self.num_scheduled_output < self.max_tokens
+
+
+@dataclass(frozen=True)
+class PrefillChunk:
+    request_id: str
+    start: int  # first prompt position of the chunk
+    length: int
+    is_last: bool  # the chunk ends the prompt: its last logits give the first output token
+
+
+@dataclass
+class StepPlan:
+    prefills: list[PrefillChunk] = field(default_factory=list)
+    decodes: list[str] = field(default_factory=list)  # request ids, one token each
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.decodes) + sum(c.length for c in self.prefills)
+
+    @property
+    def empty(self) -> bool:
+        return not self.prefills and not self.decodes
+
+
+class Scheduler:
+    def __init__(self, *, max_num_seqs: int, max_num_batched_tokens: int,
+                 prefill_chunk_size: int, kv_tokens_total: int, max_queue_size: int = 1 << 30):
+        if min(max_num_seqs, max_num_batched_tokens, prefill_chunk_size, kv_tokens_total) < 1:
+            raise ValueError("scheduler limits must all be at least 1")
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.prefill_chunk_size = prefill_chunk_size
+        self.kv_tokens_total = kv_tokens_total
+        self.max_queue_size = max_queue_size
+        self.waiting: deque[SeqState] = deque()
+        self.running: dict[str, SeqState] = {}  # insertion order = admission order
+        self.kv_tokens_used = 0
+
+    # ---- checks (no side effects) -------------------------------------------------
+    def can_ever_fit(self, prompt_len: int, max_tokens: int) -> bool:
+        return prompt_len + max_tokens <= self.kv_tokens_total
+
+    def can_admit(self, seq: SeqState) -> bool:
+        return (len(self.running) < self.max_num_seqs
+                and self.kv_tokens_used + seq.kv_reservation <= self.kv_tokens_total)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def check_request(self, prompt_len: int, max_tokens: int) -> None:
+        """Raise the error a request would get from ``add``, without adding it."""
+        if not self.can_ever_fit(prompt_len, max_tokens):
+            raise InvalidRequest(
+                f"the prompt ({prompt_len} tokens) plus max_tokens ({max_tokens}) needs more "
+                f"KV-cache memory than this server has ({self.kv_tokens_total} tokens)",
+                param="max_tokens", code="context_length_exceeded",
+            )
+        if len(self.waiting) >= self.max_queue_size:
+            raise EngineOverloaded("the server is busy: too many requests are waiting")
+
+    # ---- verbs --------------------------------------------------------------------
+    def add(self, seq: SeqState) -> None:
+        self.check_request(seq.prompt_len, seq.max_tokens)
+        if seq.request_id in self.running or any(
+            s.request_id == seq.request_id for s in self.waiting
+        ):
+            raise InvalidRequest(f"request id {seq.request_id!r} is already in use")
+        self.waiting.append(seq)
+
+    def finish(self, request_id: str) -> SeqState | None:
+        """Remove a request (finished, aborted or failed) and free its reservation."""
+        seq = self.running.pop(request_id, None)
+        if seq is not None:
+            self.kv_tokens_used -= seq.kv_reservation
+            return seq
+        for s in self.waiting:
+            if s.request_id == request_id:
+                self.waiting.remove(s)
+                return s
+        return None
+
+    def schedule(self) -> StepPlan:
+        plan = StepPlan()
+        budget = self.max_num_batched_tokens
+        for seq in self.running.values():
+            if budget > 0 and seq.wants_decode:
+                plan.decodes.append(seq.request_id)
+                seq.num_scheduled_output += 1
+                budget -= 1
+        for seq in self.running.values():
+            if budget > 0 and not seq.prefill_done:
+                budget -= self._schedule_prefill(seq, budget, plan)
+        while budget > 0 and self.waiting and self.can_admit(self.waiting[0]):
+            seq = self.waiting.popleft()
+            self.running[seq.request_id] = seq
+            self.kv_tokens_used += seq.kv_reservation
+            budget -= self._schedule_prefill(seq, budget, plan)
+        return plan
+
+    def _schedule_prefill(self, seq: SeqState, budget: int, plan: StepPlan) -> int:
+        n = min(seq.prompt_len - seq.num_prefilled, self.prefill_chunk_size, budget)
+        chunk = PrefillChunk(seq.request_id, seq.num_prefilled, n,
+                             is_last=seq.num_prefilled + n == seq.prompt_len)
+        plan.prefills.append(chunk)
+        seq.num_prefilled += n
+        if chunk.is_last:
+            seq.num_scheduled_output += 1
+        return n

@@ -1,0 +1,97 @@
+"""Per-request output text and stop conditions (pure Python around mlx-lm's detokenizer).
+
+``OutputStream`` feeds each new token to the request's own streaming detokenizer (one per
+request, reused for every token: no re-decoding), checks token stops (EOS, stop_token_ids),
+stop strings, max_tokens and the context length, and yields the text that is safe to send.
+Text that could still turn into a stop string is held back (only the longest suffix that is
+a prefix of some stop string); a matched stop string and anything after it never reach the
+output, also when the string spans several tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlxserve.engine.request import FINISH_LENGTH, FINISH_STOP, GenerateRequest
+
+
+@dataclass
+class StepText:
+    text: str
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+
+
+def _held_suffix_len(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best
+
+
+class OutputStream:
+    def __init__(self, request: GenerateRequest, detokenizer, eos_token_ids: set[int],
+                 max_model_len: int):
+        self.request = request
+        self.detokenizer = detokenizer
+        self.detokenizer.reset()
+        stop = request.stop
+        self.stop_ids = set(stop.stop_token_ids) | (set() if stop.ignore_eos else set(eos_token_ids))
+        self.stop_strings = tuple(stop.stop)
+        self.max_tokens = stop.max_tokens
+        self.max_total = max_model_len
+        self.num_tokens = 0
+        self.held = ""  # detokenized text not sent yet
+
+    def add_token(self, token: int) -> StepText:
+        """Account for one output token; returns the text to send and the finish, if any."""
+        self.num_tokens += 1
+        if token in self.stop_ids:
+            return StepText(self._flush_final(), FINISH_STOP, token)
+        self.detokenizer.add_token(token)
+        self.held += self.detokenizer.last_segment
+        out = self._release_checking_stops()
+        if out.finish_reason is not None:
+            return out
+        if self.num_tokens >= self.max_tokens or (
+            len(self.request.prompt_tokens) + self.num_tokens >= self.max_total
+        ):
+            return StepText(out.text + self._flush_final(), FINISH_LENGTH)
+        return out
+
+    def _release_checking_stops(self) -> StepText:
+        if not self.stop_strings:
+            text, self.held = self.held, ""
+            return StepText(text)
+        hit = self._first_stop(self.held)
+        if hit is not None:
+            at, stop = hit
+            text, self.held = self.held[:at], ""
+            return StepText(text, FINISH_STOP, stop)
+        keep = _held_suffix_len(self.held, self.stop_strings)
+        cut = len(self.held) - keep
+        text, self.held = self.held[:cut], self.held[cut:]
+        return StepText(text)
+
+    def _first_stop(self, text: str) -> tuple[int, str] | None:
+        best = None
+        for stop in self.stop_strings:
+            at = text.find(stop)
+            if at >= 0 and (best is None or at < best[0]):
+                best = (at, stop)
+        return best
+
+    def _flush_final(self) -> str:
+        """All remaining text (end of output): detokenizer tail plus held text."""
+        self.detokenizer.finalize()
+        self.held += self.detokenizer.last_segment
+        text, self.held = self.held, ""
+        if self.stop_strings:
+            hit = self._first_stop(text)
+            if hit is not None:
+                text = text[: hit[0]]
+        return text
