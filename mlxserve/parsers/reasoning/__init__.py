@@ -1,0 +1,1 @@
+"""Reasoning parsers: split model output into reasoning and content."""

@@ -1,0 +1,1 @@
+"""Tool-call parsers: split content into plain content and OpenAI-style tool calls."""
