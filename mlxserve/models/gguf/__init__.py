@@ -1,0 +1,1 @@
+"""GGUF files (llama.cpp / Ollama) converted once into a cached Hugging Face folder."""

@@ -1,0 +1,105 @@
+"""Open a GGUF file: validated metadata as plain Python values, and its tensor list.
+
+Byte-split parts (one file cut in pieces) are joined into the cache by streaming, so no
+second in-memory copy is made. Every failure becomes one ModelLoadError line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+from mlxserve.errors import ModelLoadError
+
+GGUF_MAGIC = b"GGUF"
+_COPY_BLOCK = 16 * 1024 * 1024
+
+
+@dataclass
+class GGUFFile:
+    path: str
+    metadata: dict  # key -> str | int | float | bool | list
+    tensors: list  # gguf.ReaderTensor items (memory-mapped data)
+
+    @property
+    def architecture(self) -> str:
+        return str(self.metadata.get("general.architecture", ""))
+
+    def arch_value(self, key: str, default=None):
+        return self.metadata.get(f"{self.architecture}.{key}", default)
+
+    def tensor_types(self) -> set[str]:
+        return {t.tensor_type.name for t in self.tensors}
+
+
+def check_magic(path: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ModelLoadError(f"cannot read GGUF file '{os.path.basename(path)}': {e.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise ModelLoadError(
+            f"'{os.path.basename(path)}' is not a GGUF file (it does not start with 'GGUF')"
+        )
+
+
+def join_parts(parts: tuple[str, ...], target: str) -> str:
+    """Concatenate byte-parts into ``target`` (atomically), streaming block by block."""
+    check_magic(parts[0])
+    if os.path.isfile(target):
+        return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.{os.getpid()}.part"
+    try:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out, _COPY_BLOCK)
+        os.replace(tmp, target)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise ModelLoadError(f"cannot join the GGUF parts into the cache: {e.strerror}") from None
+    return target
+
+
+def _field_value(field):
+    value = field.contents()
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return value
+
+
+def open_gguf(path: str) -> GGUFFile:
+    """Parse the header and tensor table (data stays memory-mapped)."""
+    from gguf import GGUFReader
+
+    check_magic(path)
+    name = os.path.basename(path)
+    try:
+        reader = GGUFReader(path, "r")
+    except (ValueError, IndexError, OSError, KeyError, EOFError) as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelLoadError(f"GGUF file '{name}' is corrupt or truncated ({detail})") from None
+    metadata = {}
+    for key, field in reader.fields.items():
+        try:
+            metadata[key] = _field_value(field)
+        except (ValueError, IndexError, UnicodeDecodeError):
+            continue
+    if "general.architecture" not in metadata:
+        raise ModelLoadError(f"GGUF file '{name}' has no general.architecture key")
+    file = GGUFFile(path, metadata, list(reader.tensors))
+    _check_extent(file, name)
+    return file
+
+
+def _check_extent(file: GGUFFile, name: str) -> None:
+    size = os.path.getsize(file.path)
+    for tensor in file.tensors:
+        if tensor.data_offset + tensor.n_bytes > size:
+            raise ModelLoadError(
+                f"GGUF file '{name}' is truncated: tensor {tensor.name} runs past the end"
+            )
