@@ -61,7 +61,11 @@ class GenerationService:
         requests = []
         for i in range(n):
             req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt), sampling, stop)
-            req.validate(self._vocab_size(), self.settings.limits.context_length)
+            check = getattr(self._engine, "check", None)
+            if check is not None:
+                check(req)  # the engine's own validation, scheduler limits included
+            else:
+                req.validate(self._vocab_size(), self.settings.limits.context_length)
             requests.append(req)
         return requests
 

@@ -1,0 +1,73 @@
+"""Start the real `mlxserve serve` in a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import httpx
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    port: int
+    log_path: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, chars: int = 3000) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-chars:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def run_cli(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
+    """`python -m mlxserve.cli.main ARGS`, captured."""
+    return subprocess.run([sys.executable, "-m", "mlxserve.cli.main", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_server(model: str, extra_args: list[str] = (), timeout: float = 300) -> ServerProcess:
+    """Start a server and wait until /health answers 200 (raises with its log if not)."""
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="mlxserve-e2e-", suffix=".log", delete=False)
+    cmd = [sys.executable, "-m", "mlxserve.cli.main", "serve", model, "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning", *extra_args]
+    process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(process, port, log.name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited ({process.returncode}):\n{server.log_tail()}")
+        try:
+            if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    server.stop()
+    raise RuntimeError(f"server not healthy after {timeout}s:\n{server.log_tail()}")
