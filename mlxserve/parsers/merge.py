@@ -36,3 +36,11 @@ def merge_deltas(deltas: Iterable[ParsedDelta]) -> MergedOutput:
                 merged.tool_calls.append(call)
             call.arguments += piece.arguments
     return merged
+
+
+def parse_chunks(parser, chunks: Iterable[str]) -> MergedOutput:
+    """Feed ``chunks`` to a parser (anything with ``feed``/``finish``), then finish, and
+    fold the deltas."""
+    deltas = [parser.feed(chunk) for chunk in chunks]
+    deltas.append(parser.finish())
+    return merge_deltas(deltas)
