@@ -17,3 +17,5 @@ class LoadedModel:
     path: str  # local folder the weights/config were read from
     eos_token_ids: set[int] = field(default_factory=set)
     config: dict = field(default_factory=dict)  # the HF-style config.json contents
+    # VLMs only: mlxserve.models.vlm.VisionFront (processors + vision tower); None for text.
+    vision: Any = None
