@@ -24,12 +24,12 @@ async def send_error(send: Send, status: int, message: str, kind: str, code: str
     await send({"type": "http.response.body", "body": body})
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
-    """413 when Content-Length, or the bytes actually streamed, exceed ``max_bytes``."""
+    """413 when Content-Length, or the bytes actually streamed, exceed ``max_bytes``.
+
+    The body is read here (bounded) and replayed to the app, so the limit holds whatever
+    the app does with the body.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
@@ -44,39 +44,43 @@ class BodySizeLimit:
                     return None
         return None
 
+    async def _read_bounded(self, receive: Receive) -> Message | None:
+        """The whole body as one message, or None when it is too large."""
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message  # the client went away: hand that on
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                return None
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return {"type": "http.request", "body": b"".join(parts), "more_body": False}
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        message = f"the request body is larger than {self.max_bytes} bytes"
+        too_large = f"the request body is larger than {self.max_bytes} bytes"
         declared = self._declared_size(scope)
-        if declared is not None and declared > self.max_bytes:
-            await send_error(send, 413, message, "invalid_request_error", "request_too_large")
+        body = None if declared is not None and declared > self.max_bytes else (
+            await self._read_bounded(receive))
+        if body is None:
+            await send_error(send, 413, too_large, "invalid_request_error", "request_too_large")
             return
-        received = 0
-        started = False
+        replayed = False
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            msg = await receive()
-            if msg["type"] == "http.request":
-                received += len(msg.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge()
-            return msg
+        async def replay_receive() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return body
+            return await receive()
 
-        async def tracking_send(msg: Message) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await send_error(send, 413, message, "invalid_request_error",
-                                 "request_too_large")
+        await self.app(scope, replay_receive, send)
 
 
 class ApiKeyCheck:

@@ -1,0 +1,186 @@
+"""Bad input gets OpenAI's error body with the right status; the server carries on."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from conftest import GUARD_KEY, GUARD_MAX_BYTES, TINY_CONTEXT, TINY_NAME
+
+USER = [{"role": "user", "content": "hello"}]
+
+
+def post(server, path: str, body, headers=None) -> httpx.Response:
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(f"{server.base_url}{path}", content=content, timeout=60,
+                      headers={"content-type": "application/json", **(headers or {})})
+
+
+def assert_error(response: httpx.Response, status: int, param: str | None = None,
+                 code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"] and isinstance(error["message"], str)
+    for leak in ("Traceback", "/work", ".py", "mlxserve.", "pydantic"):
+        assert leak not in error["message"]
+    if param is not None:
+        assert error["param"] == param
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+def chat(**fields) -> dict:
+    return {"model": TINY_NAME, "messages": USER, "max_tokens": 4, **fields}
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"max_tokens": -1}, "max_tokens"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"temperature": 5}, "temperature"),
+    ({"temperature": -0.5}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"n": 9}, "n"),
+    ({"n": 0}, "n"),
+    ({"top_logprobs": 50, "logprobs": True}, "top_logprobs"),
+    ({"presence_penalty": 3}, "presence_penalty"),
+    ({"logit_bias": {"abc": 1}}, "logit_bias"),
+])
+def test_invalid_values_are_400(tiny_server, fields, param):
+    assert_error(post(tiny_server, "/v1/chat/completions", chat(**fields)), 400, param)
+
+
+@pytest.mark.parametrize("body", [
+    {"model": TINY_NAME, "messages": USER, "temperature": "hot"},
+    {"model": TINY_NAME, "messages": "hello"},
+    {"model": TINY_NAME},
+    {"model": TINY_NAME, "messages": []},
+    {"model": TINY_NAME, "messages": [{"role": "wizard", "content": "hi"}]},
+    {"model": TINY_NAME, "messages": [{"role": "user", "content": 5}]},
+    {"model": TINY_NAME, "messages": USER, "max_tokens": 2.5},
+    {"model": TINY_NAME, "messages": USER, "stop": 7},
+])
+def test_schema_errors_are_400_not_422(tiny_server, body):
+    assert_error(post(tiny_server, "/v1/chat/completions", body), 400)
+
+
+def test_invalid_json_is_400(tiny_server):
+    assert_error(post(tiny_server, "/v1/chat/completions", b"{not json"), 400)
+
+
+def test_huge_max_tokens_is_400(tiny_server):
+    assert_error(post(tiny_server, "/v1/chat/completions", chat(max_tokens=10**9)), 400,
+                 "max_tokens", "context_length_exceeded")
+
+
+def test_prompt_over_context_after_template_is_400(tiny_server):
+    long_text = " ".join(["word"] * TINY_CONTEXT)
+    body = chat(messages=[{"role": "user", "content": long_text}])
+    assert_error(post(tiny_server, "/v1/chat/completions", body), 400,
+                 code="context_length_exceeded")
+    completion = {"model": TINY_NAME, "prompt": long_text, "max_tokens": 1}
+    assert_error(post(tiny_server, "/v1/completions", completion), 400,
+                 code="context_length_exceeded")
+
+
+def test_unknown_model_is_404(tiny_server, tiny_client):
+    assert_error(post(tiny_server, "/v1/chat/completions", chat(model="gpt-7")), 404,
+                 "model", "model_not_found")
+    with pytest.raises(openai.NotFoundError):
+        tiny_client.completions.create(model="gpt-7", prompt="hi", max_tokens=2)
+
+
+def test_model_accepted_by_served_name_alias_and_path(tiny_server, tiny_model_path):
+    for name in (TINY_NAME, "tiny-alias", tiny_model_path):
+        assert post(tiny_server, "/v1/chat/completions", chat(model=name)).status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["json_object", "json_schema"])
+def test_json_response_formats_rejected_clearly(tiny_server, kind):
+    error = assert_error(post(tiny_server, "/v1/chat/completions",
+                              chat(response_format={"type": kind})), 400, "response_format")
+    assert "not supported yet" in error["message"]
+
+
+def test_streaming_request_with_bad_value_is_a_plain_400(tiny_server):
+    response = post(tiny_server, "/v1/chat/completions", chat(stream=True, temperature=9))
+    assert response.headers["content-type"].startswith("application/json")
+    assert_error(response, 400, "temperature")
+
+
+def test_tool_choice_without_tool_parser_is_400(tiny_server):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    assert_error(post(tiny_server, "/v1/chat/completions",
+                      chat(tools=tools, tool_choice="auto")), 400, "tool_choice")
+
+
+@pytest.mark.parametrize("body", [
+    {"model": TINY_NAME, "prompt": []},
+    {"model": TINY_NAME, "prompt": [[]]},
+    {"model": TINY_NAME, "prompt": [10**9]},
+    {"model": TINY_NAME, "prompt": "hi", "logprobs": 99},
+    {"model": TINY_NAME, "prompt": {"text": "hi"}},
+])
+def test_bad_completion_prompts_are_400(tiny_server, body):
+    assert_error(post(tiny_server, "/v1/completions", body), 400)
+
+
+def test_openai_client_raises_bad_request(tiny_client):
+    with pytest.raises(openai.BadRequestError) as info:
+        tiny_client.chat.completions.create(model=TINY_NAME, messages=USER, temperature=3)
+    assert info.value.status_code == 400
+
+
+def test_server_still_serves_after_bad_requests(tiny_client):
+    answer = tiny_client.chat.completions.create(model=TINY_NAME, messages=USER, max_tokens=3,
+                                                 temperature=0)
+    assert answer.choices[0].finish_reason in ("stop", "length")
+
+
+def test_unknown_route_is_openai_shaped_404(tiny_server):
+    assert_error(httpx.get(f"{tiny_server.base_url}/v1/nothing-here"), 404)
+
+
+def test_health_models_version(tiny_server, tiny_client):
+    assert httpx.get(f"{tiny_server.base_url}/health").status_code == 200
+    assert httpx.get(f"{tiny_server.base_url}/version").json()["version"]
+    ids = [m.id for m in tiny_client.models.list().data]
+    assert ids == [TINY_NAME, "tiny-alias"]
+
+
+def test_api_key_required(guarded_server):
+    url = guarded_server.base_url
+    body = {"messages": USER, "max_tokens": 2}
+    assert_error(post(guarded_server, "/v1/chat/completions", body), 401,
+                 code="invalid_api_key")
+    assert_error(post(guarded_server, "/v1/chat/completions", body,
+                      {"authorization": "Bearer wrong"}), 401)
+    ok = post(guarded_server, "/v1/chat/completions", body,
+              {"authorization": f"Bearer {GUARD_KEY}"})
+    assert ok.status_code == 200
+    assert httpx.get(f"{url}/health").status_code == 200
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=GUARD_KEY, max_retries=0)
+    assert client.models.list().data
+
+
+def test_body_too_large_is_413(guarded_server):
+    auth = {"authorization": f"Bearer {GUARD_KEY}"}
+    big = {"messages": [{"role": "user", "content": "x" * (GUARD_MAX_BYTES * 2)}]}
+    assert_error(post(guarded_server, "/v1/chat/completions", big, auth), 413)
+
+    def chunks():  # no Content-Length: the streamed size is what counts
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(GUARD_MAX_BYTES // 512 + 2):
+            yield b"y" * 512
+        yield b'"}]}'
+
+    response = httpx.post(f"{guarded_server.base_url}/v1/chat/completions", content=chunks(),
+                          headers={"content-type": "application/json", **auth}, timeout=60)
+    assert_error(response, 413)
