@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from mlxserve.parsers.base import ParsedDelta, ToolCallDelta, ToolParser
 from mlxserve.parsers.text_scan import BracketExtent, find_first, new_call_id, partial_marker_len
 
+FEED_PIECE_CHARS = 4096
+
 
 @dataclass(frozen=True)
 class ParsedCall:
@@ -61,8 +63,15 @@ class MarkupToolParser(ToolParser):
 
     # -- streaming ------------------------------------------------------------------------
     def feed(self, text: str) -> ParsedDelta:
-        self._buffer += text
-        return self._drain(final=False)
+        # Large inputs go in pieces (same result, by the streaming contract) so that the
+        # buffer, which is sliced once per block, stays short: linear time on many blocks.
+        delta = ParsedDelta()
+        for start in range(0, len(text), FEED_PIECE_CHARS):
+            self._buffer += text[start : start + FEED_PIECE_CHARS]
+            piece = self._drain(final=False)
+            delta.content += piece.content
+            delta.tool_calls.extend(piece.tool_calls)
+        return delta
 
     def finish(self) -> ParsedDelta:
         delta = self._drain(final=True)
