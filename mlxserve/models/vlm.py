@@ -1,0 +1,266 @@
+"""Vision-language models through mlx-vlm (pinned: mlx-vlm >=0.7.10,<0.8).
+
+``load_vlm(path)`` loads the mlx-vlm model and returns a ``LoadedModel`` whose ``model`` is
+a ``VLMTextDecoder``: the VLM's own language model (same arrays, no copy) in mlx-lm's
+calling convention, so text-only requests take the ordinary text path. Its ``vision``
+field is a ``VisionFront``: the processors and the vision tower, used by
+``mlxserve.multimodal.encode`` to turn media into embeddings and M-RoPE positions.
+
+Family knowledge (token ids, native video, timestamps, deepstack) stays in this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlxserve.errors import ModelLoadError
+from mlxserve.models.capabilities import ModelCapabilities
+from mlxserve.models.loaded import LoadedModel
+
+# Families whose vision front is implemented here (mlx-vlm model_type).
+QWEN_VL_FAMILIES = {"qwen2_vl": 14, "qwen2_5_vl": 14, "qwen3_vl": 16}  # default patch size
+_TIMESTAMPED_VIDEO = {"qwen3_vl"}  # "<t seconds>" before each temporal group
+_DEEPSTACK = {"qwen3_vl"}  # vision features also added inside early decoder layers
+
+
+def is_vlm_config(config: dict) -> bool:
+    """True when the folder's config describes a VLM this module can load."""
+    model_type = str(config.get("model_type", "")).lower()
+    return "vision_config" in config and model_type in QWEN_VL_FAMILIES
+
+
+@dataclass
+class VisionExtras:
+    """Per-request values the decoder needs besides embeddings and positions."""
+
+    rope_delta: int = 0  # decode position = cache offset + rope_delta (M-RoPE)
+    visual_pos_masks: Any = None  # (1, L) bool, deepstack families only
+    deepstack_embeds: Any = None  # list of (n_visual, hidden), deepstack families only
+
+
+@dataclass
+class PixelPatches:
+    pixels: np.ndarray  # (patches, C * temporal * patch * patch) float32
+    grid_thw: tuple[int, int, int]
+    num_tokens: int  # language-model tokens these patches become
+
+
+def _none_dropped(raw: dict | None) -> dict:
+    return {k: v for k, v in (raw or {}).items() if v is not None}
+
+
+def _read_json(folder: str, name: str) -> dict | None:
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def processor_kwargs(raw: dict | None, patch_size: int, video: bool) -> dict:
+    """Constructor values for mlx-vlm's Qwen-VL processors from a shipped config.
+
+    Explicit nulls (``"min_pixels": null``) mean "the default", so they are dropped."""
+    raw = _none_dropped(raw)
+    keys = ["patch_size", "temporal_patch_size", "merge_size", "image_mean", "image_std",
+            "rescale_factor", "do_rescale", "do_normalize", "do_convert_rgb"]
+    if video:
+        keys += ["fps", "min_frames", "max_frames"]
+    out = {"patch_size": patch_size}
+    out.update({k: raw[k] for k in keys if k in raw})
+    size = _none_dropped(raw.get("size"))
+    for size_key, name in (("shortest_edge", "min_pixels"), ("longest_edge", "max_pixels")):
+        if size_key in size:
+            out[name] = size[size_key]
+        if name in raw:
+            out[name] = raw[name]
+    return out
+
+
+class VisionFront:
+    """Processors + vision tower + the family's prompt conventions. Pixel preprocessing
+    is numpy (any thread); ``encode_pixels`` and ``rope_index`` run MLX (engine thread)."""
+
+    def __init__(self, vlm: Any, folder: str, model_type: str, tokenizer: Any):
+        from mlx_vlm.models.qwen3_vl.processing_qwen3_vl import (Qwen3VLImageProcessor,
+                                                                 Qwen3VLVideoProcessor)
+
+        self.vlm = vlm
+        self.model_type = model_type
+        self.tokenizer = tokenizer
+        cfg = vlm.config
+        patch = int(getattr(cfg.vision_config, "patch_size", 0) or QWEN_VL_FAMILIES[model_type])
+        image_raw = _read_json(folder, "preprocessor_config.json")
+        video_raw = _read_json(folder, "video_preprocessor_config.json") or image_raw
+        self.image_processor = Qwen3VLImageProcessor(**processor_kwargs(image_raw, patch, False))
+        self.video_processor = Qwen3VLVideoProcessor(**processor_kwargs(video_raw, patch, True))
+        self.image_token_id = int(cfg.image_token_id)
+        self.video_token_id = int(cfg.video_token_id)
+        self.vision_start_id = int(cfg.vision_start_token_id)
+        self.vision_end_id = int(getattr(cfg, "vision_end_token_id", self.vision_start_id + 1))
+        self.native_video = True
+        self.video_timestamps = model_type in _TIMESTAMPED_VIDEO
+        self.deepstack = model_type in _DEEPSTACK
+        self.mrope = True
+
+    # --- preprocessing (numpy) ----------------------------------------------------------
+
+    def preprocess_image(self, image: Any) -> PixelPatches:
+        """``image``: an RGB Pillow image or an (H, W, 3) uint8 array (a video frame)."""
+        if isinstance(image, np.ndarray):
+            image = np.ascontiguousarray(image.transpose(2, 0, 1))  # the processor takes CHW
+        out = self.image_processor([image])
+        grid = tuple(int(x) for x in out["image_grid_thw"][0])
+        merge = self.image_processor.merge_size ** 2
+        return PixelPatches(out["pixel_values"].astype(np.float32), grid,
+                            grid[0] * grid[1] * grid[2] // merge)
+
+    def preprocess_video(self, frames: list[np.ndarray]) -> PixelPatches:
+        out = self.video_processor([list(frames)])
+        grid = tuple(int(x) for x in out["video_grid_thw"][0])
+        merge = self.video_processor.merge_size ** 2
+        return PixelPatches(out["pixel_values_videos"].astype(np.float32), grid,
+                            grid[0] * grid[1] * grid[2] // merge)
+
+    @property
+    def temporal_patch_size(self) -> int:
+        return int(self.video_processor.temporal_patch_size)
+
+    def timestamp_tokens(self, seconds: float) -> list[int]:
+        return list(self.tokenizer.encode(f"<{seconds:.1f} seconds>", add_special_tokens=False))
+
+    # --- MLX (engine thread) ------------------------------------------------------------
+
+    def encode_pixels(self, patches: PixelPatches) -> tuple[Any, list | None]:
+        """Vision features (num_tokens, hidden) and, for deepstack families, the
+        per-layer extra features."""
+        import mlx.core as mx
+
+        tower = self.vlm.vision_tower
+        dtype = tower.patch_embed.proj.weight.dtype
+        pixels = mx.array(patches.pixels).astype(dtype)
+        grid = mx.array([list(patches.grid_thw)], dtype=mx.int32)
+        if self.deepstack:
+            features, deepstack = tower(pixels, grid)
+            return features, list(deepstack)
+        return tower(pixels, grid, output_hidden_states=False), None
+
+    def embed_tokens(self, token_ids: Any) -> Any:
+        return self.vlm.language_model.model.embed_tokens(token_ids)
+
+    def rope_index(self, token_ids: Any, image_grids: list, video_grids: list) -> tuple[Any, int]:
+        """M-RoPE positions (3, L) of one prompt and its decode delta."""
+        import mlx.core as mx
+
+        image = mx.array(image_grids, dtype=mx.int32) if image_grids else None
+        video = mx.array(video_grids, dtype=mx.int32) if video_grids else None
+        positions, deltas = self.vlm.language_model.get_rope_index(
+            token_ids[None], image, video, None)
+        delta = int(np.array(deltas).reshape(-1)[0]) if deltas is not None else 0
+        return positions[:, 0, :], delta
+
+
+def _text_decoder_class():
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    class VLMTextDecoder(nn.Module):
+        """The VLM's language model in mlx-lm's convention:
+        ``decoder(ids, cache=..., input_embeddings=..., position_ids=..., ...) -> logits``.
+
+        Positions are always passed explicitly to the wrapped module (it keeps per-call
+        state otherwise): for M-RoPE, text positions are cache offset + ``rope_deltas``
+        (one per row, from ``VisionExtras.rope_delta``; 0 for text-only requests)."""
+
+        def __init__(self, vlm: Any, mrope: bool):
+            super().__init__()
+            self.language_model = vlm.language_model  # shared arrays, no copy
+            self._mrope = mrope
+
+        @property
+        def layers(self):
+            return self.language_model.model.layers
+
+        def make_cache(self):
+            from mlx_lm.models.cache import KVCache
+
+            return [KVCache() for _ in self.layers]
+
+        def text_positions(self, inputs: mx.array, cache, rope_deltas) -> mx.array:
+            batch, length = inputs.shape
+            offset = cache[0].offset if cache and cache[0] is not None else 0
+            start = mx.broadcast_to(mx.array(offset).reshape(-1), (batch,))
+            if rope_deltas is not None:
+                start = start + mx.array(rope_deltas).reshape(-1)
+            positions = start[:, None] + mx.arange(length)[None, :]
+            return mx.broadcast_to(positions[None], (3, batch, length))
+
+        def __call__(self, inputs: mx.array, cache=None, input_embeddings=None,
+                     position_ids=None, rope_deltas=None,
+                     vision_extras: VisionExtras | None = None) -> mx.array:
+            if self._mrope and position_ids is None:
+                position_ids = self.text_positions(inputs, cache, rope_deltas)
+            if vision_extras is not None and vision_extras.deepstack_embeds is not None:
+                out = self.language_model(
+                    inputs, inputs_embeds=input_embeddings, cache=cache,
+                    position_ids=position_ids,
+                    visual_pos_masks=vision_extras.visual_pos_masks,
+                    deepstack_visual_embeds=vision_extras.deepstack_embeds)
+            else:
+                out = self.language_model(inputs, inputs_embeds=input_embeddings, cache=cache,
+                                          position_ids=position_ids)
+            return getattr(out, "logits", out)
+
+    return VLMTextDecoder
+
+
+def _eos_ids(folder: str, config: dict, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for source in (config, _read_json(folder, "generation_config.json") or {}):
+        value = source.get("eos_token_id")
+        ids.update(value if isinstance(value, list) else [value] if value is not None else [])
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return {int(i) for i in ids}
+
+
+def load_vlm(path: str, name: str | None = None, dtype: str = "auto") -> LoadedModel:
+    """Load a VLM folder; call on the engine thread (it creates MLX arrays)."""
+    import mlx.core as mx
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+    from mlx_vlm.utils import load_model as vlm_load_model
+
+    from mlxserve.backend import is_cpu_only
+
+    config = _read_json(path, "config.json")
+    if config is None or not is_vlm_config(config):
+        raise ModelLoadError("the model folder is not a supported vision-language model")
+    model_type = str(config["model_type"]).lower()
+    try:
+        vlm = vlm_load_model(Path(path))
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        raise ModelLoadError(f"could not load the vision-language model: {e}") from None
+    if dtype == "float32" or (dtype == "auto" and is_cpu_only()):
+        vlm.set_dtype(mx.float32)
+    tokenizer = load_tokenizer(Path(path))
+    vision = VisionFront(vlm, path, model_type, tokenizer)
+    text = config.get("text_config") or config
+    caps = ModelCapabilities(
+        model_type=model_type,
+        context_length=int(text.get("max_position_embeddings") or 4096),
+        vocab_size=int(text.get("vocab_size") or config.get("vocab_size") or 0),
+        has_vision=True, has_video=True, mrope=vision.mrope,
+        has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        dtype=str(vlm.language_model.model.embed_tokens.weight.dtype).replace("mlx.core.", ""),
+    )
+    decoder = _text_decoder_class()(vlm, vision.mrope)
+    return LoadedModel(model=decoder, tokenizer=tokenizer, capabilities=caps,
+                       name=name or os.path.basename(os.path.normpath(path)), path=path,
+                       eos_token_ids=_eos_ids(path, config, tokenizer), config=config,
+                       vision=vision)
