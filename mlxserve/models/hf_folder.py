@@ -38,7 +38,9 @@ def _as_ids(value) -> set[int]:
 
 def collect_eos_ids(folder: str, config: dict, tokenizer) -> set[int]:
     """EOS ids from config.json, generation_config.json and the tokenizer, together."""
-    ids = _as_ids(config.get("eos_token_id"))
+    # mlx-lm's config already took generation_config's ids over config.json's: read both.
+    raw_config = read_json(os.path.join(folder, "config.json"))
+    ids = _as_ids(config.get("eos_token_id")) | _as_ids(raw_config.get("eos_token_id"))
     ids |= _as_ids(config.get("text_config", {}).get("eos_token_id"))
     ids |= _as_ids(read_json(os.path.join(folder, "generation_config.json")).get("eos_token_id"))
     ids |= set(getattr(tokenizer, "eos_token_ids", None) or ())
