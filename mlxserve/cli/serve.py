@@ -6,6 +6,7 @@ import asyncio
 import os
 
 from mlxserve.cli.args import CliError, ServeConfigs
+from mlxserve.serving.parser_setup import ServingSetupError, check_parser_names
 
 
 def _check_chat_template_file(path: str | None) -> None:
@@ -21,6 +22,10 @@ async def serve(configs: ServeConfigs) -> None:
     from mlxserve.engine.client import AsyncEngine
 
     _check_chat_template_file(configs.model.chat_template)
+    try:
+        check_parser_names(configs.server.reasoning_parser, configs.server.tool_call_parser)
+    except ServingSetupError as e:
+        raise CliError(e.message) from None
     engine = AsyncEngine(configs.model, configs.engine)
     app = build_app(engine, configs.server)
     server = uvicorn.Server(uvicorn.Config(

@@ -52,12 +52,20 @@ def _resolve_one(kind: str, name: str | None, chat_template: str, vocab: dict[st
         return detect(chat_template, vocab)
     try:
         if kind == "reasoning":
-            registry.make_reasoning_parser(name)
+            registry.reasoning_parser_class(name)
         else:
-            registry.make_tool_parser(name, [])
-    except (KeyError, ValueError, MlxserveError) as e:
-        raise ServingSetupError(f"unknown {kind} parser '{name}' ({e})") from None
+            registry.tool_parser_class(name)
+    except (KeyError, ValueError) as e:
+        raise ServingSetupError(str(e)) from None
     return name
+
+
+def check_parser_names(reasoning: str | None, tool_call: str | None) -> None:
+    """Fail early (before the model loads) on parser names the registry does not know."""
+    vocab: dict[str, int] = {}
+    for kind, name in (("reasoning", reasoning), ("tool", tool_call)):
+        if name and name != "auto":
+            _resolve_one(kind, name, "", vocab)
 
 
 def resolve_parser_settings(reasoning: str | None, tool_call: str | None,
@@ -85,37 +93,31 @@ def _check_tools(tools: Any) -> list[dict[str, Any]]:
     return tools
 
 
-def _chosen_tools(tool_choice: Any, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    apply = getattr(_parsers_module("pipeline"), "apply_tool_choice", None)
-    if apply is None:
-        return tools
-    chosen = apply(tool_choice, tools)
-    return tools if chosen is None else list(chosen)
-
-
 def plan_tools(tools: Any, tool_choice: Any, settings: ParserSettings) -> ToolSetup:
-    """Which tools the template renders and the parser looks for, given tool_choice."""
-    if tool_choice is not None and not (isinstance(tool_choice, (str, dict))):
+    """Which tools the template renders and the parser looks for, given tool_choice.
+
+    Without a tool parser, tools still reach the template when tool_choice is left out
+    (the client then reads calls from the text); asking for a tool_choice is a 400.
+    """
+    if tool_choice is not None and not isinstance(tool_choice, (str, dict)):
         raise InvalidRequest("'tool_choice' must be a string or an object", param="tool_choice")
-    if not tools:
-        if tool_choice not in (None, "none", "auto"):
-            raise InvalidRequest("'tool_choice' needs 'tools'", param="tool_choice")
-        return ToolSetup()
-    tools = _check_tools(tools)
-    if tool_choice == "none":
-        return ToolSetup()
+    if tools is not None:
+        tools = _check_tools(tools)
+    apply_tool_choice = _parsers_module("pipeline").apply_tool_choice
+    template_tools, parse_calls, _ = apply_tool_choice(tool_choice, tools)
+    if not parse_calls:
+        return ToolSetup(template_tools=template_tools)
     if settings.tool_call_parser is None:
         if tool_choice is None:
-            return ToolSetup(template_tools=tools)
+            return ToolSetup(template_tools=template_tools)
         raise InvalidRequest("tool_choice needs a server started with --tool-call-parser "
                              "and --enable-auto-tool-choice", param="tool_choice")
     if tool_choice in (None, "auto") and not settings.enable_auto_tool_choice:
         if tool_choice is None:
-            return ToolSetup(template_tools=tools)
+            return ToolSetup(template_tools=template_tools)
         raise InvalidRequest('"auto" tool choice needs a server started with '
                              "--enable-auto-tool-choice", param="tool_choice")
-    chosen = tools if tool_choice in (None, "auto") else _chosen_tools(tool_choice, tools)
-    return ToolSetup(template_tools=chosen, parser_tools=chosen)
+    return ToolSetup(template_tools=template_tools, parser_tools=template_tools)
 
 
 def make_output_parser(settings: ParserSettings, tool_setup: ToolSetup | None,

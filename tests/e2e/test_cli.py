@@ -1,0 +1,88 @@
+"""The mlxserve command: start-up errors are one line with exit code 2; generate streams."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+
+from server_process import run_cli, start_server
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mlxserve: error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_unknown_model_exits_2(tmp_path):
+    result = run_cli(["serve", str(tmp_path / "no-such-model"), "--port", "0"])
+    assert_one_line_error(result, "not found")
+
+
+def test_unknown_parser_exits_2(tiny_model_path):
+    result = run_cli(["serve", tiny_model_path, "--port", "0", "--tool-call-parser", "nope",
+                      "--enable-auto-tool-choice"])
+    assert_one_line_error(result, "nope")
+    result = run_cli(["serve", tiny_model_path, "--port", "0", "--reasoning-parser", "nope"])
+    assert_one_line_error(result, "nope")
+
+
+def test_bad_options_exit_2(tiny_model_path, tmp_path):
+    result = run_cli(["serve", tiny_model_path, "--default-chat-template-kwargs", "{oops"])
+    assert_one_line_error(result, "--default-chat-template-kwargs")
+    result = run_cli(["serve", tiny_model_path, "--chat-template", str(tmp_path / "none.j2")])
+    assert_one_line_error(result, "--chat-template")
+
+
+def test_generate_streams_the_same_answer_as_the_server(tiny_model_path, tiny_server):
+    result = run_cli(["generate", tiny_model_path, "--prompt", "Hello there", "--max-tokens",
+                      "12", "--temperature", "0"])
+    assert result.returncode == 0, result.stderr
+    client = openai.OpenAI(base_url=f"{tiny_server.base_url}/v1", api_key="x", max_retries=0)
+    answer = client.chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "Hello there"}],
+        max_tokens=12, temperature=0)
+    assert result.stdout == answer.choices[0].message.content + "\n"
+    raw = run_cli(["generate", tiny_model_path, "--prompt", "Hello there", "--max-tokens", "5",
+                   "--temperature", "0", "--raw"])
+    completion = client.completions.create(model="tiny-chat", prompt="Hello there",
+                                           max_tokens=5, temperature=0)
+    assert raw.returncode == 0 and raw.stdout == completion.choices[0].text + "\n"
+
+
+def test_serve_with_parsers_template_and_kwargs(tiny_model_path, tmp_path):
+    template = tmp_path / "template.jinja"
+    template.write_text(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if greeting %}{{ greeting }}{% endif %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    server = start_server(tiny_model_path, [
+        "--chat-template", str(template), "--tool-call-parser", "hermes",
+        "--enable-auto-tool-choice", "--reasoning-parser", "auto",
+        "--default-chat-template-kwargs", '{"greeting": "Hi"}'])
+    try:
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+        messages = [{"role": "user", "content": "x"}]
+        with_default = client.chat.completions.create(messages=messages, model=tiny_model_path,
+                                                      max_tokens=2, temperature=0)
+        assert with_default is not None
+        body = {"messages": messages, "max_tokens": 2}
+        usage = {}
+        for name, kwargs in (("default", None), ("off", {"greeting": ""}),
+                             ("long", {"greeting": "Hi Hi Hi Hi"})):
+            response = httpx.post(f"{server.base_url}/v1/chat/completions",
+                                  json={**body, "chat_template_kwargs": kwargs} if kwargs
+                                  else body, timeout=60)
+            assert response.status_code == 200, response.text
+            usage[name] = response.json()["usage"]["prompt_tokens"]
+        assert usage["off"] < usage["default"] < usage["long"]
+        tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}}}}]
+        answer = client.chat.completions.create(messages=messages, model=tiny_model_path, max_tokens=8,
+                                                temperature=0, tools=tools, tool_choice="auto")
+        assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    finally:
+        server.stop()
