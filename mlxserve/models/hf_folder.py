@@ -106,8 +106,9 @@ def _load_with_mlx_lm(folder: Path, cfg: ModelConfig):
         raise ModelLoadError(_describe_value_error(folder, e)) from None
     try:
         tokenizer = load_tokenizer(folder, eos_token_ids=config.get("eos_token_id"))
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot load the tokenizer of '{folder.name}': {e}") from None
+    except Exception as e:  # noqa: BLE001 - transformers raises many kinds; report one line
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelLoadError(f"cannot load the tokenizer of '{folder.name}': {detail}") from None
     return model, config, tokenizer
 
 

@@ -181,8 +181,21 @@ def _add_rope_scaling(file: GGUFFile, config: dict) -> None:
         config["rope_scaling"]["original_max_position_embeddings"] = int(original)
 
 
+def _sliding_pattern(value) -> int:
+    """llama.cpp writes an int period, or one bool per layer (True: sliding)."""
+    if isinstance(value, list):
+        return value.index(False) + 1 if False in value else len(value) + 1
+    return int(value)
+
+
 def _add_gemma3(file: GGUFFile, config: dict) -> None:
     config["sliding_window"] = int(file.arch_value("attention.sliding_window", 512))
-    config["sliding_window_pattern"] = int(file.arch_value("attention.sliding_window_pattern", 6))
-    config["query_pre_attn_scalar"] = float(config["head_dim"])
-    config["rope_local_base_freq"] = 10000.0
+    config["sliding_window_pattern"] = _sliding_pattern(
+        file.arch_value("attention.sliding_window_pattern", 6)
+    )
+    # llama.cpp scales queries by head_dim, except Gemma 3 27B (62 layers): hidden / heads.
+    scalar = config["head_dim"]
+    if config["num_hidden_layers"] == 62:
+        scalar = config["hidden_size"] // config["num_attention_heads"]
+    config["query_pre_attn_scalar"] = int(scalar)
+    config["rope_local_base_freq"] = float(file.arch_value("rope.freq_base_swa", 10000.0))

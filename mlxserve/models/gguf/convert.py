@@ -15,9 +15,10 @@ import shutil
 
 from mlxserve.config import ModelConfig
 from mlxserve.errors import ModelLoadError
+from mlxserve.models.gguf.tensors import GROUP_SIZE
 from mlxserve.models.source import ModelSource
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 _DONE_MARKER = "mlxserve-conversion.json"
 
 
@@ -135,13 +136,24 @@ def _write_folder(gguf_path: str, out: str, name: str, quantize: bool, dtype: st
         bar.update(1)
     bar.close()
     if quantize:
-        config["quantization"] = {"group_size": 32, "bits": 4, "mode": "affine"}
+        config["quantization"] = {"group_size": GROUP_SIZE, "bits": _dominant_bits(weights), "mode": "affine"}
     mx.save_safetensors(os.path.join(out, "model.safetensors"), weights, metadata={"format": "mlx"})
     _write_json(out, "config.json", config)
     _write_json(out, "generation_config.json", _generation_config(config))
     _write_json(out, _DONE_MARKER, {"source_quantization": label, "source": name,
                                     "quantized": quantize, "dtype": dtype})  # fmt: skip
     return label
+
+
+def _dominant_bits(weights: dict) -> int:
+    """The bit width most packed weights use (mlx-lm infers each layer's own from shapes)."""
+    counts: dict[int, int] = {}
+    for name, scales in weights.items():
+        if name.endswith(".scales"):
+            packed = weights[name[: -len("scales")] + "weight"]
+            bits = packed.shape[-1] * 32 // (scales.shape[-1] * GROUP_SIZE)
+            counts[bits] = counts.get(bits, 0) + packed.size
+    return max(counts, key=counts.get) if counts else 4
 
 
 def _generation_config(config: dict) -> dict:

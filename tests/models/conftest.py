@@ -1,0 +1,20 @@
+"""Model-loading tests write converted models into a temporary cache, never ~/.cache."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("mlxserve-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _temp_cache(monkeypatch, session_cache):
+    monkeypatch.setenv("MLXSERVE_CACHE", os.environ.get("MLXSERVE_TEST_CACHE", session_cache))
