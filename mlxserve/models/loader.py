@@ -17,7 +17,25 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
 
     source = resolve_source(cfg.model)
     folder, quant_hint = materialize(source, cfg)
+    if _is_vlm_folder(folder):
+        from mlxserve.models.vlm import load_vlm
+
+        return load_vlm(folder, source.name, cfg.dtype)
     return load_hf_folder(folder, cfg, source.name, quant_hint)
+
+
+def _is_vlm_folder(folder: str) -> bool:
+    """A vision-language model mlx-vlm loads (its text decoder serves text requests)."""
+    import json
+    import os
+
+    from mlxserve.models.vlm import is_vlm_config
+
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        return is_vlm_config(json.load(f))
 
 
 def materialize(source: ModelSource, cfg: ModelConfig) -> tuple[str, str]:
