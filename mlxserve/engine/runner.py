@@ -58,6 +58,7 @@ class _Row:
     prompt: mx.array
     embeddings: mx.array | None = None
     position_ids: mx.array | None = None
+    vision_extras: Any = None  # models.vlm.VisionExtras (rope delta, deepstack features)
     last_token: mx.array | None = None  # lazy (1,) token, input of its next decode
 
 
@@ -155,7 +156,8 @@ class Runner:
         if row.position_ids is not None:
             return self.model(row.prompt[start:end][None], cache=row.cache,
                               input_embeddings=embeds,
-                              position_ids=row.position_ids[:, start:end][:, None])
+                              position_ids=row.position_ids[:, start:end][:, None],
+                              vision_extras=row.vision_extras)
         return self.model(row.prompt[start:end][None], cache=row.cache,
                           input_embeddings=embeds)
 
@@ -163,16 +165,23 @@ class Runner:
         media = row.request.multimodal
         if media.encode is None:
             return
-        embeddings, position_ids, _extras = media.encode(self.model)
+        embeddings, position_ids, extras = media.encode(self.model)
         if embeddings.shape[0] != len(row.request.prompt_tokens):
             raise InvalidRequest("the media embeddings do not match the prompt length")
         row.embeddings, row.position_ids = embeddings, position_ids
+        row.vision_extras = extras
 
     def _decode(self, ids: list[str]) -> _Pending:
         self._sync_batch(ids)
         batch = self.batch
-        logits = self.model(batch.tokens[:, None], cache=batch.caches)[:, -1, :]
         rows = [self.rows[i] for i in batch.ids]
+        # M-RoPE rows decode at cache offset + their prompt's rope delta.
+        deltas = [getattr(r.vision_extras, "rope_delta", 0) for r in rows]
+        if any(deltas):
+            logits = self.model(batch.tokens[:, None], cache=batch.caches, rope_deltas=deltas)
+        else:
+            logits = self.model(batch.tokens[:, None], cache=batch.caches)
+        logits = logits[:, -1, :]
         result = sample(logits, [r.sampler for r in rows])
         batch.tokens = result.tokens
         return _Pending(list(batch.ids), result, [_wanted_top(r) for r in rows])
