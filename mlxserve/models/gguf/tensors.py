@@ -20,17 +20,23 @@ from mlxserve.models.gguf.reader import GGUFFile
 FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
 NATIVE_MLX_TYPES = FLOAT_TYPES - {"BF16", "F64"} | {"Q4_0", "Q4_1", "Q8_0"}
 GROUP_SIZE = 32
-_FOUR_BIT_OR_LESS = {"Q4_0", "Q4_1", "Q4_K", "Q3_K", "Q2_K", "IQ4_NL", "IQ4_XS"}
-_UNSUPPORTED = {"IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ3_S", "IQ2_S", "IQ1_M",
-                "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q8_1", "Q8_K"}  # fmt: skip
+# Requantized to 4 bits (more than these sources hold); everything else to 8 bits.
+_FOUR_BIT_OR_LESS = {"Q4_0", "Q4_1", "Q4_K", "Q3_K", "Q2_K", "IQ4_NL", "IQ4_XS", "IQ3_S",
+                     "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M", "TQ1_0",
+                     "TQ2_0", "MXFP4", "NVFP4"}  # fmt: skip
+# Activation/intermediate types llama.cpp never stores weights in (gguf cannot decode them).
+_UNSUPPORTED = {"Q8_1", "Q8_K", "Q1_0"}
+SUPPORTED_TEXT = (
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
+    "IQ1_S..IQ4_XS, TQ1_0, TQ2_0, MXFP4, NVFP4"
+)
 
 
 def check_types(file: GGUFFile) -> None:
     bad = sorted(file.tensor_types() & _UNSUPPORTED)
     if bad:
         raise ModelLoadError(
-            f"GGUF quantization {', '.join(bad)} is not supported; supported: F32, F16, BF16, "
-            "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS"
+            f"GGUF quantization {', '.join(bad)} is not supported; supported: {SUPPORTED_TEXT}"
         )
 
 
