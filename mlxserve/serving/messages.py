@@ -16,6 +16,9 @@ from mlxserve.errors import InvalidRequest
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 TEXT_PART_TYPES = ("text", "input_text", "output_text")
+# Placeholders left by serving.media for a VLM's chat template; content holding them stays
+# a list of parts ({"type": "text", "text": ...} | {"type": "image"} | {"type": "video"}).
+MEDIA_PLACEHOLDER_TYPES = ("image", "video")
 
 
 def _bad(message: str) -> InvalidRequest:
@@ -47,6 +50,32 @@ def content_to_text(content: Any, where: str) -> str:
     return "\n".join(texts)
 
 
+def content_to_parts(content: Any, where: str) -> str | list[dict[str, Any]]:
+    """Plain text, or a list of text and media-placeholder parts when media is present."""
+    if not isinstance(content, list) or not any(
+            isinstance(p, dict) and p.get("type") in MEDIA_PLACEHOLDER_TYPES for p in content):
+        return content_to_text(content, where)
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") in MEDIA_PLACEHOLDER_TYPES:
+            parts.append({"type": part["type"]})
+        else:
+            parts.append({"type": "text", "text": content_to_text([part], where)})
+    return parts
+
+
+def _merged_content(first: Any, second: Any) -> Any:
+    if isinstance(first, str) and isinstance(second, str):
+        return "\n\n".join(t for t in (first, second) if t)
+
+    def as_parts(content: Any) -> list[dict[str, Any]]:
+        if isinstance(content, list):
+            return content
+        return [{"type": "text", "text": content}] if content else []
+
+    return as_parts(first) + as_parts(second)
+
+
 def _tool_call_to_template(call: Any, where: str) -> dict[str, Any]:
     if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
         raise _bad(f"{where}: each tool call needs a 'function' object")
@@ -76,7 +105,9 @@ def _convert_one(message: Any, index: int, call_names: dict[str, str]) -> dict[s
     if role not in ROLES:
         raise _bad(f"{where}: 'role' must be one of {', '.join(ROLES)}")
     role = "system" if role == "developer" else role
-    out: dict[str, Any] = {"role": role, "content": content_to_text(message.get("content"), where)}
+    content = message.get("content")
+    out: dict[str, Any] = {"role": role, "content": content_to_parts(content, where)
+                           if role == "user" else content_to_text(content, where)}
     if role == "assistant" and message.get("tool_calls"):
         if not isinstance(message["tool_calls"], list):
             raise _bad(f"{where}: 'tool_calls' must be an array")
@@ -118,7 +149,7 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
             continue
         if merged and _mergeable(merged[-1], message):
             prev = merged[-1]
-            prev["content"] = "\n\n".join(t for t in (prev["content"], message["content"]) if t)
+            prev["content"] = _merged_content(prev["content"], message["content"])
             if "tool_calls" in message:
                 prev["tool_calls"] = message["tool_calls"]
             continue
