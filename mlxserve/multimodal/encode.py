@@ -15,6 +15,7 @@ video) each sampled frame becomes an image instead.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,17 @@ class EmbeddingCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+_CACHES: "weakref.WeakKeyDictionary[Any, EmbeddingCache]" = weakref.WeakKeyDictionary()
+
+
+def embedding_cache_for(vision: "VisionFront", max_entries: int) -> EmbeddingCache:
+    """The one embedding cache of a loaded VLM (created on first use)."""
+    cache = _CACHES.get(vision)
+    if cache is None:
+        cache = _CACHES[vision] = EmbeddingCache(max_entries)
+    return cache
 
 
 def _hash_patches(kind: str, patches: "PixelPatches") -> str:

@@ -39,6 +39,8 @@ class ChatInput:
     tool_choice: str | dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     n: int = 1
+    video_fps: float | None = None  # None: the server default (MediaConfig)
+    video_max_frames: int | None = None
 
 
 @dataclass

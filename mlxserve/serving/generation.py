@@ -10,10 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlxserve.engine.request import GenerateRequest
+from mlxserve.engine.request import GenerateRequest, MultimodalInputs
 from mlxserve.errors import InvalidRequest
+from mlxserve.multimodal.media_config import MediaConfig
 from mlxserve.serving.assembler import MessageDelta, OutputAssembler
 from mlxserve.serving.chat_input import ChatInput, CompletionInput, GenerationOptions
+from mlxserve.serving.media import (MediaRef, MediaRequestOptions, check_media_limits,
+                                    extract_media, load_media)
 from mlxserve.serving.messages import normalize_messages
 from mlxserve.serving.params import ContextLimits, check_n, resolve_sampling, resolve_stop
 from mlxserve.serving.parser_setup import ParserSettings, ToolSetup, make_output_parser, plan_tools
@@ -29,6 +32,7 @@ class ServingSettings:
     chat_template: str | None = None  # template text overriding the model's
     default_chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     parsers: ParserSettings = field(default_factory=ParserSettings)
+    media: MediaConfig = field(default_factory=MediaConfig)  # limits for image/video parts
 
 
 @dataclass
@@ -55,12 +59,14 @@ class GenerationService:
         return self._engine.model.capabilities.vocab_size or None
 
     def _requests(self, base_id: str, first_index: int, n: int, prompt: list[int],
-                  options: GenerationOptions) -> list[GenerateRequest]:
+                  options: GenerationOptions, multimodal: MultimodalInputs | None = None
+                  ) -> list[GenerateRequest]:
         sampling = resolve_sampling(options)
         stop = resolve_stop(options, len(prompt), self.settings.limits)
         requests = []
         for i in range(n):
-            req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt), sampling, stop)
+            req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt), sampling, stop,
+                                  multimodal)
             check = getattr(self._engine, "check", None)
             if check is not None:
                 check(req)  # the engine's own validation, scheduler limits included
@@ -69,8 +75,9 @@ class GenerationService:
             requests.append(req)
         return requests
 
-    def _render_chat(self, chat: ChatInput, template_tools: list[dict] | None) -> str:
-        messages = normalize_messages(chat.messages)
+    def _render_chat(self, messages: list, chat: ChatInput,
+                     template_tools: list[dict] | None) -> str:
+        messages = normalize_messages(messages)
         kwargs = merge_template_kwargs(self.settings.default_chat_template_kwargs,
                                        chat.chat_template_kwargs)
         return render_chat_prompt(self.tokenizer, messages, template_tools, kwargs,
@@ -83,11 +90,33 @@ class GenerationService:
     async def prepare_chat(self, chat: ChatInput, base_id: str) -> PreparedPrompt:
         check_n(chat.n, self.settings.max_n)
         tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers)
-        text = await asyncio.to_thread(self._render_chat, chat, tool_setup.template_tools)
+        messages, media = extract_media(chat.messages)
+        vision = getattr(self._engine.model, "vision", None)
+        if media and vision is None:
+            raise InvalidRequest(f"{media[0].part}: this model does not accept {media[0].kind} "
+                                 "input", param="messages")
+        check_media_limits(media, self.settings.media)
+        text = await asyncio.to_thread(self._render_chat, messages, chat,
+                                       tool_setup.template_tools)
         ids = await asyncio.to_thread(encode_prompt_text, self.tokenizer, text,
                                       add_special_tokens=False)
-        requests = self._requests(base_id, 0, chat.n, ids, chat.options)
+        multimodal = None
+        if media:
+            ids, multimodal = await asyncio.to_thread(self._prepare_media, ids, media, chat,
+                                                      vision)
+        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal)
         return PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text))
+
+    def _prepare_media(self, ids: list[int], media: list[MediaRef], chat: ChatInput,
+                       vision: Any) -> tuple[list[int], MultimodalInputs]:
+        """Fetch, decode and preprocess the media; expand the prompt's placeholders."""
+        from mlxserve.multimodal.encode import embedding_cache_for, prepare_multimodal
+
+        options = MediaRequestOptions(chat.video_fps, chat.video_max_frames)
+        images, videos = load_media(media, options, self.settings.media)
+        cache = embedding_cache_for(vision, self.settings.media.embedding_cache_entries)
+        prepared = prepare_multimodal(ids, images, videos, vision, cache=cache)
+        return prepared.prompt_tokens, prepared.multimodal
 
     def _tokenize_completion_prompt(self, prompt: str | list[int]) -> tuple[list[int], str]:
         if isinstance(prompt, str):
