@@ -21,6 +21,8 @@ class ChatCompletionRequest(SamplingFields):
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    video_fps: float | None = None  # frames sampled per second of video (server default)
+    video_max_frames: int | None = None  # most frames sampled from one video
 
     @field_validator("messages")
     @classmethod
@@ -51,4 +53,5 @@ class ChatCompletionRequest(SamplingFields):
             tool_choice=self.tool_choice,
             chat_template_kwargs=dict(self.chat_template_kwargs or {}),
             n=1 if self.n is None else self.n,
+            video_fps=self.video_fps, video_max_frames=self.video_max_frames,
         )
