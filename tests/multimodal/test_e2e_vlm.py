@@ -1,0 +1,156 @@
+"""End to end through a real server and the official openai client, with a tiny Qwen2.5-VL:
+base64 images (several, of different sizes), video, mixed concurrent media and text
+requests, usage counting media tokens, and the refusal cases (SSRF, limits, bad media)."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+
+import openai
+import pytest
+from e2e.server_process import start_server
+from media_samples import gradient_image, image_bytes, video_bytes
+from PIL import Image
+from tiny_vlms import make_tiny_vlm
+
+pytestmark = pytest.mark.slow
+
+
+def _data_url(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+PNG_A = _data_url(image_bytes(gradient_image(80, 60, seed=1)), "image/png")
+JPEG_B = _data_url(image_bytes(gradient_image(40, 90, seed=2), "JPEG"), "image/jpeg")
+CLIP = _data_url(video_bytes(frames=20, fps=10.0, width=64, height=64, seed=4), "video/mp4")
+
+
+@pytest.fixture(scope="module")
+def vlm_server(tmp_path_factory):
+    folder = make_tiny_vlm(tmp_path_factory.mktemp("vlm"), "qwen2_5_vl")
+    server = start_server(str(folder), ["--served-model-name", "tiny-vlm"])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory):
+    from tiny_models import make_tiny_model
+
+    server = start_server(str(make_tiny_model(tmp_path_factory.mktemp("txt"), "qwen2")),
+                          ["--served-model-name", "tiny-text"])
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def client(vlm_server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{vlm_server.base_url}/v1", api_key="unused",
+                         max_retries=0, timeout=120)
+
+
+def _ask(client, content, max_tokens=5, stream=False, **extra):
+    return client.chat.completions.create(
+        model="tiny-vlm", messages=[{"role": "user", "content": content}],
+        max_tokens=max_tokens, temperature=0.0, stream=stream, extra_body=extra or None)
+
+
+def _image(url: str) -> dict:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _text_only_prompt_tokens(client) -> int:
+    return _ask(client, "describe", max_tokens=1).usage.prompt_tokens
+
+
+def test_base64_image_counts_media_tokens(client):
+    plain = _text_only_prompt_tokens(client)
+    reply = _ask(client, [_image(PNG_A), {"type": "text", "text": "describe"}])
+    assert reply.choices[0].message.content is not None
+    # 80x60 → 84x56 pixels → 6x4 patches of 14 → 6 tokens after the 2x2 merge, plus the
+    # vision start/end markers.
+    assert reply.usage.prompt_tokens == plain + 6 + 2
+    assert reply.usage.completion_tokens == 5
+
+
+def test_several_images_of_different_sizes_stream_equals_non_stream(client):
+    content = [_image(PNG_A), {"type": "text", "text": "and"}, _image(JPEG_B),
+               {"type": "text", "text": "compare"}]
+    whole = _ask(client, content, max_tokens=8)
+    chunks = list(_ask(client, content, max_tokens=8, stream=True))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content
+    assert whole.usage.prompt_tokens > _text_only_prompt_tokens(client) + 12
+
+
+def test_video_url_and_fps_options(client):
+    content = [{"type": "video_url", "video_url": {"url": CLIP}},
+               {"type": "text", "text": "what happens"}]
+    two_fps = _ask(client, content, video_fps=2.0, video_max_frames=8)
+    four_fps = _ask(client, content, video_fps=4.0, video_max_frames=8)
+    capped = _ask(client, content, video_fps=4.0, video_max_frames=2)
+    # 2 s clip: 4, 8 and 2 frames → 2, 4 and 1 temporal patches of 4 tokens each.
+    assert four_fps.usage.prompt_tokens - two_fps.usage.prompt_tokens == 8
+    assert two_fps.usage.prompt_tokens - capped.usage.prompt_tokens == 4
+    video_part = _ask(client, [{"type": "video", "video": CLIP},
+                               {"type": "text", "text": "what happens"}],
+                      video_fps=2.0, video_max_frames=8)
+    assert video_part.usage.prompt_tokens == two_fps.usage.prompt_tokens
+
+
+def test_three_media_and_three_text_requests_at_once(client):
+    jobs = [[_image(PNG_A), {"type": "text", "text": "one"}],
+            [_image(JPEG_B), _image(PNG_A), {"type": "text", "text": "two"}],
+            [{"type": "video_url", "video_url": {"url": CLIP}}, {"type": "text", "text": "3"}],
+            "hello", "write a poem", "one two three"]
+    alone = [_ask(client, job, max_tokens=6).choices[0].message.content for job in jobs]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda job: _ask(client, job, max_tokens=6), jobs))
+    assert [r.choices[0].message.content for r in together] == alone
+
+
+def test_tools_are_kept_on_media_requests(client):
+    tools = [{"type": "function", "function": {"name": "lookup", "description": "find",
+                                               "parameters": {"type": "object"}}}]
+    reply = client.chat.completions.create(
+        model="tiny-vlm", tools=tools, max_tokens=3, temperature=0.0,
+        messages=[{"role": "user", "content": [_image(PNG_A), {"type": "text", "text": "?"}]}])
+    assert reply.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def _refused(client, content, *words, **extra) -> str:
+    with pytest.raises(openai.BadRequestError) as info:
+        _ask(client, content, **extra)
+    message = str(info.value)
+    for word in words:
+        assert word in message, message
+    return message
+
+
+def test_refusals_name_the_part_and_the_reason(client, vlm_server):
+    _refused(client, [_image(f"{vlm_server.base_url}/health")], "messages[0].content[0]",
+             "loopback")
+    _refused(client, [_image("http://169.254.169.254/latest/meta-data/")], "metadata")
+    _refused(client, [_image("/etc/passwd")], "local media paths are not allowed")
+    _refused(client, [_image("data:image/png;base64,bm90IGFuIGltYWdl")],
+             "messages[0].content[0]", "not a decodable image")
+    bomb = _data_url(image_bytes(Image.new("1", (12000, 12000))), "image/png")
+    _refused(client, [{"type": "text", "text": "x"}, _image(bomb)], "messages[0].content[1]",
+             "12000x12000")
+    _refused(client, [{"type": "video_url", "video_url": {"url": PNG_A}}],
+             "messages[0].content[0]", "video")
+    _refused(client, [{"type": "video_url", "video_url": {"url": CLIP}}], "video_max_frames",
+             video_max_frames=100_000)
+    _refused(client, [{"type": "image", "image": PNG_A}], "image_url")
+    # The server is still fine afterwards.
+    assert _ask(client, [_image(PNG_A)]).usage.completion_tokens == 5
+
+
+def test_media_to_a_text_only_model_is_refused(text_server):
+    text_client = openai.OpenAI(base_url=f"{text_server.base_url}/v1", api_key="unused",
+                                max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="does not accept image input"):
+        text_client.chat.completions.create(
+            model="tiny-text", max_tokens=2,
+            messages=[{"role": "user", "content": [_image(PNG_A)]}])
