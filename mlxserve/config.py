@@ -6,6 +6,10 @@ Defaults are resolved here and nowhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a type name only: config imports nothing from the package at run time
+    from mlxserve.multimodal.media_config import MediaConfig
 
 
 @dataclass(frozen=True)
@@ -48,3 +52,4 @@ class ServerConfig:
     tool_call_parser: str | None = None  # a registered name, "auto" or None
     enable_auto_tool_choice: bool = False
     log_level: str = "info"
+    media: "MediaConfig | None" = None  # image/video limits; None: MediaConfig() defaults
