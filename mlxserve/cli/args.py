@@ -6,6 +6,7 @@ import argparse
 import json
 from dataclasses import dataclass
 
+from mlxserve.cli.media_args import MediaArgsError, add_media_args, media_config
 from mlxserve.config import EngineConfig, ModelConfig, ServerConfig
 
 DEFAULT_MODEL = ModelConfig().model
@@ -48,6 +49,7 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enable-auto-tool-choice", action="store_true")
     parser.add_argument("--api-key", action="append", default=[], metavar="KEY")
     parser.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
+    add_media_args(parser)
     parser.add_argument("--log-level", default=defaults.log_level,
                         choices=["critical", "error", "warning", "info", "debug"])
 
@@ -93,5 +95,13 @@ def serve_configs(args: argparse.Namespace) -> ServeConfigs:
                                                   "--default-chat-template-kwargs"),
         reasoning_parser=args.reasoning_parser, tool_call_parser=args.tool_call_parser,
         enable_auto_tool_choice=args.enable_auto_tool_choice, log_level=args.log_level,
+        media=_media_config(args),
     )
     return ServeConfigs(model, engine, server)
+
+
+def _media_config(args: argparse.Namespace):
+    try:
+        return media_config(args)
+    except MediaArgsError as e:
+        raise CliError(str(e)) from None
