@@ -8,6 +8,7 @@ from typing import Any
 from mlxserve.api.state import ApiState, ServedModels
 from mlxserve.config import ServerConfig
 from mlxserve.errors import MlxserveError
+from mlxserve.multimodal.media_config import MediaConfig
 from mlxserve.serving.generation import GenerationService, ServingSettings
 from mlxserve.serving.params import ContextLimits
 from mlxserve.serving.parser_setup import ServingSetupError, resolve_parser_settings
@@ -53,7 +54,7 @@ def build_service(engine: Any, config: ServerConfig) -> GenerationService:
     settings = ServingSettings(limits=limits, max_n=config.max_n, chat_template=template,
                                default_chat_template_kwargs=dict(
                                    config.default_chat_template_kwargs),
-                               parsers=parsers)
+                               parsers=parsers, media=config.media or MediaConfig())
     return GenerationService(engine, settings)
 
 
