@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
@@ -27,11 +29,49 @@ CLIP = _data_url(video_bytes(frames=20, fps=10.0, width=64, height=64, seed=4), 
 
 
 @pytest.fixture(scope="module")
-def vlm_server(tmp_path_factory):
+def media_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("media")
+    (folder / "a.png").write_bytes(image_bytes(gradient_image(80, 60, seed=1)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vlm_server(tmp_path_factory, media_dir):
     folder = make_tiny_vlm(tmp_path_factory.mktemp("vlm"), "qwen2_5_vl")
-    server = start_server(str(folder), ["--served-model-name", "tiny-vlm"])
+    server = start_server(str(folder), ["--served-model-name", "tiny-vlm",
+                                        "--allowed-local-media-path", str(media_dir),
+                                        "--media-allowed-networks", "127.0.0.2/32"])
     yield server
     server.stop()
+
+
+class _MediaHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802
+        if self.path.startswith("/to-loopback"):
+            self.send_response(302)
+            self.send_header("Location", self.path.split("?to=", 1)[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = image_bytes(gradient_image(80, 60, seed=1))
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def allowed_host():
+    """An HTTP server on 127.0.0.2, the one non-public network the VLM server allows."""
+    httpd = ThreadingHTTPServer(("127.0.0.2", 0), _MediaHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.2:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +172,7 @@ def test_refusals_name_the_part_and_the_reason(client, vlm_server):
     _refused(client, [_image(f"{vlm_server.base_url}/health")], "messages[0].content[0]",
              "loopback")
     _refused(client, [_image("http://169.254.169.254/latest/meta-data/")], "metadata")
-    _refused(client, [_image("/etc/passwd")], "local media paths are not allowed")
+    _refused(client, [_image("/etc/passwd")], "outside the allowed media folder")
     _refused(client, [_image("data:image/png;base64,bm90IGFuIGltYWdl")],
              "messages[0].content[0]", "not a decodable image")
     bomb = _data_url(image_bytes(Image.new("1", (12000, 12000))), "image/png")
@@ -154,3 +194,13 @@ def test_media_to_a_text_only_model_is_refused(text_server):
         text_client.chat.completions.create(
             model="tiny-text", max_tokens=2,
             messages=[{"role": "user", "content": [_image(PNG_A)]}])
+
+
+def test_allowed_sources_and_redirect_recheck(client, media_dir, allowed_host, vlm_server):
+    data = _ask(client, [_image(PNG_A)]).usage.prompt_tokens
+    local = _ask(client, [_image(str(media_dir / "a.png"))])
+    over_http = _ask(client, [_image(f"{allowed_host}/a.png")])
+    assert local.usage.prompt_tokens == over_http.usage.prompt_tokens == data
+    # An allowed host redirecting to a loopback address that is not allowed.
+    _refused(client, [_image(f"{allowed_host}/to-loopback?to={vlm_server.base_url}/health")],
+             "messages[0].content[0]", "loopback")
