@@ -18,7 +18,7 @@ from typing import Callable
 from mlxserve.config import EngineConfig, ModelConfig
 from mlxserve.engine.request import FINISH_ABORT, FINISH_ERROR, EngineDelta, GenerateRequest
 from mlxserve.engine.scheduler import Scheduler, SeqState
-from mlxserve.engine.stops import OutputStream
+from mlxserve.engine.stops import NullDetokenizer, OutputStream
 
 log = logging.getLogger(__name__)
 DeltaSink = Callable[[EngineDelta], None]
@@ -165,7 +165,9 @@ class EngineCore:
         if seed is None:
             seed = self._seeds.getrandbits(63)
         self.runner.add(request, seed)
-        output = OutputStream(request, self.loaded.tokenizer.detokenizer,
+        tokenizer = self.loaded.tokenizer
+        detokenizer = tokenizer.detokenizer if tokenizer is not None else NullDetokenizer()
+        output = OutputStream(request, detokenizer,
                               self.loaded.eos_token_ids, self.max_model_len)
         self._active[request.request_id] = _Active(request, sink, output)
         self._publish_stats()

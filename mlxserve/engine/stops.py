@@ -33,6 +33,21 @@ def _held_suffix_len(text: str, stops: tuple[str, ...]) -> int:
     return best
 
 
+class NullDetokenizer:
+    """For models loaded without a tokenizer (token ids only): produces no text."""
+
+    last_segment = ""
+
+    def reset(self) -> None:
+        pass
+
+    def add_token(self, token: int) -> None:
+        pass
+
+    def finalize(self) -> None:
+        pass
+
+
 class OutputStream:
     def __init__(self, request: GenerateRequest, detokenizer, eos_token_ids: set[int],
                  max_model_len: int):

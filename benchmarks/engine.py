@@ -1,0 +1,255 @@
+"""Engine throughput against mlx-lm, measured in one run on one model.
+
+    python benchmarks/engine.py --model smollm2-135m --prompt-len 128 --gen-len 128
+    python benchmarks/engine.py --random-shape qwen3-8b --dtype bfloat16 --out r.json
+
+Measures (all greedy, EOS ignored, token ids only):
+  1. mlx_lm.stream_generate decode tokens/s at one request (generate_step when the model
+     has no tokenizer, e.g. --random-shape: the same decode loop without detokenizing);
+  2. the engine (AsyncEngine) decode tokens/s at one request: ratio to (1);
+  3. aggregate tokens/s (all generated tokens / wall time, prefill included) of the engine
+     and of mlx_lm's BatchGenerator at each --concurrency: ratio engine / BatchGenerator.
+For --random-shape it also reports batch-1 decode as a fraction of the bandwidth limit
+(weight bytes / --bandwidth-gbs).
+
+Depends only on mlx, mlx-lm, numpy and mlxserve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import mlxserve  # noqa: E402,F401  (binds MLX to OpenBLAS on Linux CPU before mlx.core)
+import mlx.core as mx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mlxserve.config import EngineConfig, ModelConfig  # noqa: E402
+from mlxserve.engine.client import AsyncEngine  # noqa: E402
+from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams  # noqa: E402
+
+RANDOM_SHAPES = {
+    "qwen3-0.6b": dict(hidden_size=1024, num_hidden_layers=28, intermediate_size=3072,
+                       num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                       tie_word_embeddings=True),
+    "qwen3-8b": dict(hidden_size=4096, num_hidden_layers=36, intermediate_size=12288,
+                     num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                     tie_word_embeddings=False),
+}
+
+
+@dataclass
+class Results:
+    device: str
+    model: str
+    dtype: str
+    prompt_len: int
+    gen_len: int
+    weight_bytes: int
+    reference_tps: float = 0.0
+    engine_b1_tps: float = 0.0
+    engine_b1_ratio: float = 0.0
+    bandwidth_fraction: float | None = None
+    concurrency: list[dict] = field(default_factory=list)
+
+
+def build_random_model(shape: str, dtype: str):
+    from mlx.utils import tree_flatten, tree_map
+    from mlx_lm.models import qwen3
+
+    args = qwen3.ModelArgs.from_dict(dict(
+        RANDOM_SHAPES[shape], model_type="qwen3", rms_norm_eps=1e-6, vocab_size=151936,
+        max_position_embeddings=40960, rope_theta=1_000_000.0,
+    ))
+    mx.random.seed(0)
+    model = qwen3.Model(args)
+    target = getattr(mx, dtype)
+    model.update(tree_map(lambda p: p.astype(target), model.parameters()))
+    for _, p in tree_flatten(model.parameters()):  # one tensor at a time: low peak memory
+        mx.eval(p)
+    config = dict(RANDOM_SHAPES[shape], model_type="qwen3", vocab_size=151936,
+                  max_position_embeddings=40960)
+    return model, config
+
+
+def loaded_model_for(model, config: dict, tokenizer, name: str, dtype: str):
+    from mlxserve.models import LoadedModel, ModelCapabilities
+
+    caps = ModelCapabilities(model_type=config.get("model_type", ""),
+                             context_length=config.get("max_position_embeddings", 4096),
+                             vocab_size=config["vocab_size"], dtype=dtype)
+    eos = set(getattr(tokenizer, "eos_token_ids", set()) or set())
+    return LoadedModel(model=model, tokenizer=tokenizer, capabilities=caps, name=name,
+                       path="", eos_token_ids=eos, config=config)
+
+
+def weight_bytes(model) -> int:
+    from mlx.utils import tree_flatten
+
+    return sum(p.nbytes for _, p in tree_flatten(model.parameters()))
+
+
+def make_prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(100, min(vocab, 30000), size=length).tolist() for _ in range(n)]
+
+
+def reference_tps(model, tokenizer, prompt: list[int], gen_len: int) -> float:
+    """Decode tokens/s of mlx-lm's single-stream loop (first token excluded, as mlx-lm)."""
+    from mlx_lm.generate import generate_step, stream_generate
+
+    if tokenizer is not None:
+        last = None
+        for last in stream_generate(model, tokenizer, prompt, max_tokens=gen_len):
+            pass
+        return last.generation_tps
+    times = []
+    for _token, _ in generate_step(mx.array(prompt), model, max_tokens=gen_len):
+        times.append(time.perf_counter())
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+async def engine_run(engine: AsyncEngine, prompts: list[list[int]], gen_len: int, tag: str):
+    """Run all prompts concurrently; returns (wall seconds, total tokens, b1 decode tps)."""
+    async def one(i: int, prompt: list[int]):
+        req = GenerateRequest(f"{tag}-{i}", prompt, SamplingParams(temperature=0.0),
+                              StopParams(max_tokens=gen_len, ignore_eos=True))
+        stamps = []
+        async for delta in engine.generate(req):
+            if delta.token_ids:
+                stamps.append(time.perf_counter())
+        return stamps
+
+    start = time.perf_counter()
+    all_stamps = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
+    wall = time.perf_counter() - start
+    total = sum(len(s) for s in all_stamps)
+    first = all_stamps[0]
+    decode_tps = (len(first) - 1) / (first[-1] - first[0]) if len(first) > 1 else 0.0
+    return wall, total, decode_tps
+
+
+def batch_generator_run(model, prompts: list[list[int]], gen_len: int) -> tuple[float, int]:
+    from mlx_lm.generate import BatchGenerator
+
+    gen = BatchGenerator(model, max_tokens=gen_len, completion_batch_size=len(prompts),
+                         prefill_batch_size=min(len(prompts), 8))
+    start = time.perf_counter()
+    gen.insert(prompts, [gen_len] * len(prompts))
+    total = 0
+    while responses := gen.next_generated():
+        total += len(responses)
+    wall = time.perf_counter() - start
+    gen.close()
+    return wall, total
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--model", default=None, help="HF folder, .gguf, hub id or alias")
+    src.add_argument("--random-shape", choices=sorted(RANDOM_SHAPES), default=None)
+    ap.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--gen-len", type=int, default=128)
+    ap.add_argument("--concurrency", default="8,32,64,128",
+                    help="comma-separated concurrent request counts")
+    ap.add_argument("--bandwidth-gbs", type=float, default=3000.0,
+                    help="memory bandwidth for the limit (H100 copy bandwidth ~3000 GB/s)")
+    ap.add_argument("--repeats", type=int, default=2, help="batch-1 runs; the best is kept")
+    ap.add_argument("--out", default=None, help="write results JSON here")
+    args = ap.parse_args(argv)
+    if args.model is None and args.random_shape is None:
+        args.model = "smollm2-135m"
+    return args
+
+
+def load(args) -> tuple:
+    if args.random_shape:
+        dtype = "bfloat16" if args.dtype == "auto" else args.dtype
+        model, config = build_random_model(args.random_shape, dtype)
+        return loaded_model_for(model, config, None, args.random_shape, dtype)
+    from mlxserve.models import load_model
+
+    return load_model(ModelConfig(model=args.model, dtype=args.dtype))
+
+
+async def run_engine_side(loaded, args, res: Results, prompts_for) -> None:
+    max_n = max([1] + args.concurrency)
+    cfg = EngineConfig(max_num_seqs=max_n, max_num_batched_tokens=max(2048, args.prompt_len),
+                       prefill_chunk_size=max(512, args.prompt_len),
+                       kv_cache_memory_bytes=None)
+    engine = AsyncEngine(ModelConfig(model=res.model), cfg, loader=lambda _cfg: loaded)
+    await engine.start()
+    try:
+        await engine_run(engine, prompts_for(1, 99), 8, "warm")
+        best = 0.0
+        for r in range(args.repeats):
+            _, _, tps = await engine_run(engine, prompts_for(1, 0), args.gen_len, f"b1-{r}")
+            best = max(best, tps)
+        res.engine_b1_tps = best
+        for n in args.concurrency:
+            wall, total, _ = await engine_run(engine, prompts_for(n, n), args.gen_len, f"c{n}")
+            res.concurrency.append(dict(n=n, engine_tps=total / wall, engine_tokens=total))
+    finally:
+        await engine.shutdown()
+
+
+def main(argv=None) -> Results:
+    args = parse_args(argv)
+    args.concurrency = [int(x) for x in str(args.concurrency).split(",") if x]
+    loaded = load(args)
+    vocab = loaded.capabilities.vocab_size or loaded.config.get("vocab_size")
+    device = f"{mx.default_device()} {mx.device_info().get('device_name', platform.processor())}"
+    res = Results(device=device, model=loaded.name, dtype=loaded.capabilities.dtype,
+                  prompt_len=args.prompt_len, gen_len=args.gen_len,
+                  weight_bytes=weight_bytes(loaded.model))
+
+    def prompts_for(n: int, seed: int) -> list[list[int]]:
+        return make_prompts(n, args.prompt_len, vocab, seed)
+
+    reference_tps(loaded.model, loaded.tokenizer, prompts_for(1, 99)[0], 8)  # warm-up
+    res.reference_tps = max(reference_tps(loaded.model, loaded.tokenizer, prompts_for(1, 0)[0],
+                                          args.gen_len) for _ in range(args.repeats))
+    asyncio.run(run_engine_side(loaded, args, res, prompts_for))
+    res.engine_b1_ratio = res.engine_b1_tps / res.reference_tps
+    if args.random_shape:
+        limit = args.bandwidth_gbs * 1e9 / res.weight_bytes
+        res.bandwidth_fraction = res.engine_b1_tps / limit
+    for row in res.concurrency:
+        wall, total = batch_generator_run(loaded.model, prompts_for(row["n"], row["n"]),
+                                          args.gen_len)
+        row.update(batch_generator_tps=total / wall, ratio=row["engine_tps"] * wall / total)
+    report(res, args)
+    return res
+
+
+def report(res: Results, args) -> None:
+    print(f"device: {res.device}   model: {res.model} ({res.dtype}, "
+          f"{res.weight_bytes / 1e9:.2f} GB of weights)")
+    print(f"prompt {res.prompt_len} tokens, generate {res.gen_len} tokens, greedy")
+    print(f"batch 1 decode: mlx-lm {res.reference_tps:8.1f} tok/s   engine "
+          f"{res.engine_b1_tps:8.1f} tok/s   ratio {res.engine_b1_ratio:.3f}")
+    if res.bandwidth_fraction is not None:
+        limit = args.bandwidth_gbs * 1e9 / res.weight_bytes
+        print(f"bandwidth limit at {args.bandwidth_gbs:.0f} GB/s: {limit:.1f} tok/s; engine "
+              f"reaches {res.bandwidth_fraction:.1%}")
+    for row in res.concurrency:
+        print(f"concurrency {row['n']:4d}: engine {row['engine_tps']:9.1f} tok/s   "
+              f"BatchGenerator {row['batch_generator_tps']:9.1f} tok/s   "
+              f"ratio {row['ratio']:.3f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(asdict(res), indent=1))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

