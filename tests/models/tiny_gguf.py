@@ -96,8 +96,11 @@ def _llama_cpp_tensor(name: str, value: np.ndarray, config: dict, arch: str) -> 
     return value
 
 
-def write_tiny_gguf(hf_folder: str, out_dir, qtype: str = "Q8_0", pre: str = "qwen2"):
-    """Write ``out_dir/model.gguf`` and ``out_dir/reference`` (HF folder); return both."""
+def write_tiny_gguf(
+    hf_folder: str, out_dir, qtype: str = "Q8_0", pre: str = "qwen2", split_max_tensors: int = 0
+):
+    """Write ``out_dir/model.gguf`` and ``out_dir/reference`` (HF folder); return both.
+    With ``split_max_tensors``, write a llama.cpp split and return its first file."""
     import gguf
     import mlx.core as mx
     from gguf import quants
@@ -108,7 +111,7 @@ def write_tiny_gguf(hf_folder: str, out_dir, qtype: str = "Q8_0", pre: str = "qw
     weights = {k: np.array(v.astype(mx.float32)) for k, v in mx.load(str(folder / "model.safetensors")).items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.gguf"
-    writer = gguf.GGUFWriter(str(path), arch)
+    writer = gguf.GGUFWriter(str(path), arch, split_max_tensors=split_max_tensors)
     _hparams(writer, config, arch)
     _tokenizer_metadata(writer, folder, pre)
     quant_type = gguf.GGMLQuantizationType[qtype]
@@ -125,6 +128,8 @@ def write_tiny_gguf(hf_folder: str, out_dir, qtype: str = "Q8_0", pre: str = "qw
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    if split_max_tensors:
+        path = sorted(out_dir.glob("model-00001-of-*.gguf"))[0]
     ref = out_dir / "reference"
     shutil.copytree(folder, ref)
     mx.save_safetensors(str(ref / "model.safetensors"), {k: mx.array(v) for k, v in reference.items()})

@@ -127,9 +127,21 @@ def _vocab_size(file: GGUFFile) -> int:
     return int(_required(file, "vocab_size"))
 
 
+# Control tokens that end a turn, as llama.cpp recognizes them by text (its EOG set).
+_END_OF_TURN_TEXTS = {
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
+    "<EOT>", "<|end_of_text|>", "<｜end▁of▁sentence｜>", "<|return|>", "<|call|>",
+}  # fmt: skip
+_CONTROL = 3
+
+
 def _eos_ids(file: GGUFFile) -> list[int]:
+    """The file's eos/eot/eom ids, plus control tokens whose text ends a turn."""
     keys = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
     ids = [int(file.metadata[k]) for k in keys if file.metadata.get(k) is not None]
+    tokens = file.metadata.get("tokenizer.ggml.tokens") or []
+    types = file.metadata.get("tokenizer.ggml.token_type") or []
+    ids += [i for i, (t, k) in enumerate(zip(tokens, types)) if k == _CONTROL and t in _END_OF_TURN_TEXTS]
     return list(dict.fromkeys(ids))
 
 

@@ -18,7 +18,7 @@ from mlxserve.errors import ModelLoadError
 from mlxserve.models.gguf.tensors import GROUP_SIZE
 from mlxserve.models.source import ModelSource
 
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3
 _DONE_MARKER = "mlxserve-conversion.json"
 
 
@@ -65,18 +65,14 @@ def converted_folder(source: ModelSource, cfg: ModelConfig) -> tuple[str, str]:
     return target, _convert(source, target, quantize, dtype)
 
 
-def _gguf_path(source: ModelSource, scratch: str) -> str:
-    """One GGUF file: the source itself, or its byte-parts joined into ``scratch``."""
+def _gguf_paths(source: ModelSource, scratch: str) -> tuple[str, ...]:
+    """The GGUF file(s) to read: one file, a llama.cpp split (each part a GGUF), or
+    byte-parts joined into ``scratch``."""
     from mlxserve.models.gguf.reader import join_parts
 
-    if len(source.paths) == 1:
-        return source.paths[0]
-    if _is_llama_cpp_split(source.paths):
-        raise ModelLoadError(
-            "llama.cpp multi-file GGUF splits (-00001-of-0000N) are not supported yet; "
-            "merge them with `llama-gguf-split --merge` or pass byte-parts in order"
-        )
-    return join_parts(source.paths, os.path.join(scratch, "joined.gguf"))
+    if len(source.paths) == 1 or _is_llama_cpp_split(source.paths):
+        return source.paths
+    return (join_parts(source.paths, os.path.join(scratch, "joined.gguf")),)
 
 
 def _is_llama_cpp_split(paths: tuple[str, ...]) -> bool:
@@ -91,7 +87,7 @@ def _convert(source: ModelSource, target: str, quantize: bool, dtype: str) -> st
     shutil.rmtree(scratch, ignore_errors=True)
     os.makedirs(scratch)
     try:
-        label = _write_folder(_gguf_path(source, scratch), scratch, source.name, quantize, dtype)
+        label = _write_folder(_gguf_paths(source, scratch), scratch, source.name, quantize, dtype)
         joined = os.path.join(scratch, "joined.gguf")
         if os.path.exists(joined):
             os.remove(joined)
@@ -112,8 +108,8 @@ def _publish(scratch: str, target: str) -> None:
             os.replace(scratch, target)
 
 
-def _write_folder(gguf_path: str, out: str, name: str, quantize: bool, dtype: str) -> str:
-    """Convert one GGUF file into ``out``; returns the source quantization label."""
+def _write_folder(paths: tuple[str, ...], out: str, name: str, quantize: bool, dtype: str) -> str:
+    """Convert one GGUF (file or split) into ``out``; returns the source quantization label."""
     import mlx.core as mx
     from tqdm import tqdm
 
@@ -122,7 +118,7 @@ def _write_folder(gguf_path: str, out: str, name: str, quantize: bool, dtype: st
     from mlxserve.models.gguf.tensors import check_types, iter_converted, source_quantization
     from mlxserve.models.gguf.tokenizer import build_tokenizer
 
-    file = open_gguf(gguf_path)
+    file = open_gguf(*paths)
     spec = arch_spec(file)
     check_types(file)
     config = build_config(file, spec)

@@ -18,9 +18,9 @@ _COPY_BLOCK = 16 * 1024 * 1024
 
 @dataclass
 class GGUFFile:
-    path: str
-    metadata: dict  # key -> str | int | float | bool | list
-    tensors: list  # gguf.ReaderTensor items (memory-mapped data)
+    paths: tuple[str, ...]  # one file, or the files of a llama.cpp split (-0000k-of-0000n)
+    metadata: dict  # key -> str | int | float | bool | list (from the first file)
+    tensors: list  # gguf.ReaderTensor items of every file (memory-mapped data)
 
     @property
     def architecture(self) -> str:
@@ -72,8 +72,7 @@ def _field_value(field):
     return value
 
 
-def open_gguf(path: str) -> GGUFFile:
-    """Parse the header and tensor table (data stays memory-mapped)."""
+def _read(path: str):
     from gguf import GGUFReader
 
     check_magic(path)
@@ -83,23 +82,26 @@ def open_gguf(path: str) -> GGUFFile:
     except (ValueError, IndexError, OSError, KeyError, EOFError) as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelLoadError(f"GGUF file '{name}' is corrupt or truncated ({detail})") from None
+    size = os.path.getsize(path)
+    for tensor in reader.tensors:
+        if tensor.data_offset + tensor.n_bytes > size:
+            raise ModelLoadError(
+                f"GGUF file '{name}' is truncated: tensor {tensor.name} runs past the end"
+            )
+    return reader
+
+
+def open_gguf(*paths: str) -> GGUFFile:
+    """Parse the header(s) and tensor tables (data stays memory-mapped). Several paths are
+    the files of one llama.cpp split; metadata comes from the first."""
+    readers = [_read(path) for path in paths]
     metadata = {}
-    for key, field in reader.fields.items():
+    for key, field in readers[0].fields.items():
         try:
             metadata[key] = _field_value(field)
         except (ValueError, IndexError, UnicodeDecodeError):
             continue
     if "general.architecture" not in metadata:
-        raise ModelLoadError(f"GGUF file '{name}' has no general.architecture key")
-    file = GGUFFile(path, metadata, list(reader.tensors))
-    _check_extent(file, name)
-    return file
-
-
-def _check_extent(file: GGUFFile, name: str) -> None:
-    size = os.path.getsize(file.path)
-    for tensor in file.tensors:
-        if tensor.data_offset + tensor.n_bytes > size:
-            raise ModelLoadError(
-                f"GGUF file '{name}' is truncated: tensor {tensor.name} runs past the end"
-            )
+        raise ModelLoadError(f"GGUF file '{os.path.basename(paths[0])}' has no general.architecture key")
+    tensors = [tensor for reader in readers for tensor in reader.tensors]
+    return GGUFFile(tuple(paths), metadata, tensors)

@@ -86,7 +86,7 @@ def iter_converted(
     import mlx.core as mx
 
     native = quantize and file.tensor_types() <= NATIVE_MLX_TYPES
-    packed = _load_native(file.path) if native else {}
+    packed = _load_native(file.paths) if native else {}
     for tensor in file.tensors:
         name = hf_tensor_name(spec, tensor.name)
         if name is None:
@@ -103,13 +103,16 @@ def iter_converted(
             yield {name: mx.array(value).astype(float_dtype)}
 
 
-def _load_native(path: str) -> dict:
+def _load_native(paths: tuple[str, ...]) -> dict:
     import mlx.core as mx
 
-    try:
-        return mx.load(path)
-    except (RuntimeError, ValueError) as e:
-        raise ModelLoadError(f"MLX cannot read this GGUF file: {e}") from None
+    arrays: dict = {}
+    for path in paths:
+        try:
+            arrays.update(mx.load(path))
+        except (RuntimeError, ValueError) as e:
+            raise ModelLoadError(f"MLX cannot read this GGUF file: {e}") from None
+    return arrays
 
 
 def _native_piece(packed: dict, gguf_name: str, name: str, spec: ArchSpec, config: dict) -> dict:
