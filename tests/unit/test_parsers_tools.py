@@ -250,3 +250,18 @@ def test_glm45_call_without_arguments():
 def test_plain_text_passes_through_unchanged(name):
     text = "A plain answer with <angle> brackets, [squares], {braces} and | bars.\n"
     assert parse(name, text) == (text, [])
+
+
+def test_hermes_bare_object_naming_a_tool_is_a_call():
+    # what Qwen2.5-Coder-0.5B answers: the object without the <tool_call> tags
+    text = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert parse("hermes", text) == ("", [PARIS])
+    assert parse("hermes", text + "\n" + text.replace("Paris", "Rome")) == ("", [PARIS, ROME])
+
+
+def test_hermes_bare_json_that_is_not_a_known_call_is_content():
+    for text in ['{"name": "unknown_tool", "arguments": {}}', '{"answer": 42}', "{not json", "x {}"]:
+        assert parse("hermes", text) == (text, [])
+    parser = make_tool_parser("hermes", [])  # without tools, no bare call is accepted
+    merged = parse_chunks(parser, ['{"name": "get_weather", "arguments": {}}'])
+    assert merged.tool_calls == []

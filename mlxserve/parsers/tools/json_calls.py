@@ -1,14 +1,21 @@
-"""Reading ``{"name": ..., "arguments": {...}}`` call objects, shared by the JSON formats."""
+"""A parsed call, and reading ``{"name": ..., "arguments": {...}}`` call objects."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from dataclasses import dataclass
+
 from mlxserve.parsers.tools.arguments import arguments_json
-from mlxserve.parsers.tools.markup_base import ParsedCall
 
 ARGUMENT_KEYS = ("arguments", "parameters")
+
+
+@dataclass(frozen=True)
+class ParsedCall:
+    name: str
+    arguments: str  # JSON object text
 
 
 def decode_json(text: str) -> tuple[bool, Any]:

@@ -17,15 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mlxserve.parsers.base import ParsedDelta, ToolCallDelta, ToolParser
-from mlxserve.parsers.text_scan import BracketExtent, find_first, new_call_id, partial_marker_len
+from mlxserve.parsers.text_scan import BracketExtent, find_first, new_call_id, partial_marker_len, skip_whitespace
+from mlxserve.parsers.tools.json_calls import ParsedCall, call_from_object, decode_json
 
 FEED_PIECE_CHARS = 4096
-
-
-@dataclass(frozen=True)
-class ParsedCall:
-    name: str
-    arguments: str  # JSON object text
 
 
 @dataclass
@@ -173,6 +168,26 @@ class MarkupToolParser(ToolParser):
 
     def _block_reset(self) -> None:
         self._extent = None
+
+    def _scan_call_object(self, marker: str, pos: int, final: bool, known_names: set[str] | None = None
+                          ) -> BlockOutcome | None:
+        """A block that is one ``{"name": ..., "arguments"|"parameters": ...}`` object at
+        ``pos``; with ``known_names``, the name must be one of them."""
+        if pos == len(self._buffer):
+            return self._fallback(marker) if final else None
+        key = skip_whitespace(self._buffer, pos + 1)
+        if self._buffer[pos] != "{" or (key < len(self._buffer) and self._buffer[key] != '"'):
+            return self._fallback(marker)
+        if key == len(self._buffer):
+            return self._fallback(marker) if final else None
+        end = self._value_end(pos, "{")
+        if end is None:
+            return self._fallback(marker) if final else None
+        ok, value = decode_json(self._buffer[pos:end]) if end != -1 else (False, None)
+        call = call_from_object(value) if ok else None
+        if call is None or (known_names is not None and call.name not in known_names):
+            return self._fallback(marker)
+        return BlockOutcome(end, [call])
 
 
 class EndMarkerToolParser(MarkupToolParser):
