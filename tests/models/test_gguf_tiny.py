@@ -107,3 +107,16 @@ def test_llama_cpp_split_files_are_read_together(tmp_path):
     loaded = load_model(ModelConfig(model=first))
     assert loaded.name == "model"
     assert _max_difference(loaded, load_model(ModelConfig(model=reference))) < 1e-4
+
+
+def test_llama3_rope_scaling_recovered_from_rope_freqs(tmp_path):
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}  # fmt: skip
+    folder = make_tiny_model(tmp_path / "hf", "llama", overrides={"head_dim": 16, "rope_theta": 500000.0,
+                                                                  "rope_scaling": scaling})  # fmt: skip
+    gguf_path, reference = write_tiny_gguf(folder, tmp_path / "gguf")
+    loaded = load_model(ModelConfig(model=gguf_path))
+    assert loaded.config["rope_scaling"]["factor"] == 8.0
+    long_prompt = mx.array([list(range(1, 250))])
+    expected = load_model(ModelConfig(model=reference))
+    assert mx.abs(loaded.model(long_prompt) - expected.model(long_prompt)).max().item() < 1e-3

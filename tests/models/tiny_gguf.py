@@ -39,6 +39,28 @@ def llama_cpp_permute(weight: np.ndarray, n_head: int) -> np.ndarray:
     )
 
 
+def llama3_rope_factors(config: dict) -> np.ndarray:
+    """llama.cpp's rope_freqs table for Llama 3 rope scaling, written loop by loop."""
+    import math
+
+    scaling, dim = config["rope_scaling"], config.get("head_dim") or (
+        config["hidden_size"] // config["num_attention_heads"]
+    )
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    factors = []
+    for i in range(0, dim, 2):
+        wavelength = 2 * math.pi * config["rope_theta"] ** (i / dim)
+        if wavelength < old / high:
+            factors.append(1.0)
+        elif wavelength > old / low:
+            factors.append(factor)
+        else:
+            smooth = (old / wavelength - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
 def gguf_name(hf_name: str, arch: str) -> str:
     stem, kind = hf_name.rsplit(".", 1)
     if stem in _TOP:
@@ -124,6 +146,8 @@ def write_tiny_gguf(
         else:
             writer.add_tensor(gguf_name(name, arch), _llama_cpp_tensor(name, value, config, arch))
             reference[name] = value
+    if (config.get("rope_scaling") or {}).get("rope_type") == "llama3":
+        writer.add_tensor("rope_freqs.weight", llama3_rope_factors(config))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

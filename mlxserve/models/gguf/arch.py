@@ -176,13 +176,40 @@ def build_config(file: GGUFFile, spec: ArchSpec) -> dict:
     return config
 
 
+def _llama3_factors(params: dict, theta: float, head_dim: int) -> np.ndarray:
+    """The per-frequency divisors Llama 3 rope scaling applies (as llama.cpp tabulates them)."""
+    factor, low, high = params["factor"], params["low_freq_factor"], params["high_freq_factor"]
+    old = params["original_max_position_embeddings"]
+    wavelengths = 2 * np.pi * theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    smooth = np.clip((old / wavelengths - low) / (high - low), 0.0, 1.0)
+    return 1.0 / ((1 - smooth) / factor + smooth)
+
+
+def _llama3_rope_scaling(file: GGUFFile, config: dict) -> dict:
+    """Recover rope_scaling from llama.cpp's rope_freqs table: the factor is its largest
+    entry; the other parameters are Llama 3's, checked against the whole table."""
+    tensor = next(t for t in file.tensors if t.name == "rope_freqs.weight")
+    table = np.asarray(tensor.data, dtype=np.float64).reshape(-1)
+    original = int(file.arch_value("rope.scaling.original_context_length", 8192))
+    params = {
+        "rope_type": "llama3",
+        "factor": float(table.max()),
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": original,
+    }
+    expected = _llama3_factors(params, config["rope_theta"], config["head_dim"])
+    if expected.shape != table.shape or not np.allclose(expected, table, rtol=1e-3):
+        raise ModelLoadError("GGUF rope_freqs table does not match Llama 3 rope scaling; not supported")
+    return params
+
+
 def _add_rope_scaling(file: GGUFFile, config: dict) -> None:
     kind = file.arch_value("rope.scaling.type")
     factor = file.arch_value("rope.scaling.factor")
     if any(t.name == "rope_freqs.weight" for t in file.tensors):
-        raise ModelLoadError(
-            "GGUF files with llama3-style rope frequency tables (rope_freqs) are not supported yet"
-        )
+        config["rope_scaling"] = _llama3_rope_scaling(file, config)
+        return
     if kind in (None, "none") or not factor:
         return
     if kind != "linear" and kind != "yarn":
