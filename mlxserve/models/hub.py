@@ -5,6 +5,8 @@ A snapshot already in the local Hugging Face cache is used without touching the 
 
 from __future__ import annotations
 
+import os
+
 from mlxserve.errors import ModelLoadError
 
 _ALLOW_PATTERNS = [
@@ -36,6 +38,8 @@ def _download(repo_id: str, revision: str | None, local_only: bool) -> str:
         revision=revision,
         allow_patterns=_ALLOW_PATTERNS,
         local_files_only=local_only,
+        # Read at call time (huggingface_hub reads it once, at import).
+        cache_dir=os.environ.get("HF_HUB_CACHE") or None,
     )
 
 
@@ -67,3 +71,13 @@ def download_snapshot(repo_id: str, revision: str | None = None) -> str:
         raise ModelLoadError(f"'{repo_id}' is not a valid hub id: {e}") from None
     except (errors.LocalEntryNotFoundError, OSError, errors.HfHubHTTPError):
         raise ModelLoadError(_offline_message(repo_id)) from None
+
+
+def require_config(folder: str, repo_id: str) -> str:
+    """A hub snapshot must be in Hugging Face format; GGUF-only repos are loaded by file."""
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise ModelLoadError(
+            f"hub repo '{repo_id}' has no config.json (a GGUF-only repo?); download its .gguf "
+            "file (`huggingface-cli download REPO FILE.gguf`) and pass the file path"
+        )
+    return folder

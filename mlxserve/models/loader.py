@@ -26,16 +26,15 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
 
 def _is_vlm_folder(folder: str) -> bool:
     """A vision-language model mlx-vlm loads (its text decoder serves text requests)."""
-    import json
     import os
 
+    from mlxserve.models.hf_folder import read_json
     from mlxserve.models.vlm import is_vlm_config
 
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
         return False
-    with open(path) as f:
-        return is_vlm_config(json.load(f))
+    return is_vlm_config(read_json(path))
 
 
 def materialize(source: ModelSource, cfg: ModelConfig) -> tuple[str, str]:
@@ -44,9 +43,9 @@ def materialize(source: ModelSource, cfg: ModelConfig) -> tuple[str, str]:
     if source.kind == KIND_HF_FOLDER:
         return source.paths[0], ""
     if source.kind == KIND_HUB:
-        from mlxserve.models.hub import download_snapshot
+        from mlxserve.models.hub import download_snapshot, require_config
 
-        return download_snapshot(source.paths[0], cfg.revision), ""
+        return require_config(download_snapshot(source.paths[0], cfg.revision), source.spec), ""
     if source.is_gguf:
         from mlxserve.models.gguf.convert import converted_folder
 
