@@ -15,8 +15,8 @@ from mlxserve.errors import InvalidRequest
 from mlxserve.multimodal.media_config import MediaConfig
 from mlxserve.serving.assembler import MessageDelta, OutputAssembler
 from mlxserve.serving.chat_input import ChatInput, CompletionInput, GenerationOptions
-from mlxserve.serving.media import (MediaRef, MediaRequestOptions, check_media_limits,
-                                    extract_media, load_media)
+from mlxserve.serving.media import (MediaRequestOptions, arrange_for_model,
+                                    check_media_limits, extract_media, load_media)
 from mlxserve.serving.messages import normalize_messages
 from mlxserve.serving.params import ContextLimits, check_n, resolve_sampling, resolve_stop
 from mlxserve.serving.parser_setup import ParserSettings, ToolSetup, make_output_parser, plan_tools
@@ -96,24 +96,29 @@ class GenerationService:
             raise InvalidRequest(f"{media[0].part}: this model does not accept {media[0].kind} "
                                  "input", param="messages")
         check_media_limits(media, self.settings.media)
+        images: list = []
+        videos: list = []
+        if media:
+            options = MediaRequestOptions(chat.video_fps, chat.video_max_frames)
+            decoded = await asyncio.to_thread(load_media, media, options, self.settings.media)
+            messages, images, videos = arrange_for_model(messages, decoded,
+                                                         vision.native_video)
         text = await asyncio.to_thread(self._render_chat, messages, chat,
                                        tool_setup.template_tools)
         ids = await asyncio.to_thread(encode_prompt_text, self.tokenizer, text,
                                       add_special_tokens=False)
         multimodal = None
         if media:
-            ids, multimodal = await asyncio.to_thread(self._prepare_media, ids, media, chat,
-                                                      vision)
+            ids, multimodal = await asyncio.to_thread(self._prepare_media, ids, images,
+                                                      videos, vision)
         requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal)
         return PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text))
 
-    def _prepare_media(self, ids: list[int], media: list[MediaRef], chat: ChatInput,
-                       vision: Any) -> tuple[list[int], MultimodalInputs]:
-        """Fetch, decode and preprocess the media; expand the prompt's placeholders."""
+    def _prepare_media(self, ids: list[int], images: list, videos: list, vision: Any
+                       ) -> tuple[list[int], MultimodalInputs]:
+        """Preprocess the decoded media; expand the prompt's placeholders."""
         from mlxserve.multimodal.encode import embedding_cache_for, prepare_multimodal
 
-        options = MediaRequestOptions(chat.video_fps, chat.video_max_frames)
-        images, videos = load_media(media, options, self.settings.media)
         cache = embedding_cache_for(vision, self.settings.media.embedding_cache_entries)
         prepared = prepare_multimodal(ids, images, videos, vision, cache=cache)
         return prepared.prompt_tokens, prepared.multimodal

@@ -92,14 +92,44 @@ def check_media_limits(refs: list[MediaRef], config: MediaConfig) -> None:
 
 
 def load_media(refs: list[MediaRef], options: MediaRequestOptions, config: MediaConfig
-               ) -> tuple[list[Any], list[DecodedVideo]]:
-    """Fetch and decode every media item (blocking: run it in a worker thread)."""
+               ) -> list[Any]:
+    """Fetch and decode every media item, in prompt order: Pillow images and
+    ``DecodedVideo`` clips (blocking: run it in a worker thread)."""
     sampling = resolve_video_sampling(options.video_fps, options.video_max_frames, config)
-    images, videos = [], []
+    decoded: list[Any] = []
     for ref in refs:
         data = fetch_media(ref.url, kind=ref.kind, part=ref.part, config=config).data
         if ref.kind == "image":
-            images.append(decode_image(data, part=ref.part, config=config))
+            decoded.append(decode_image(data, part=ref.part, config=config))
         else:
-            videos.append(decode_video(data, part=ref.part, sampling=sampling, config=config))
-    return images, videos
+            decoded.append(decode_video(data, part=ref.part, sampling=sampling, config=config))
+    return decoded
+
+
+def arrange_for_model(messages: list, decoded: list[Any], native_video: bool
+                      ) -> tuple[list, list[Any], list[DecodedVideo]]:
+    """Images and videos for the encoder. A model without native video gets each video
+    as its sampled frames: the video placeholder becomes one image placeholder a frame."""
+    images = [d for d in decoded if not isinstance(d, DecodedVideo)]
+    videos = [d for d in decoded if isinstance(d, DecodedVideo)]
+    if native_video or not videos:
+        return messages, images, videos
+    pending = iter(decoded)
+    images, out = [], []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            out.append(message)
+            continue
+        parts = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in ("image", "video"):
+                parts.append(part)
+                continue
+            item = next(pending)
+            frames = item.frames if isinstance(item, DecodedVideo) else [item]
+            images += frames
+            parts += [{"type": "image"} for _ in frames]
+        out.append(dict(message, content=parts))
+    return out, images, []
