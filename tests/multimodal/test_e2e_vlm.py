@@ -204,3 +204,32 @@ def test_allowed_sources_and_redirect_recheck(client, media_dir, allowed_host, v
     # An allowed host redirecting to a loopback address that is not allowed.
     _refused(client, [_image(f"{allowed_host}/to-loopback?to={vlm_server.base_url}/health")],
              "messages[0].content[0]", "loopback")
+
+
+@pytest.fixture(scope="module")
+def gemma_server(tmp_path_factory):
+    folder = make_tiny_vlm(tmp_path_factory.mktemp("gemma"), "gemma3")
+    server = start_server(str(folder), ["--served-model-name", "tiny-gemma"])
+    yield server
+    server.stop()
+
+
+def test_gemma3_images_and_video_as_frames(gemma_server):
+    gemma = openai.OpenAI(base_url=f"{gemma_server.base_url}/v1", api_key="unused",
+                          max_retries=0, timeout=120)
+
+    def ask(content, **extra):
+        return gemma.chat.completions.create(
+            model="tiny-gemma", messages=[{"role": "user", "content": content}], max_tokens=4,
+            temperature=0.0, extra_body=extra or None)
+
+    plain = ask([{"type": "text", "text": "look"}]).usage.prompt_tokens
+    one = ask([_image(PNG_A), {"type": "text", "text": "look"}]).usage.prompt_tokens
+    two = ask([_image(PNG_A), _image(JPEG_B), {"type": "text", "text": "look"}])
+    per_image = one - plain  # 4 image tokens + start/end + blank lines around the block
+    assert per_image > 4 and two.usage.prompt_tokens == plain + 2 * per_image
+    video = ask([{"type": "video_url", "video_url": {"url": CLIP}},
+                 {"type": "text", "text": "look"}], video_fps=2.0, video_max_frames=3)
+    # Frames as images: a 2 s clip at 2 fps capped at 3 frames → 3 image blocks.
+    assert video.usage.prompt_tokens == plain + 3 * per_image
+    assert video.choices[0].message.content is not None
