@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import openai
+import pytest
 
 from server_process import run_cli, start_server
 
@@ -37,6 +38,7 @@ def test_bad_options_exit_2(tiny_model_path, tmp_path):
     assert_one_line_error(result, "--chat-template")
 
 
+@pytest.mark.slow
 def test_generate_streams_the_same_answer_as_the_server(tiny_model_path, tiny_server):
     result = run_cli(["generate", tiny_model_path, "--prompt", "Hello there", "--max-tokens",
                       "12", "--temperature", "0"])
