@@ -293,12 +293,16 @@ def _random_weights(config: dict, seed: int) -> dict:
     return weights
 
 
-def make_tiny_vlm(root: Path, family: str, seed: int = 0) -> Path:
-    """Write the tiny ``family`` VLM folder under ``root`` and return its path."""
+def make_tiny_vlm(root: Path, family: str, seed: int = 0, config: dict | None = None,
+                  name: str | None = None) -> Path:
+    """Write the tiny ``family`` VLM folder under ``root`` and return its path.
+
+    ``config`` replaces the family's config.json (benchmarks write bigger shapes)."""
     import mlx.core as mx
 
-    config, processor_files = FAMILIES[family]
-    folder = Path(root) / f"tiny-{family}"
+    family_config, processor_files = FAMILIES[family]
+    config = config or family_config
+    folder = Path(root) / (name or f"tiny-{family}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=1))
     for name, content in processor_files.items():
