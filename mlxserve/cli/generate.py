@@ -42,6 +42,8 @@ async def generate(args: argparse.Namespace) -> None:
             service = build_service(engine, ServerConfig())
         except MlxserveError as e:
             raise CliError(e.message) from None
+        except Exception as e:  # noqa: BLE001 - a start-up failure is one line, exit 2
+            raise CliError(f"cannot load the model: {type(e).__name__}: {e}") from None
         options = GenerationOptions(max_tokens=args.max_tokens, temperature=args.temperature,
                                     seed=args.seed)
         try:
