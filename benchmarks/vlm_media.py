@@ -59,7 +59,8 @@ def build_model(root: Path, shape: str) -> Path:
 
     config = json.loads(json.dumps(QWEN2_5_VL))
     config.update(SHAPES[shape])
-    return make_tiny_vlm(root, "qwen2_5_vl", config=config, name=f"random-{shape}")
+    return make_tiny_vlm(root, "qwen2_5_vl", config=config, name=f"random-{shape}",
+                         weight_dtype="float32" if shape == "tiny" else "bfloat16")
 
 
 def cases(tokenizer, vision) -> dict[str, tuple[list[int], object]]:

@@ -269,7 +269,7 @@ def _write_gemma3_tokenizer(folder: Path) -> None:
 # --- weights --------------------------------------------------------------------------
 
 
-def _random_weights(config: dict, seed: int) -> dict:
+def _random_weights(config: dict, seed: int, dtype: str = "float32") -> dict:
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
@@ -289,12 +289,12 @@ def _random_weights(config: dict, seed: int) -> dict:
             value = mx.random.normal(value.shape) * value.shape[0] ** -0.5
         elif value.ndim >= 2 and "embed_tokens" not in key:
             value = value * 2.0  # peakier logits: greedy comparisons have clear margins
-        weights[key] = value.astype(mx.float32)
+        weights[key] = value.astype(getattr(mx, dtype))
     return weights
 
 
 def make_tiny_vlm(root: Path, family: str, seed: int = 0, config: dict | None = None,
-                  name: str | None = None) -> Path:
+                  name: str | None = None, weight_dtype: str = "float32") -> Path:
     """Write the tiny ``family`` VLM folder under ``root`` and return its path.
 
     ``config`` replaces the family's config.json (benchmarks write bigger shapes)."""
@@ -314,6 +314,7 @@ def make_tiny_vlm(root: Path, family: str, seed: int = 0, config: dict | None = 
         (folder / "generation_config.json").write_text(json.dumps(
             {"bos_token_id": 151643, "eos_token_id": [151645, 151643]}))
         _write_qwen_tokenizer(folder)
-    mx.save_safetensors(str(folder / "model.safetensors"), _random_weights(config, seed),
+    mx.save_safetensors(str(folder / "model.safetensors"),
+                        _random_weights(config, seed, weight_dtype),
                         metadata={"format": "mlx"})
     return folder
