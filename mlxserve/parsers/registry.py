@@ -19,6 +19,7 @@ REASONING_PARSERS: dict[str, str] = {
     "gpt_oss": "reasoning.gpt_oss:GptOssReasoningParser",
     "harmony": "reasoning.gpt_oss:GptOssReasoningParser",
     "generic": "reasoning.think_tags:GenericReasoningParser",
+    "magistral": "reasoning.think_tags:MagistralReasoningParser",
 }
 
 TOOL_PARSERS: dict[str, str] = {
@@ -107,4 +108,6 @@ def detect_reasoning_parser(chat_template: str | None, vocab: Collection[str]) -
     if _has("<think>", template, vocab) or _has("</think>", template, vocab):
         deepseek = _has("<｜Assistant｜>", template, vocab) or _has("<｜end▁of▁sentence｜>", template, vocab)
         return "deepseek_r1" if deepseek else "qwen3"
+    if _has("[THINK]", template, vocab):
+        return "magistral"
     return None

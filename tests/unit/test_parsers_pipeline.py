@@ -108,6 +108,7 @@ def test_detect_tool_parser(template, vocab, expected):
         ("{{ '<think>\\n' }}", {"<think>", "</think>"}, "qwen3"),
         ("<｜Assistant｜><think>\\n", {"<｜Assistant｜>"}, "deepseek_r1"),
         ("<|channel|>analysis<|message|>", {"<|channel|>"}, "gpt_oss"),
+        ("[SYSTEM_PROMPT]", {"[THINK]", "[/THINK]"}, "magistral"),
         (QWEN25_TEMPLATE, {"<tool_call>"}, None),
     ],
 )

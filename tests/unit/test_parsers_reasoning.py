@@ -112,3 +112,7 @@ def test_prompt_ends_inside_reasoning():
     assert prompt_ends_inside_reasoning("<|im_start|>assistant\n<think>\n")
     assert not prompt_ends_inside_reasoning("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert not prompt_ends_inside_reasoning("<|im_start|>assistant\n")
+
+
+def test_magistral_think_brackets():
+    assert parse("magistral", "[THINK]check units[/THINK]42 km", step=3) == ("check units", "42 km")

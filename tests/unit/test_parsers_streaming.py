@@ -19,6 +19,7 @@ COMBINATIONS = [
     (None, "hermes"), ("qwen3", "hermes"), ("qwen3", "qwen3_coder"), (None, "llama3_json"),
     (None, "mistral"), ("deepseek_r1", "deepseek_v3"), (None, "pythonic"), ("gpt_oss", "gpt_oss"),
     (None, "gpt_oss"), (None, "glm45"), ("generic", None), ("deepseek_r1", None),
+    ("magistral", "mistral"),
 ]
 
 REALISTIC = {
@@ -34,7 +35,7 @@ REALISTIC = {
 THINK = "<think>\nLet me think about <tool_call> and {braces}.\n</think>\n\n"
 
 FRAGMENTS = [
-    "<think>", "</think>", "<tool_call>", "</tool_call>", "<function=get_weather>", "<parameter=city>",
+    "<think>", "</think>", "[THINK]", "[/THINK]", "<tool_call>", "</tool_call>", "<function=get_weather>", "<parameter=city>",
     "</parameter>", "</function>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>",
     "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>", "<|python_start|>", "<|python_end|>",
     "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>",

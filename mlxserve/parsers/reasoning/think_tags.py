@@ -127,3 +127,10 @@ def prompt_ends_inside_reasoning(prompt: str, start_tag: str = "<think>", end_ta
     model's thinking), i.e. the last opening tag comes after the last closing tag."""
     opened = prompt.rfind(start_tag)
     return opened != -1 and opened > prompt.rfind(end_tag)
+
+
+class MagistralReasoningParser(ThinkTagReasoningParser):
+    """Mistral's reasoning models (Magistral): ``[THINK]...[/THINK]``."""
+
+    start_tag = "[THINK]"
+    end_tag = "[/THINK]"
