@@ -265,3 +265,8 @@ def test_hermes_bare_json_that_is_not_a_known_call_is_content():
     parser = make_tool_parser("hermes", [])  # without tools, no bare call is accepted
     merged = parse_chunks(parser, ['{"name": "get_weather", "arguments": {}}'])
     assert merged.tool_calls == []
+
+
+def test_qwen3_coder_function_without_outer_tool_call_tags():
+    text = "Calling.\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\ndone"
+    assert parse("qwen3_coder", text) == ("Calling.\n\ndone", [PARIS])

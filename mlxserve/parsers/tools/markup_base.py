@@ -205,6 +205,9 @@ class EndMarkerToolParser(MarkupToolParser):
         super()._block_reset()
         self._searched = 0
 
+    def _end_marker_for(self, start_marker: str) -> str:
+        return self.end_marker
+
     def _parse_body(self, body: str) -> list[ParsedCall] | None:
         raise NotImplementedError
 
@@ -214,7 +217,8 @@ class EndMarkerToolParser(MarkupToolParser):
 
     def _scan_block(self, marker: str, final: bool) -> BlockOutcome | None:
         buffer = self._buffer
-        end = buffer.find(self.end_marker, max(len(marker), self._searched - len(self.end_marker)))
+        end_marker = self._end_marker_for(marker)
+        end = buffer.find(end_marker, max(len(marker), self._searched - len(end_marker)))
         if end == -1:
             self._searched = len(buffer)
             if not final:
@@ -222,7 +226,7 @@ class EndMarkerToolParser(MarkupToolParser):
             calls = self._parse_unterminated(buffer[len(marker) :])
             return BlockOutcome(len(buffer), calls) if calls else BlockOutcome(len(buffer), content=buffer)
         start = buffer.rfind(marker, 0, end)
-        length = end + len(self.end_marker)
+        length = end + len(end_marker)
         calls = self._parse_body(buffer[start + len(marker) : end])
         if not calls:
             return BlockOutcome(length, content=buffer[:length])

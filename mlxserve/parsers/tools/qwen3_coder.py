@@ -32,14 +32,22 @@ def _strip_one_newline(value: str) -> str:
 
 
 class Qwen3CoderToolParser(EndMarkerToolParser):
-    start_markers = ("<tool_call>",)
+    # The model sometimes leaves out the outer <tool_call>: a bare function is a call too.
+    start_markers = ("<tool_call>", FUNCTION_OPEN)
     end_marker = "</tool_call>"
+
+    def _end_marker_for(self, start_marker: str) -> str:
+        return FUNCTION_CLOSE if start_marker == FUNCTION_OPEN else self.end_marker
 
     def _parse_unterminated(self, body: str) -> list[ParsedCall] | None:
         # only a function that was closed counts: a cut-off value would be wrong
+        if FUNCTION_OPEN not in body:
+            return None  # a bare function cut off before its </function>
         return self._parse_body(body) if body.rstrip().endswith(FUNCTION_CLOSE) else None
 
     def _parse_body(self, body: str) -> list[ParsedCall] | None:
+        if FUNCTION_OPEN not in body and not body.lstrip().startswith("<"):
+            body = FUNCTION_OPEN + body + FUNCTION_CLOSE  # the block of a bare <function=
         calls: list[ParsedCall] = []
         pos = 0
         while True:
