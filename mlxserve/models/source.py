@@ -67,10 +67,36 @@ def _split_parts(first: str) -> tuple[str, ...]:
     return parts
 
 
+_NUMBERED_PART = re.compile(r"^(?P<stem>.*?part)(?P<index>\d+)(?P<suffix>(\.\w+)?)$", re.IGNORECASE)
+
+
+def _byte_part_siblings(first: str) -> tuple[str, ...]:
+    """Given the first of numbered byte-parts (x.part00, part01.bin, ...) in one folder,
+    all of them in numeric order; otherwise just ``first``."""
+    folder, base = os.path.split(first)
+    match = _NUMBERED_PART.match(base)
+    if not match:
+        return (first,)
+    pattern = re.compile(
+        re.escape(match.group("stem")) + r"(\d+)" + re.escape(match.group("suffix")) + "$"
+    )
+    numbered = []
+    for name in os.listdir(folder or "."):
+        found = pattern.match(name)
+        if found:
+            numbered.append((int(found.group(1)), os.path.join(folder, name)))
+    numbered.sort()
+    if len(numbered) < 2 or numbered[0][1] != first:
+        return (first,)
+    return tuple(path for _, path in numbered)
+
+
 def _from_files(spec: str, files: tuple[str, ...]) -> ModelSource:
     files = tuple(os.path.abspath(f) for f in files)
     if len(files) == 1:
         files = _split_parts(files[0])
+    if len(files) == 1:
+        files = _byte_part_siblings(files[0])
     return ModelSource(KIND_GGUF, files, _gguf_name(files[0]), spec, KIND_GGUF)
 
 
@@ -92,8 +118,9 @@ def resolve_source(spec: str | list[str] | tuple[str, ...]) -> ModelSource:
     """Name what ``spec`` points at, without loading anything.
 
     Accepted: an alias (see ``mlxserve.models.aliases``), a local Hugging Face folder,
-    a ``.gguf`` file (or the first part of a llama.cpp split), a glob or a list of byte-parts
-    of one GGUF in order, or a hub id ``owner/name``.
+    a ``.gguf`` file (or the first part of a llama.cpp split), byte-parts of one GGUF (a
+    glob, a list or comma-separated paths in order, or the first of numbered parts such as
+    ``m.gguf.part00`` / ``part01.bin`` with its siblings alongside), or a hub id ``owner/name``.
     """
     if isinstance(spec, (list, tuple)):
         if not spec:
@@ -108,6 +135,9 @@ def resolve_source(spec: str | list[str] | tuple[str, ...]) -> ModelSource:
     if spec in ALIASES:
         alias = ALIASES[spec]
         return ModelSource(KIND_ALIAS, alias_paths(alias), alias.display_name, spec, KIND_GGUF)
+    pieces = [os.path.expanduser(p.strip()) for p in spec.split(",")]
+    if len(pieces) > 1 and all(os.path.isfile(p) for p in pieces):
+        return _from_files(spec, tuple(pieces))
     expanded = os.path.expanduser(spec)
     if os.path.isdir(expanded):
         return _from_folder(spec, expanded)

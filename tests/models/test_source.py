@@ -54,6 +54,17 @@ def test_glob_and_list_of_byte_parts_keep_order(tmp_path):
     assert resolve_source(parts).paths == tuple(parts)
 
 
+def test_first_numbered_part_finds_its_siblings_in_order(tmp_path):
+    parts = [_touch(tmp_path / f"part{i:02d}.bin", b"x") for i in (1, 2, 10)]
+    assert resolve_source(parts[0]).paths == tuple(parts)
+    assert resolve_source(parts[1]).paths == (parts[1],)  # not the first: taken as given
+
+
+def test_comma_separated_parts(tmp_path):
+    parts = [_touch(tmp_path / name, b"x") for name in ("b.bin", "a.bin")]
+    assert resolve_source(",".join(parts)).paths == tuple(parts)
+
+
 def test_byte_parts_named_after_the_gguf(tmp_path):
     parts = [_touch(tmp_path / f"m-q4_k_m.gguf.part{i:02d}", b"x") for i in (0, 1)]
     assert resolve_source(str(tmp_path / "*.part*")).name == "m-q4_k_m"
