@@ -20,7 +20,7 @@ _COPY_BLOCK = 16 * 1024 * 1024
 class GGUFFile:
     paths: tuple[str, ...]  # one file, or the files of a llama.cpp split (-0000k-of-0000n)
     metadata: dict  # key -> str | int | float | bool | list (from the first file)
-    tensors: list  # gguf.ReaderTensor items of every file (memory-mapped data)
+    tensors: list  # header.TensorInfo items of every file (memory-mapped data)
 
     @property
     def architecture(self) -> str:
@@ -65,43 +65,25 @@ def join_parts(parts: tuple[str, ...], target: str) -> str:
     return target
 
 
-def _field_value(field):
-    value = field.contents()
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    return value
-
-
-def _read(path: str):
-    from gguf import GGUFReader
+def _read(path: str) -> tuple[dict, list]:
+    from mlxserve.models.gguf.header import HeaderError, read_header
 
     check_magic(path)
-    name = os.path.basename(path)
     try:
-        reader = GGUFReader(path, "r")
-    except (ValueError, IndexError, OSError, KeyError, EOFError) as e:
+        return read_header(path)
+    except (HeaderError, ValueError, OSError) as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelLoadError(f"GGUF file '{name}' is corrupt or truncated ({detail})") from None
-    size = os.path.getsize(path)
-    for tensor in reader.tensors:
-        if tensor.data_offset + tensor.n_bytes > size:
-            raise ModelLoadError(
-                f"GGUF file '{name}' is truncated: tensor {tensor.name} runs past the end"
-            )
-    return reader
+        raise ModelLoadError(
+            f"GGUF file '{os.path.basename(path)}' is corrupt or truncated ({detail})"
+        ) from None
 
 
 def open_gguf(*paths: str) -> GGUFFile:
     """Parse the header(s) and tensor tables (data stays memory-mapped). Several paths are
     the files of one llama.cpp split; metadata comes from the first."""
-    readers = [_read(path) for path in paths]
-    metadata = {}
-    for key, field in readers[0].fields.items():
-        try:
-            metadata[key] = _field_value(field)
-        except (ValueError, IndexError, UnicodeDecodeError):
-            continue
+    headers = [_read(path) for path in paths]
+    metadata = headers[0][0]
     if "general.architecture" not in metadata:
         raise ModelLoadError(f"GGUF file '{os.path.basename(paths[0])}' has no general.architecture key")
-    tensors = [tensor for reader in readers for tensor in reader.tensors]
+    tensors = [tensor for _, file_tensors in headers for tensor in file_tensors]
     return GGUFFile(tuple(paths), metadata, tensors)

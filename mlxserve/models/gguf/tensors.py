@@ -56,7 +56,7 @@ def dequantized(tensor) -> np.ndarray:
 
     kind = tensor.tensor_type.name
     shape = tuple(int(d) for d in reversed(tensor.shape))
-    if kind in FLOAT_TYPES:
+    if kind in ("F32", "F16", "F64"):
         return np.asarray(tensor.data, dtype=np.float32).reshape(shape)
     try:
         return quants.dequantize(tensor.data, tensor.tensor_type).reshape(shape)
