@@ -49,8 +49,9 @@ def test_gguf_logits_equal_dequantized_reference(tmp_path, family):
     assert loaded.eos_token_ids == expected.eos_token_ids  # <|im_end|> and <|endoftext|>
 
 
-def test_non_native_quant_is_dequantized_exactly(tmp_path):
-    gguf_path, reference = _tiny_gguf(tmp_path, "llama", "Q5_0")
+@pytest.mark.parametrize("qtype", ["Q5_0", "F16", "BF16"])
+def test_other_types_are_decoded_exactly(tmp_path, qtype):
+    gguf_path, reference = _tiny_gguf(tmp_path, "llama", qtype)
     loaded = load_model(ModelConfig(model=gguf_path))
     assert _max_difference(loaded, load_model(ModelConfig(model=reference))) < 1e-4
 
