@@ -169,14 +169,37 @@ class VisionFront:
 
         return [KVCache() for _ in self.vlm.language_model.model.layers]
 
-    def rope_index(self, token_ids: Any, image_grids: list, video_grids: list) -> tuple[Any, int]:
-        """M-RoPE positions (3, L) of one prompt and its decode delta."""
+    def rope_index(self, token_ids: np.ndarray, media: list[tuple[str, tuple, float]]
+                   ) -> tuple[Any, int]:
+        """M-RoPE positions (3, L) of one prompt and its decode delta. ``media`` lists
+        (kind, grid_thw, seconds per temporal patch) in prompt order."""
         import mlx.core as mx
 
-        image = mx.array(image_grids, dtype=mx.int32) if image_grids else None
-        video = mx.array(video_grids, dtype=mx.int32) if video_grids else None
+        from mlxserve.models.vlm_rope import MediaBlock, mrope_positions
+
+        if self.video_timestamps:  # Qwen3-VL: per-frame blocks, upstream's own indexing
+            return self._upstream_rope_index(token_ids, media)
+        blocks = [MediaBlock(self.image_token_id if kind == "image" else self.video_token_id,
+                             tuple(grid), self._time_scale(kind, seconds))
+                  for kind, grid, seconds in media]
+        positions, delta = mrope_positions(token_ids, blocks, self.image_processor.merge_size)
+        return mx.array(positions, dtype=mx.int32), delta
+
+    def _time_scale(self, kind: str, seconds_per_grid: float) -> float:
+        """Qwen2.5-VL places video patches at absolute time (tokens_per_second)."""
+        per_second = getattr(self.vlm.config.vision_config, "tokens_per_second", None)
+        if kind != "video" or self.model_type != "qwen2_5_vl" or not per_second:
+            return 1.0
+        return seconds_per_grid * float(per_second)
+
+    def _upstream_rope_index(self, token_ids: np.ndarray, media: list) -> tuple[Any, int]:
+        import mlx.core as mx
+
+        image = [list(g) for k, g, _ in media if k == "image"]
+        video = [list(g) for k, g, _ in media if k == "video"]
         positions, deltas = self.vlm.language_model.get_rope_index(
-            token_ids[None], image, video, None)
+            mx.array(token_ids)[None], mx.array(image, dtype=mx.int32) if image else None,
+            mx.array(video, dtype=mx.int32) if video else None, None)
         delta = int(np.array(deltas).reshape(-1)[0]) if deltas is not None else 0
         return positions[:, 0, :], delta
 

@@ -75,7 +75,7 @@ class Gemma3VisionFront(VisionFront):
         features = self.vlm.multi_modal_projector(hidden)[0]
         return features / self._feature_scale, None
 
-    def rope_index(self, token_ids: Any, image_grids: list, video_grids: list):
+    def rope_index(self, token_ids: Any, media: list):
         raise NotImplementedError("Gemma 3 uses plain RoPE positions")
 
     def make_text_cache(self) -> list:

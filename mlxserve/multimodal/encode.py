@@ -35,6 +35,7 @@ class MediaItem:
     kind: str  # "image" | "video"
     patches: "PixelPatches"
     content_hash: str
+    seconds_per_grid: float = 0.0  # videos: seconds one temporal patch spans
 
 
 @dataclass
@@ -124,7 +125,9 @@ class _Expander:
                 self.add_image(frame)
             return
         patches = v.preprocess_video(video.frames)
-        self.items.append(MediaItem("video", patches, _hash_patches("video", patches)))
+        seconds = v.temporal_patch_size / video.sampled_fps if video.sampled_fps > 0 else 0.0
+        self.items.append(MediaItem("video", patches, _hash_patches("video", patches),
+                                    seconds))
         grid_t = patches.grid_thw[0]
         per_group = patches.num_tokens // grid_t
         self.video_tokens += patches.num_tokens
@@ -207,9 +210,8 @@ class _MediaEncoder:
         extras = VisionExtras()
         positions = None
         if v.mrope:
-            image_grids = [list(i.patches.grid_thw) for i in self.items if i.kind == "image"]
-            video_grids = [list(i.patches.grid_thw) for i in self.items if i.kind == "video"]
-            positions, extras.rope_delta = v.rope_index(ids, image_grids, video_grids)
+            media = [(i.kind, i.patches.grid_thw, i.seconds_per_grid) for i in self.items]
+            positions, extras.rope_delta = v.rope_index(ids_np, media)
         if v.deepstack and encoded:
             extras.visual_pos_masks = mx.array(
                 (ids_np == v.image_token_id) | (ids_np == v.video_token_id))[None]

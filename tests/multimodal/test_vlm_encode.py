@@ -33,7 +33,18 @@ def loaded(vlm_folders):
 
 @pytest.fixture(scope="module")
 def clip():
-    data = video_bytes(frames=40, fps=10.0, width=64, height=64, seed=3)  # 4 s
+    """8 frames of a 2 s clip: 4 frames a second, so one temporal patch (2 frames) spans
+    0.5 s, which Qwen2.5-VL's 2 tokens_per_second make one position: the absolute-time
+    positions then equal mlx-vlm's (which ignores time) and parity can be checked."""
+    data = video_bytes(frames=20, fps=10.0, width=64, height=64, seed=3)  # 2 s
+    return decode_video(data, part="video", sampling=VideoSampling(4.0, 8), config=MediaConfig())
+
+
+@pytest.fixture(scope="module")
+def clip_2fps():
+    """8 frames of a 4 s clip, 2 a second: Qwen3-VL's "<t seconds>" markers then match
+    mlx-vlm's processor, which assumes frames at its configured 2 fps."""
+    data = video_bytes(frames=40, fps=10.0, width=64, height=64, seed=3)
     return decode_video(data, part="video", sampling=VideoSampling(2.0, 8), config=MediaConfig())
 
 
@@ -133,8 +144,9 @@ def test_image_prefill_matches_mlx_vlm_generate(family, vlm_folders, loaded):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_native_video_matches_mlx_vlm_and_beats_frames_as_images(family, vlm_folders, loaded,
-                                                                 clip):
+                                                                 clip, clip_2fps):
     lm = loaded[family]
+    clip = clip_2fps if family == "qwen3_vl" else clip
     ids, text = _prompt_ids(lm, [{"type": "video"}, {"type": "text", "text": "what happens"}])
     native = prepare_multimodal(ids, [], [clip], lm.vision)
     as_images = prepare_multimodal(ids, [], [clip], lm.vision, video_as_images=True)
@@ -192,3 +204,20 @@ def test_text_only_request_on_the_text_decoder(loaded):
     decoder(mx.array(ids[:-3])[None], cache=cache)
     tail = decoder(mx.array(ids[-3:])[None], cache=cache)
     assert np.allclose(np.array(full[0, -3:]), np.array(tail[0]), atol=1e-4)
+
+
+def test_qwen2_5_vl_video_positions_follow_absolute_time(loaded):
+    """At 2 frames a second a temporal patch spans 1 s = 2 positions (tokens_per_second),
+    as in the reference Qwen2.5-VL; Qwen2-VL advances one position per patch."""
+    data = video_bytes(frames=20, fps=10.0, width=56, height=56, seed=3)
+    slow = decode_video(data, part="video", sampling=VideoSampling(2.0, 8), config=MediaConfig())
+    assert len(slow.frames) == 4
+    for family, step in (("qwen2_5_vl", 2), ("qwen2_vl", 1)):
+        lm = loaded[family]
+        ids, _ = _prompt_ids(lm, [{"type": "video"}, {"type": "text", "text": "x"}])
+        prepared = prepare_multimodal(ids, [], [slow], lm.vision)
+        _, positions, _ = prepared.multimodal.encode(lm.model)
+        video_id = lm.vision.video_token_id
+        where = [i for i, t in enumerate(prepared.prompt_tokens) if t == video_id]
+        times = sorted(set(np.array(positions)[0, where].tolist()))
+        assert len(times) == 2 and times[1] - times[0] == step
