@@ -103,18 +103,21 @@ def make_prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[in
 
 
 def reference_tps(model, tokenizer, prompt: list[int], gen_len: int) -> float:
-    """Decode tokens/s of mlx-lm's single-stream loop (first token excluded, as mlx-lm)."""
+    """Decode tokens/s of mlx-lm's single-stream loop: (tokens - 1) / (last - first), the
+    same clock the engine is measured with."""
     from mlx_lm.generate import generate_step, stream_generate
 
     if tokenizer is not None:
-        last = None
-        for last in stream_generate(model, tokenizer, prompt, max_tokens=gen_len):
-            pass
-        return last.generation_tps
-    times = []
-    for _token, _ in generate_step(mx.array(prompt), model, max_tokens=gen_len):
-        times.append(time.perf_counter())
-    return (len(times) - 1) / (times[-1] - times[0])
+        saved, tokenizer.eos_token_ids = tokenizer.eos_token_ids, set()
+        try:
+            stamps = [time.perf_counter()
+                      for _ in stream_generate(model, tokenizer, prompt, max_tokens=gen_len)]
+        finally:
+            tokenizer.eos_token_ids = saved
+    else:
+        stamps = [time.perf_counter()
+                  for _ in generate_step(mx.array(prompt), model, max_tokens=gen_len)]
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
 async def engine_run(engine: AsyncEngine, prompts: list[list[int]], gen_len: int, tag: str):

@@ -134,7 +134,12 @@ class EngineCore:
             idle = not self.scheduler.has_work() and not self.runner.has_pending
             if not self._drain_inbox(block=idle):
                 return
-            self._step()
+            try:
+                self._step()
+            except Exception as e:  # bookkeeping bug: fail what runs, keep serving
+                log.exception("engine step failed")
+                self.runner.reset()
+                self._fail_all(f"internal error: {type(e).__name__}", FINISH_ERROR)
 
     def _drain_inbox(self, block: bool) -> bool:
         """Apply queued commands; False when asked to shut down."""
@@ -184,7 +189,11 @@ class EngineCore:
         for failure in failures:
             self._finish(failure.request_id, FINISH_ERROR, error=failure.error)
         for out in outputs:
-            self._update(out)
+            try:
+                self._update(out)
+            except Exception as e:  # e.g. a detokenizer failure: only this request ends
+                log.exception("output of request %s failed", out.request_id)
+                self._finish(out.request_id, FINISH_ERROR, error=f"{type(e).__name__}: {e}")
         self._steps += 1
         if self._steps % _CLEAR_CACHE_EVERY == 0:
             import mlx.core as mx

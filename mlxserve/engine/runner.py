@@ -65,8 +65,9 @@ class _Row:
 @dataclass
 class _DecodeBatch:
     ids: list[str]
-    caches: list  # per layer: the plain cache when len(ids) == 1, else a batch cache
+    caches: list  # per layer: the request's own caches when ``plain``, else batch caches
     tokens: mx.array  # (B,) lazy last tokens
+    plain: bool = False  # one request on its unbatched caches (exactly stream_generate's ops)
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Runner:
         self.stream = stream if stream is not None else mx.new_stream(mx.default_device())
         self.rows: dict[str, _Row] = {}
         self.batch: _DecodeBatch | None = None
+        self.joining: list[_DecodeBatch] = []  # batch-prefilled groups, join at next decode
         self.pending: list[_Pending] = []
 
     # ---- request lifecycle --------------------------------------------------------
@@ -100,6 +102,7 @@ class Runner:
         """Drop the decode batch and in-flight results (after a failed step)."""
         self.rows.clear()
         self.batch = None
+        self.joining = []
         self.pending = []
 
     @property
@@ -111,20 +114,62 @@ class Runner:
         failures: list[StepFailure] = []
         started: list[_Pending] = []
         with mx.stream(self.stream):
-            for chunk in plan.prefills:
-                if chunk.request_id in self.rows:
-                    self._prefill_guarded(chunk, started, failures)
             decode_ids = [i for i in plan.decodes if i in self.rows]
             if decode_ids:
                 started.append(self._decode(decode_ids))
             else:
-                self._drop_batch_rows_not_in(set())
+                self.batch = self._shrink(self.batch, set())
+            chunks = [c for c in plan.prefills if c.request_id in self.rows]
+            whole = [c for c in chunks if self._whole_prompt_text_chunk(c)]
+            if len(whole) >= 2:
+                self._prefill_group_guarded(whole, started, failures)
+            for chunk in chunks:
+                if len(whole) < 2 or chunk not in whole:
+                    self._prefill_guarded(chunk, started, failures)
         arrays = [a for p in started for a in _result_arrays(p.result)]
         if arrays:
             mx.async_eval(arrays)
         outputs = self._read_back(self.pending)
         self.pending = started
         return outputs, failures
+
+    def _whole_prompt_text_chunk(self, chunk: PrefillChunk) -> bool:
+        return chunk.start == 0 and chunk.is_last and self.rows[chunk.request_id].request.multimodal is None
+
+    def _prefill_group_guarded(self, chunks: list[PrefillChunk], started: list,
+                               failures: list) -> None:
+        ids = [c.request_id for c in chunks]
+        try:
+            started.append(self._prefill_group(ids))
+        except Exception as e:
+            for rid in ids:
+                self.rows.pop(rid, None)
+                failures.append(StepFailure(rid, _describe(e)))
+
+    def _prefill_group(self, ids: list[str]) -> _Pending:
+        """Whole short prompts of several requests in one batched forward, as mlx-lm's
+        BatchGenerator does: right-padded prompt[:-1], then the last tokens together."""
+        rows = [self.rows[i] for i in ids]
+        caches = [type(layer[0]).merge(list(layer)) for layer in zip(*[r.cache for r in rows])]
+        heads = [r.request.prompt_tokens[:-1] for r in rows]
+        longest = max(len(h) for h in heads)
+        if longest > 0:
+            padding = [longest - len(h) for h in heads]
+            if max(padding) > 0:
+                for c in caches:
+                    c.prepare(lengths=[len(h) for h in heads], right_padding=padding)
+            tokens = mx.array([h + [0] * p for h, p in zip(heads, padding)], dtype=mx.uint32)
+            self.model(tokens, cache=caches)
+            if max(padding) > 0:
+                for c in caches:
+                    c.finalize()
+        last = mx.array([r.request.prompt_tokens[-1] for r in rows], dtype=mx.uint32)
+        logits = self.model(last[:, None], cache=caches)[:, -1, :]
+        result = sample(logits, [r.sampler for r in rows])
+        for r in rows:
+            r.cache = None
+        self.joining.append(_DecodeBatch(list(ids), caches, result.tokens, plain=False))
+        return _Pending(list(ids), result, [_wanted_top(r) for r in rows])
 
     def _prefill_guarded(self, chunk: PrefillChunk, started: list, failures: list) -> None:
         try:
@@ -141,10 +186,13 @@ class Runner:
         if chunk.start == 0 and row.request.multimodal is not None:
             self._encode_media(row)
         end = chunk.start + chunk.length
-        logits = self._forward_chunk(row, chunk.start, end)
         if not chunk.is_last:
+            self._forward_chunk(row, chunk.start, end)  # logits unused: never computed
             mx.async_eval([c.state for c in row.cache])
             return None
+        if chunk.length > 1:  # as stream_generate: the last token alone gives the logits,
+            self._forward_chunk(row, chunk.start, end - 1)  # so no lm_head over the chunk
+        logits = self._forward_chunk(row, end - 1, end)
         result = sample(logits[:, -1, :], [row.sampler])
         row.last_token = result.tokens
         return _Pending([chunk.request_id], result, [_wanted_top(row)])
@@ -189,30 +237,33 @@ class Runner:
     # ---- decode batch membership --------------------------------------------------
     def _sync_batch(self, ids: list[str]) -> None:
         wanted = set(ids)
-        self._drop_batch_rows_not_in(wanted)
+        self.batch = self._shrink(self.batch, wanted)
+        groups = [self._shrink(g, wanted) for g in self.joining]
+        self.joining = []
+        for group in groups:
+            if group is not None:
+                self._absorb(group)
         current = set(self.batch.ids) if self.batch is not None else set()
-        joining = [i for i in ids if i not in current]
-        if joining:
-            self._join(joining)
+        singles = [i for i in ids if i not in current]
+        if singles:
+            self._join(singles)
 
-    def _drop_batch_rows_not_in(self, wanted: set[str]) -> None:
-        """Take rows out of the decode batch: released or finished rows are dropped;
+    def _shrink(self, batch: _DecodeBatch | None, wanted: set[str]) -> _DecodeBatch | None:
+        """Keep the wanted rows of ``batch``: released or finished rows are dropped;
         live rows that skip this decode get their own cache back."""
-        batch = self.batch
         if batch is None:
-            return
+            return None
         keep = [k for k, i in enumerate(batch.ids) if i in wanted and i in self.rows]
         if len(keep) == len(batch.ids):
-            return
+            return batch
+        plain = batch.plain
         for k, rid in enumerate(batch.ids):
             row = self.rows.get(rid)
             if rid not in wanted and row is not None and not self._done_decoding(row):
-                row.cache = (batch.caches if len(batch.ids) == 1
-                             else [c.extract(k) for c in batch.caches])
+                row.cache = batch.caches if plain else [c.extract(k) for c in batch.caches]
                 row.last_token = batch.tokens[k : k + 1]
         if not keep:
-            self.batch = None
-            return
+            return None
         index = mx.array(keep, dtype=mx.int32)
         for c in batch.caches:
             c.filter(index)
@@ -220,31 +271,48 @@ class Runner:
         batch.ids = [batch.ids[k] for k in keep]
         if len(batch.ids) == 1:
             batch.caches = [c.extract(0) for c in batch.caches]
+            batch.plain = True
+        return batch
 
     @staticmethod
     def _done_decoding(row: _Row) -> bool:
         return row.sampler.position >= row.request.stop.max_tokens
 
-    def _join(self, joining: list[str]) -> None:
-        rows = [self.rows[i] for i in joining]
+    def _absorb(self, group: _DecodeBatch) -> None:
+        """Add a batch-prefilled group (batch caches) to the decode batch."""
         batch = self.batch
-        if batch is None and len(rows) == 1:
-            self.batch = _DecodeBatch([joining[0]], rows[0].cache, rows[0].last_token)
-        elif batch is None or len(batch.ids) == 1:
-            plain = ([batch.caches] if batch else []) + [r.cache for r in rows]
-            ids = (batch.ids if batch else []) + joining
-            tokens = ([batch.tokens] if batch else []) + [r.last_token for r in rows]
-            caches = [type(layer[0]).merge(list(layer)) for layer in zip(*plain)]
-            self.batch = _DecodeBatch(ids, caches, mx.concatenate(tokens))
+        if batch is None:
+            if group.plain or len(group.ids) > 1:
+                self.batch = group
+            else:
+                self.batch = _DecodeBatch(group.ids, [c.extract(0) for c in group.caches],
+                                          group.tokens, plain=True)
+            return
+        for b in (batch, group):
+            if b.plain:
+                b.caches = [type(c).merge([c]) for c in b.caches]
+                b.plain = False
+        for c, g in zip(batch.caches, group.caches):
+            c.extend(g)
+        batch.ids = batch.ids + group.ids
+        batch.tokens = mx.concatenate([batch.tokens, group.tokens])
+
+    def _join(self, joining: list[str]) -> None:
+        """Add rows that own a plain cache (prefilled alone) to the decode batch."""
+        rows = [self.rows[i] for i in joining]
+        tokens = mx.concatenate([r.last_token for r in rows])
+        if len(rows) == 1:
+            group = _DecodeBatch(list(joining), rows[0].cache, tokens, plain=True)
         else:
             merged = [type(layer[0]).merge(list(layer)) for layer in zip(*[r.cache for r in rows])]
-            for c, m in zip(batch.caches, merged):
-                c.extend(m)
-            batch.ids += joining
-            batch.tokens = mx.concatenate([batch.tokens] + [r.last_token for r in rows])
+            group = _DecodeBatch(list(joining), merged, tokens)
         for r in rows:
             r.cache = None
             r.last_token = None
+        if self.batch is None:
+            self.batch = group
+        else:
+            self._absorb(group)
 
     # ---- reading results back -----------------------------------------------------
     def _read_back(self, pending: list[_Pending]) -> list[TokenOutput]:

@@ -109,3 +109,20 @@ def test_smollm2_alone_and_batched_match_stream_generate():
     alone, batched = run_with_engine("smollm2-135m", body, CHUNKED, loader=lambda _c: loaded)
     assert alone == expected[0]
     assert batched == expected
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_simultaneous_whole_prompts_are_prefilled_together_and_match(tiny_dir, family):
+    """Requests arriving together are prefilled in one right-padded batch (sliding-window
+    and hybrid caches included); each still equals its single-stream output."""
+    path = tiny_dir(family)
+    model, tok = reference_model(path)
+    prompts = _prompts(tok)
+    expected = [stream_generate_tokens(model, tok, p, 10) for p in prompts]
+
+    async def body(engine):
+        results = await asyncio.gather(*(collect(engine, greedy(f"g{k}", p, 10))
+                                         for k, p in enumerate(prompts)))
+        return [r["tokens"] for r in results]
+
+    assert run_with_engine(path, body) == expected
