@@ -95,8 +95,12 @@ class Runner:
         self.rows[request.request_id] = _Row(request, sampler, self._make_cache(), prompt)
 
     def release(self, request_id: str) -> None:
-        """Forget a request; its cache leaves the decode batch at the next decode step."""
+        """Forget a request; its cache leaves the decode batch at the next decode step
+        (at once when no request is left)."""
         self.rows.pop(request_id, None)
+        if not self.rows:
+            self.batch = None
+            self.joining = []
 
     def reset(self) -> None:
         """Drop the decode batch and in-flight results (after a failed step)."""
