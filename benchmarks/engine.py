@@ -37,6 +37,10 @@ from mlxserve.engine.client import AsyncEngine  # noqa: E402
 from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams  # noqa: E402
 
 RANDOM_SHAPES = {
+    # a smoke-test shape: checks the script end to end in seconds on any machine
+    "qwen3-tiny": dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                       tie_word_embeddings=True),
     "qwen3-0.6b": dict(hidden_size=1024, num_hidden_layers=28, intermediate_size=3072,
                        num_attention_heads=16, num_key_value_heads=8, head_dim=128,
                        tie_word_embeddings=True),

@@ -12,6 +12,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,6 +24,7 @@ from mlxserve.engine.stops import NullDetokenizer, OutputStream
 log = logging.getLogger(__name__)
 DeltaSink = Callable[[EngineDelta], None]
 _CLEAR_CACHE_EVERY = 256  # steps, as mlx_lm.stream_generate does per tokens
+_BURST_WAIT_S = 0.001  # on waking from idle, so requests sent together prefill together
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ class EngineCore:
                 if block:
                     return True  # nothing arrived: check again (keeps shutdown responsive)
                 return True
+            if block:  # waking from idle: let a burst of arrivals land in the same step
+                time.sleep(_BURST_WAIT_S)
             block = False
             if isinstance(cmd, _Shutdown):
                 return False
