@@ -104,11 +104,17 @@ def test_smollm2_alone_and_batched_match_stream_generate():
 
     async def body(engine):
         alone = await collect(engine, greedy("alone", prompts[0], lengths[0]))
-        return alone["tokens"], await _staggered(engine, requests)
+        together = await asyncio.gather(*(collect(engine, greedy(f"t{k}", r.prompt_tokens,
+                                                                 r.stop.max_tokens))
+                                          for k, r in enumerate(requests)))
+        return alone["tokens"], await _staggered(engine, requests), [t["tokens"] for t in together]
 
-    alone, batched = run_with_engine("smollm2-135m", body, CHUNKED, loader=lambda _c: loaded)
+    config = EngineConfig(max_num_seqs=8, max_num_batched_tokens=64, prefill_chunk_size=48)
+    alone, staggered, together = run_with_engine("smollm2-135m", body, config,
+                                                 loader=lambda _c: loaded)
     assert alone == expected[0]
-    assert batched == expected
+    assert staggered == expected
+    assert together == expected
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
