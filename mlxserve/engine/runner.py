@@ -138,7 +138,8 @@ class Runner:
         return outputs, failures
 
     def _whole_prompt_text_chunk(self, chunk: PrefillChunk) -> bool:
-        return chunk.start == 0 and chunk.is_last and self.rows[chunk.request_id].request.multimodal is None
+        row = self.rows[chunk.request_id]
+        return chunk.start == 0 and chunk.is_last and row.request.multimodal is None
 
     def _prefill_group_guarded(self, chunks: list[PrefillChunk], started: list,
                                failures: list) -> None:

@@ -55,7 +55,8 @@ class OutputStream:
         self.detokenizer = detokenizer
         self.detokenizer.reset()
         stop = request.stop
-        self.stop_ids = set(stop.stop_token_ids) | (set() if stop.ignore_eos else set(eos_token_ids))
+        eos = set() if stop.ignore_eos else set(eos_token_ids)
+        self.stop_ids = set(stop.stop_token_ids) | eos
         self.stop_strings = tuple(stop.stop)
         self.max_tokens = stop.max_tokens
         self.max_total = max_model_len

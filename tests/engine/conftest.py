@@ -62,7 +62,8 @@ async def collect(engine: AsyncEngine, request: GenerateRequest) -> dict:
 def run_with_engine(path: str, body, engine_config: EngineConfig | None = None, loader=None):
     """Start an engine on ``path``, await ``body(engine)``, shut down; returns its result."""
     async def main():
-        engine = AsyncEngine(ModelConfig(model=path), engine_config or EngineConfig(), loader=loader)
+        engine = AsyncEngine(ModelConfig(model=path), engine_config or EngineConfig(),
+                             loader=loader)
         await engine.start()
         try:
             return await body(engine)
