@@ -59,6 +59,7 @@ class Results:
     gen_len: int
     weight_bytes: int
     reference_tps: float = 0.0
+    parity: list[dict] = field(default_factory=list)  # engine vs single-stream greedy ids
     engine_b1_tps: float = 0.0
     engine_b1_ratio: float = 0.0
     bandwidth_fraction: float | None = None
@@ -106,22 +107,33 @@ def make_prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[in
     return [rng.integers(100, min(vocab, 30000), size=length).tolist() for _ in range(n)]
 
 
-def reference_tps(model, tokenizer, prompt: list[int], gen_len: int) -> float:
-    """Decode tokens/s of mlx-lm's single-stream loop: (tokens - 1) / (last - first), the
-    same clock the engine is measured with."""
+def reference_run(model, tokenizer, prompt: list[int], gen_len: int) -> tuple[float, list]:
+    """mlx-lm's single-stream loop: decode tokens/s, (tokens - 1) / (last - first) (the
+    clock the engine is measured with), and the greedy token ids."""
     from mlx_lm.generate import generate_step, stream_generate
 
+    stamps, tokens = [], []
     if tokenizer is not None:
         saved, tokenizer.eos_token_ids = tokenizer.eos_token_ids, set()
         try:
-            stamps = [time.perf_counter()
-                      for _ in stream_generate(model, tokenizer, prompt, max_tokens=gen_len)]
+            for r in stream_generate(model, tokenizer, prompt, max_tokens=gen_len):
+                stamps.append(time.perf_counter())
+                tokens.append(r.token)
         finally:
             tokenizer.eos_token_ids = saved
     else:
-        stamps = [time.perf_counter()
-                  for _ in generate_step(mx.array(prompt), model, max_tokens=gen_len)]
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+        for token, _ in generate_step(mx.array(prompt), model, max_tokens=gen_len):
+            stamps.append(time.perf_counter())
+            tokens.append(int(token))
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]), tokens
+
+
+def parity(where: str, engine_tokens: list[int], reference_tokens: list[int]) -> dict:
+    """Where the engine's greedy ids first differ from single-stream mlx-lm (None: never)."""
+    first = next((k for k, (a, b) in enumerate(zip(engine_tokens, reference_tokens)) if a != b),
+                 None if len(engine_tokens) == len(reference_tokens) else
+                 min(len(engine_tokens), len(reference_tokens)))
+    return dict(where=where, identical=first is None, first_difference=first)
 
 
 async def engine_run(engine: AsyncEngine, prompts: list[list[int]], gen_len: int, tag: str):
@@ -129,19 +141,20 @@ async def engine_run(engine: AsyncEngine, prompts: list[list[int]], gen_len: int
     async def one(i: int, prompt: list[int]):
         req = GenerateRequest(f"{tag}-{i}", prompt, SamplingParams(temperature=0.0),
                               StopParams(max_tokens=gen_len, ignore_eos=True))
-        stamps = []
+        stamps, tokens = [], []
         async for delta in engine.generate(req):
             if delta.token_ids:
                 stamps.append(time.perf_counter())
-        return stamps
+                tokens += delta.token_ids
+        return stamps, tokens
 
     start = time.perf_counter()
-    all_stamps = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
+    runs = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
     wall = time.perf_counter() - start
-    total = sum(len(s) for s in all_stamps)
-    first = all_stamps[0]
+    total = sum(len(s) for s, _ in runs)
+    first = runs[0][0]
     decode_tps = (len(first) - 1) / (first[-1] - first[0]) if len(first) > 1 else 0.0
-    return wall, total, decode_tps
+    return wall, total, decode_tps, [t for _, t in runs]
 
 
 def batch_generator_run(model, prompts: list[list[int]], gen_len: int) -> tuple[float, int]:
@@ -172,6 +185,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--bandwidth-gbs", type=float, default=3000.0,
                     help="memory bandwidth for the limit (H100 copy bandwidth ~3000 GB/s)")
     ap.add_argument("--repeats", type=int, default=2, help="batch-1 runs; the best is kept")
+    ap.add_argument("--parity-checks", type=int, default=4,
+                    help="requests per concurrency level whose greedy ids are compared with "
+                         "single-stream mlx-lm")
     ap.add_argument("--out", default=None, help="write results JSON here")
     args = ap.parse_args(argv)
     if args.model is None and args.random_shape is None:
@@ -200,12 +216,16 @@ async def run_engine_side(loaded, args, res: Results, prompts_for) -> None:
         await engine_run(engine, prompts_for(1, 99), 8, "warm")
         best = 0.0
         for r in range(args.repeats):
-            _, _, tps = await engine_run(engine, prompts_for(1, 0), args.gen_len, f"b1-{r}")
+            _, _, tps, ids = await engine_run(engine, prompts_for(1, 0), args.gen_len, f"b1-{r}")
             best = max(best, tps)
         res.engine_b1_tps = best
+        engine_ids = {("b1", 0): ids[0]}
         for n in args.concurrency:
-            wall, total, _ = await engine_run(engine, prompts_for(n, n), args.gen_len, f"c{n}")
+            wall, total, _, ids = await engine_run(engine, prompts_for(n, n), args.gen_len,
+                                                   f"c{n}")
             res.concurrency.append(dict(n=n, engine_tps=total / wall, engine_tokens=total))
+            engine_ids.update({(f"c{n}", k): ids[k] for k in range(min(n, args.parity_checks))})
+        return engine_ids
     finally:
         await engine.shutdown()
 
@@ -223,10 +243,17 @@ def main(argv=None) -> Results:
     def prompts_for(n: int, seed: int) -> list[list[int]]:
         return make_prompts(n, args.prompt_len, vocab, seed)
 
-    reference_tps(loaded.model, loaded.tokenizer, prompts_for(1, 99)[0], 8)  # warm-up
-    res.reference_tps = max(reference_tps(loaded.model, loaded.tokenizer, prompts_for(1, 0)[0],
-                                          args.gen_len) for _ in range(args.repeats))
-    asyncio.run(run_engine_side(loaded, args, res, prompts_for))
+    reference_run(loaded.model, loaded.tokenizer, prompts_for(1, 99)[0], 8)  # warm-up
+    runs = [reference_run(loaded.model, loaded.tokenizer, prompts_for(1, 0)[0], args.gen_len)
+            for _ in range(args.repeats)]
+    res.reference_tps = max(tps for tps, _ in runs)
+    engine_ids = asyncio.run(run_engine_side(loaded, args, res, prompts_for))
+    for (where, k), ids in engine_ids.items():
+        prompt = prompts_for(1, 0)[0] if where == "b1" else prompts_for(int(where[1:]),
+                                                                         int(where[1:]))[k]
+        ref = runs[0][1] if where == "b1" else reference_run(
+            loaded.model, loaded.tokenizer, prompt, args.gen_len)[1]
+        res.parity.append(parity(f"{where}[{k}]", ids, ref))
     res.engine_b1_ratio = res.engine_b1_tps / res.reference_tps
     if args.random_shape:
         limit = args.bandwidth_gbs * 1e9 / res.weight_bytes
@@ -253,6 +280,10 @@ def report(res: Results, args) -> None:
         print(f"concurrency {row['n']:4d}: engine {row['engine_tps']:9.1f} tok/s   "
               f"BatchGenerator {row['batch_generator_tps']:9.1f} tok/s   "
               f"ratio {row['ratio']:.3f}")
+    same = sum(p["identical"] for p in res.parity)
+    diffs = [p["first_difference"] for p in res.parity if not p["identical"]]
+    print(f"greedy parity with single-stream mlx-lm: {same}/{len(res.parity)} requests "
+          f"identical" + (f"; first differences at tokens {sorted(diffs)}" if diffs else ""))
     if args.out:
         Path(args.out).write_text(json.dumps(asdict(res), indent=1))
         print(f"wrote {args.out}")
