@@ -235,3 +235,51 @@ def test_prefill_from_embeddings_equals_the_token_path(tiny_dir):
     emb, failed, tok_path = run_with_engine(path, body, chunked)
     assert emb["tokens"] == expected == tok_path["tokens"]
     assert failed["finish"] == "error" and "image" in failed["deltas"][-1].error
+
+
+def test_kv_budget_queues_requests_and_rejects_what_can_never_fit(tiny_dir):
+    from mlxserve.engine.kv_budget import kv_bytes_per_token
+
+    path = tiny_dir("qwen3")
+    _, tok = reference_model(path)
+    import json
+    import os
+
+    config = json.load(open(os.path.join(path, "config.json")))
+    budget = EngineConfig(kv_cache_memory_bytes=100 * kv_bytes_per_token(config, "float32"))
+    prompt = tok.encode(PROMPT_TEXT)[:30]
+
+    async def body(engine):
+        assert engine.stats().kv_tokens_total == 100
+        with pytest.raises(InvalidRequest):
+            engine.generate(greedy("huge", prompt, 80))  # 30 + 80 > 100: never fits
+        first = asyncio.create_task(collect(engine, greedy("a", prompt, 30)))
+        second = asyncio.create_task(collect(engine, greedy("b", prompt, 30)))
+        peak_running, peak_used = 0, 0
+        while not (first.done() and second.done()):
+            peak_running = max(peak_running, engine.stats().running)
+            peak_used = max(peak_used, engine.stats().kv_tokens_used)
+            await asyncio.sleep(0.001)
+        return first.result(), second.result(), (peak_running, peak_used), engine.stats()
+
+    first, second, peaks, stats = run_with_engine(path, body, budget)
+    assert len(first["tokens"]) == len(second["tokens"]) == 30
+    assert first["tokens"] == second["tokens"]
+    assert peaks == (1, 60)  # 60 + 60 > 100: the second waited for the first
+    assert stats.kv_tokens_used == 0
+
+
+def test_start_raises_the_load_error(tmp_path):
+    import asyncio as aio
+
+    from mlxserve.config import ModelConfig
+    from mlxserve.engine.client import AsyncEngine
+    from mlxserve.errors import MlxserveError
+
+    async def main():
+        engine = AsyncEngine(ModelConfig(model=str(tmp_path / "missing-model")))
+        with pytest.raises(MlxserveError):
+            await engine.start()
+        assert not engine.ready
+
+    aio.run(main())
