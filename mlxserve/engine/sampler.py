@@ -47,8 +47,10 @@ class RowSampler:
     def processes_logits(self) -> bool:
         return self.bias is not None or self.has_penalties
 
-    def next_key(self) -> mx.array:
-        return mx.random.key((self.seed * _KEY_MIX + self.position) & _U64)
+    def noise_key(self) -> int:
+        """32-bit key of this row's noise for its current output position: a function of
+        (seed, position) only."""
+        return _fmix64((self.seed * _KEY_MIX + self.position) & _U64) & 0xFFFFFFFF
 
     def adjust(self, logits: mx.array) -> mx.array:
         """Apply logit_bias and penalties to this row's (V,) float32 logits."""
@@ -79,6 +81,34 @@ class SampleResult:
     logprobs: mx.array | None  # (B,) logprob of the chosen token, when any row asks
     top_ids: mx.array | None  # (B, K) best alternatives, when any row asks
     top_logprobs: mx.array | None  # (B, K)
+
+
+def _fmix64(x: int) -> int:
+    """MurmurHash3's 64-bit finalizer (host side, exact Python integers)."""
+    x ^= x >> 33
+    x = (x * 0xFF51AFD7ED558CCD) & _U64
+    x ^= x >> 33
+    x = (x * 0xC4CEB9FE1A85EC53) & _U64
+    return x ^ (x >> 33)
+
+
+def _fmix32(x: mx.array) -> mx.array:
+    """MurmurHash3's 32-bit finalizer on uint32 arrays (wrapping multiplies)."""
+    x = x ^ (x >> 16)
+    x = x * mx.array(0x85EBCA6B, dtype=mx.uint32)
+    x = x ^ (x >> 13)
+    x = x * mx.array(0xC2B2AE35, dtype=mx.uint32)
+    return x ^ (x >> 16)
+
+
+def _gumbel_noise(row_keys: list[int], vocab: int) -> mx.array:
+    """(B, V) Gumbel noise, one counter-based stream per row, built with a few vectorized
+    ops whatever the batch size (no per-row random calls)."""
+    keys = mx.array(row_keys, dtype=mx.uint32)[:, None]
+    index = mx.arange(vocab, dtype=mx.uint32)[None, :] * mx.array(0x9E3779B1, dtype=mx.uint32)
+    bits = _fmix32(_fmix32(keys ^ index) + keys)
+    uniform = (bits >> 8).astype(mx.float32) * (2.0 ** -24) + 2.0 ** -25  # in (0, 1)
+    return -mx.log(-mx.log(uniform))
 
 
 def _row_values(rows: list[RowSampler], name: str, default: float) -> mx.array:
@@ -120,16 +150,9 @@ def _draw(logits: mx.array, rows: list[RowSampler]) -> mx.array:
         scaled = _filter_top_p(scaled, rows)
     if any(r.params.min_p > 0.0 and not r.params.greedy for r in rows):
         scaled = _filter_min_p(scaled, rows)
-    vocab = logits.shape[-1]
-    zeros = None
-    noise = []
-    for r in rows:
-        if r.params.greedy:
-            zeros = mx.zeros((vocab,), mx.float32) if zeros is None else zeros
-            noise.append(zeros)
-        else:
-            noise.append(mx.random.gumbel((vocab,), key=r.next_key()))
-    return mx.argmax(scaled + mx.stack(noise), axis=-1).astype(mx.uint32)
+    noise = _gumbel_noise([r.noise_key() for r in rows], logits.shape[-1])
+    sampled = mx.array([not r.params.greedy for r in rows])[:, None]
+    return mx.argmax(scaled + mx.where(sampled, noise, 0.0), axis=-1).astype(mx.uint32)
 
 
 def _adjust_rows(logits: mx.array, rows: list[RowSampler]) -> mx.array:

@@ -1,0 +1,59 @@
+"""The batched sampler on known distributions (real MLX, no model)."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from mlxserve.engine.request import SamplingParams
+from mlxserve.engine.sampler import RowSampler, sample
+
+PROBS = np.array([0.5, 0.3, 0.15, 0.05])
+ROWS = 4000
+
+
+def _frequencies(params: SamplingParams, probs=PROBS) -> np.ndarray:
+    rows = [RowSampler(params, [0], len(probs), seed) for seed in range(ROWS)]
+    logits = mx.array(np.tile(np.log(probs), (ROWS, 1)).astype(np.float32))
+    tokens = np.array(sample(logits, rows).tokens)
+    return np.bincount(tokens, minlength=len(probs)) / ROWS
+
+
+def test_temperature_one_samples_the_softmax():
+    assert np.abs(_frequencies(SamplingParams(temperature=1.0)) - PROBS).max() < 0.03
+
+
+def test_temperature_sharpens_the_distribution():
+    expected = PROBS ** 2 / (PROBS ** 2).sum()  # temperature 0.5 squares the probabilities
+    assert np.abs(_frequencies(SamplingParams(temperature=0.5)) - expected).max() < 0.03
+
+
+def test_top_k_top_p_and_min_p_cut_the_tail():
+    assert _frequencies(SamplingParams(top_k=2))[2:].sum() == 0
+    freq = _frequencies(SamplingParams(top_p=0.7))  # 0.5 + 0.3 reach 0.7: two tokens left
+    assert freq[2:].sum() == 0 and abs(freq[0] - 0.5 / 0.8) < 0.03
+    assert _frequencies(SamplingParams(min_p=0.4))[2:].sum() == 0  # 0.15 < 0.4 * 0.5
+
+
+def test_greedy_rows_stay_argmax_next_to_sampled_rows():
+    logits = mx.array(np.tile(np.log(PROBS), (64, 1)).astype(np.float32))
+    rows = [RowSampler(SamplingParams(temperature=0.0 if k % 2 else 1.5), [0], 4, k)
+            for k in range(64)]
+    tokens = np.array(sample(logits, rows).tokens)
+    assert (tokens[1::2] == 0).all()
+    assert len(set(tokens[0::2].tolist())) > 1
+
+
+def test_a_row_draws_the_same_tokens_in_any_batch():
+    logits_row = np.log(PROBS).astype(np.float32)
+    alone_row = RowSampler(SamplingParams(temperature=1.0, seed=5), [0], 4, 5)
+    target = RowSampler(SamplingParams(temperature=1.0, seed=5), [0], 4, 5)
+    mates = [RowSampler(SamplingParams(temperature=1.0, top_k=k % 3), [0], 4, s)
+             for s, k in zip(range(7), range(7))]
+    alone, batched = [], []
+    for _ in range(30):  # successive positions of the same request
+        alone.append(int(np.array(sample(mx.array(logits_row[None]), [alone_row]).tokens)[0]))
+        out = sample(mx.array(np.tile(logits_row, (8, 1))), mates[:3] + [target] + mates[3:])
+        batched.append(int(np.array(out.tokens)[3]))
+    assert alone == batched
+    assert len(set(alone)) > 1
