@@ -168,7 +168,7 @@ class EngineCore:
             seq = SeqState(request.request_id, len(request.prompt_tokens), request.stop.max_tokens)
             self.scheduler.add(seq)
         except Exception as e:  # the client validated already; report, never raise here
-            sink(_error_delta(request.request_id, str(getattr(e, "message", e))))
+            _send(sink, _error_delta(request.request_id, str(getattr(e, "message", e))))
             return
         seed = request.sampling.seed
         if seed is None:
@@ -220,13 +220,14 @@ class EngineCore:
         )
         if step.finish_reason is not None:
             self._retire(out.request_id)
-        active.sink(delta)
+        if not _send(active.sink, delta) and step.finish_reason is None:
+            self._retire(out.request_id)  # the consumer is gone: stop computing for it
 
     def _finish(self, request_id: str, reason: str, error: str | None = None) -> None:
         active = self._retire(request_id)
         if active is None:
             return
-        active.sink(EngineDelta(
+        _send(active.sink, EngineDelta(
             request_id=request_id, finish_reason=reason, error=error,
             prompt_tokens=len(active.request.prompt_tokens),
             completion_tokens=active.completion_tokens,
@@ -252,6 +253,16 @@ class EngineCore:
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
             kv_tokens_total=s.kv_tokens_total,
         )
+
+
+def _send(sink: DeltaSink, delta: EngineDelta) -> bool:
+    """Hand a delta to its consumer; False when the consumer is gone (its loop closed)."""
+    try:
+        sink(delta)
+        return True
+    except Exception:  # e.g. RuntimeError: event loop is closed
+        log.debug("dropped a delta of request %s: consumer gone", delta.request_id)
+        return False
 
 
 def _error_delta(request_id: str, message: str) -> EngineDelta:
