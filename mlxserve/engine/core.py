@@ -149,8 +149,6 @@ class EngineCore:
             try:
                 cmd = self.inbox.get(block=block, timeout=0.5 if block else None)
             except queue.Empty:
-                if block:
-                    return True  # nothing arrived: check again (keeps shutdown responsive)
                 return True
             if block:  # waking from idle: let a burst of arrivals land in the same step
                 time.sleep(_BURST_WAIT_S)
