@@ -10,6 +10,7 @@ so we write a copy of that file whose soname is the plain one into a cache folde
 it first: no system package is needed. Nothing here imports MLX.
 
 Set ``MLXSERVE_BLAS=reference`` to keep MLX's bundled BLAS (for comparisons).
+``OPENBLAS_NUM_THREADS`` defaults to half the cores (see ``_default_threads``).
 """
 
 from __future__ import annotations
@@ -81,10 +82,19 @@ def _gfortran_with_plain_soname(bundled: str) -> str:
     return out
 
 
+def _default_threads() -> int:
+    """Half the cores: OpenBLAS threads spin while they wait, and the engine thread, the
+    HTTP thread and anything else on the machine need cores too. On 2 shared cores, two
+    BLAS threads made SmolLM2 decode 4-8x slower than one (measured here)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def _load_openblas() -> BlasStatus:
     openblas = _find("cmeel.prefix/lib/libopenblas.so.0")
     if openblas is None:
         return BlasStatus("reference", "cmeel-openblas not installed (pip install 'mlxserve[cpu]')")
+    # Read by OpenBLAS when it loads; a user's own setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(_default_threads()))
     gfortran = _find("mlx_cpu.libs/libgfortran-*.so*")
     quadmath = _find("mlx_cpu.libs/libquadmath-*.so*")
     try:
