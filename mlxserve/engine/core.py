@@ -101,8 +101,11 @@ class EngineCore:
             on_ready(e)
             return
         on_ready(None)
+        from mlx_lm.generate import wired_limit  # Metal: wire the weights, as stream_generate
+
         try:
-            self._loop()
+            with wired_limit(self.loaded.model, [self.runner.stream]):
+                self._loop()
         finally:
             self._fail_all("the engine stopped", FINISH_ABORT)
 
