@@ -34,6 +34,16 @@ def add_model_args(parser: argparse.ArgumentParser, *, optional_model: bool) -> 
                         help="Jinja file replacing the model's chat template")
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs)
+    parser.add_argument("--max-num-batched-tokens", type=int,
+                        default=EngineConfig.max_num_batched_tokens,
+                        help="token budget of one engine step (prefill chunks + decodes)")
+    parser.add_argument("--kv-cache-memory-gb", type=float, default=None,
+                        help="KV-cache budget; default: a share of free device memory")
+    parser.add_argument("--dtype", default=ModelConfig.dtype,
+                        choices=["auto", "float32", "bfloat16", "float16"],
+                        help="auto: float32 on a CPU-only machine, the checkpoint's on GPU")
+    parser.add_argument("--keep-quantized", action="store_true",
+                        help="on CPU, keep quantized weights instead of float32 (slower here)")
     parser.add_argument("--trust-remote-code", action="store_true")
 
 
@@ -74,10 +84,17 @@ def _positive(value: int | None, option: str) -> None:
 def model_and_engine_configs(args: argparse.Namespace) -> tuple[ModelConfig, EngineConfig]:
     _positive(args.max_model_len, "--max-model-len")
     _positive(args.max_num_seqs, "--max-num-seqs")
-    model = ModelConfig(model=args.model, revision=args.revision,
+    _positive(args.max_num_batched_tokens, "--max-num-batched-tokens")
+    if args.kv_cache_memory_gb is not None and not args.kv_cache_memory_gb > 0:
+        raise CliError("--kv-cache-memory-gb must be positive")
+    model = ModelConfig(model=args.model, revision=args.revision, dtype=args.dtype,
+                        keep_quantized=args.keep_quantized,
                         chat_template=args.chat_template,
                         trust_remote_code=args.trust_remote_code)
-    engine = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len)
+    kv_bytes = None if args.kv_cache_memory_gb is None else int(args.kv_cache_memory_gb * 2**30)
+    engine = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
+                          max_num_batched_tokens=args.max_num_batched_tokens,
+                          kv_cache_memory_bytes=kv_bytes)
     return model, engine
 
 
