@@ -1,7 +1,9 @@
 """SmolLM2 decode speed on a Linux CPU: mlxserve's CPU set-up against plain mlx-cpu.
 
 Each configuration runs in its own process (the BLAS is bound when MLX loads):
-  plain      mlx-cpu's bundled reference BLAS, weights as the checkpoint has them (Q4_1)
+  plain      mlx-cpu's bundled reference BLAS, bfloat16 weights: what a plain mlx-lm user
+             gets from the original (bf16) SmolLM2 checkpoint
+  plain-q4   reference BLAS, the GGUF's 4-bit weights kept quantized (MLX's CPU kernels)
   ref-fp32   reference BLAS, weights dequantized to float32
   mlxserve   OpenBLAS (mlxserve.backend) + float32 weights: what `mlxserve serve` does
 
@@ -20,37 +22,47 @@ import sys
 import time
 
 CONFIGS = {
-    "plain": {"MLXSERVE_BLAS": "reference", "keep_quantized": True},
-    "ref-fp32": {"MLXSERVE_BLAS": "reference", "keep_quantized": False},
-    "mlxserve": {"MLXSERVE_BLAS": "", "keep_quantized": False},
+    "plain": {"MLXSERVE_BLAS": "reference", "keep_quantized": False, "dtype": "bfloat16"},
+    "plain-q4": {"MLXSERVE_BLAS": "reference", "keep_quantized": True, "dtype": "auto"},
+    "ref-fp32": {"MLXSERVE_BLAS": "reference", "keep_quantized": False, "dtype": "float32"},
+    "mlxserve": {"MLXSERVE_BLAS": "", "keep_quantized": False, "dtype": "auto"},
 }
 
 
-def measure(model: str, keep_quantized: bool, gen: int, prompt: str) -> dict:
-    """Runs inside the child process."""
+def measure(model: str, keep_quantized: bool, dtype: str, gen: int, prompt: str) -> dict:
+    """Runs inside the child process: greedy decode of exactly `gen` tokens (EOS ignored)."""
     import mlxserve  # noqa: F401  (binds the BLAS first)
     from mlxserve import backend
     from mlxserve.config import ModelConfig
     from mlxserve.models import load_model
 
     import mlx.core as mx
-    from mlx_lm import stream_generate
+    from mlx_lm.generate import generate_step
     from mlx_lm.sample_utils import make_sampler
 
-    loaded = load_model(ModelConfig(model=model, keep_quantized=keep_quantized))
+    loaded = load_model(ModelConfig(model=model, keep_quantized=keep_quantized, dtype=dtype))
+    ids = mx.array(loaded.tokenizer.encode(prompt))
     greedy = make_sampler(temp=0.0)
-    for _ in stream_generate(loaded.model, loaded.tokenizer, prompt, max_tokens=8, sampler=greedy):
-        pass  # warm-up
-    last = None
-    for last in stream_generate(loaded.model, loaded.tokenizer, prompt, max_tokens=gen, sampler=greedy):
-        pass
+
+    def timed_run(n: int) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        first = None
+        for i, _ in enumerate(generate_step(ids, loaded.model, max_tokens=n, sampler=greedy)):
+            if i == 0:
+                first = time.perf_counter()
+        end = time.perf_counter()
+        return first - t0, (n - 1) / (end - first)
+
+    timed_run(4)  # warm-up
+    ttft, decode = timed_run(gen)
     return {
         "blas": backend.prepare().name,
         "dtype": loaded.capabilities.dtype,
         "quantization": loaded.capabilities.quantization,
-        "decode_tok_s": last.generation_tps,
-        "prefill_tok_s": last.prompt_tps,
-        "generated": last.generation_tokens,
+        "decode_tok_s": decode,
+        "prefill_tok_s": ids.size / ttft,
+        "prompt_tokens": int(ids.size),
+        "generated": gen,
         "peak_mem_gb": mx.get_peak_memory() / 1e9,
     }
 
@@ -60,8 +72,9 @@ def run_child(name: str, model: str, gen: int, prompt: str) -> dict:
     env = dict(os.environ, MLXSERVE_BLAS=cfg["MLXSERVE_BLAS"])
     code = (
         "import json, sys; sys.path.insert(0, %r); from cpu_blas import measure; "
-        "print('RESULT ' + json.dumps(measure(%r, %r, %d, %r)))"
-        % (os.path.dirname(os.path.abspath(__file__)), model, cfg["keep_quantized"], gen, prompt)
+        "print('RESULT ' + json.dumps(measure(%r, %r, %r, %d, %r)))"
+        % (os.path.dirname(os.path.abspath(__file__)), model, cfg["keep_quantized"],
+           cfg["dtype"], gen, prompt)
     )
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -85,7 +98,7 @@ def main() -> None:
     for name in CONFIGS:
         results[name] = run_child(name, args.model, args.gen, args.prompt)
         r = results[name]
-        print(f"{name:9s} blas={r['blas']:9s} dtype={r['dtype']:8s} "
+        print(f"{name:9s} blas={r['blas']:9s} dtype={r['dtype']:8s} quant={r['quantization']:14s} "
               f"decode {r['decode_tok_s']:8.1f} tok/s  prefill {r['prefill_tok_s']:8.1f} tok/s",
               flush=True)
     ratio = results["mlxserve"]["decode_tok_s"] / results["plain"]["decode_tok_s"]
