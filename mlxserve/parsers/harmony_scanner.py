@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlxserve.parsers.text_scan import find_first, partial_marker_len
+from .text_scan import find_first, partial_marker_len
 
 START = "<|start|>"
 CHANNEL = "<|channel|>"

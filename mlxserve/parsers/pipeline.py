@@ -6,9 +6,9 @@ lets through reaches the tool parser (tool markup inside reasoning stays reasoni
 
 from __future__ import annotations
 
-from mlxserve.errors import InvalidRequest
-from mlxserve.parsers.base import ParsedDelta, ReasoningParser, ToolParser
-from mlxserve.parsers.tools.arguments import tool_name
+from ..errors import InvalidRequest
+from .base import ParsedDelta, ReasoningParser, ToolParser
+from .tools.arguments import tool_name
 
 
 class OutputParser:

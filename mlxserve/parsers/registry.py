@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Collection
 
-from mlxserve.parsers.base import ReasoningParser, ToolParser
+from .base import ReasoningParser, ToolParser
 
 _PACKAGE = "mlxserve.parsers"
 

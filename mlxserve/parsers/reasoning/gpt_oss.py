@@ -4,8 +4,8 @@ content, so the gpt_oss tool parser that follows can read them."""
 
 from __future__ import annotations
 
-from mlxserve.parsers.base import ParsedDelta, ReasoningParser
-from mlxserve.parsers.harmony_scanner import MESSAGE, HarmonyEvent, HarmonyScanner
+from ..base import ParsedDelta, ReasoningParser
+from ..harmony_scanner import MESSAGE, HarmonyEvent, HarmonyScanner
 
 REASONING_CHANNELS = ("analysis",)
 

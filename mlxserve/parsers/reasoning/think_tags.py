@@ -8,8 +8,8 @@ closing tag, so ``<think>\\nplan\\n</think>\\n\\nanswer`` gives ``plan`` / ``ans
 
 from __future__ import annotations
 
-from mlxserve.parsers.base import ParsedDelta, ReasoningParser
-from mlxserve.parsers.text_scan import partial_marker_len
+from ..base import ParsedDelta, ReasoningParser
+from ..text_scan import partial_marker_len
 
 
 class ThinkTagReasoningParser(ReasoningParser):

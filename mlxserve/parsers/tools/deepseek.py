@@ -11,9 +11,9 @@ V3.1 drops the type and the fence: ``<｜tool▁call▁begin｜>get_weather<｜t
 
 from __future__ import annotations
 
-from mlxserve.parsers.text_scan import strip_code_fence
-from mlxserve.parsers.tools.arguments import arguments_json
-from mlxserve.parsers.tools.markup_base import EndMarkerToolParser, ParsedCall
+from ..text_scan import strip_code_fence
+from .arguments import arguments_json
+from .markup_base import EndMarkerToolParser, ParsedCall
 
 CALLS_BEGIN = "<｜tool▁calls▁begin｜>"
 CALLS_END = "<｜tool▁calls▁end｜>"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from mlxserve.parsers.tools.arguments import coerce_value, parameter_schemas
-from mlxserve.parsers.tools.markup_base import EndMarkerToolParser, ParsedCall
+from .arguments import coerce_value, parameter_schemas
+from .markup_base import EndMarkerToolParser, ParsedCall
 
 KEY_OPEN, KEY_CLOSE = "<arg_key>", "</arg_key>"
 VALUE_OPEN, VALUE_CLOSE = "<arg_value>", "</arg_value>"

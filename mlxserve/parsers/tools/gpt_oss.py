@@ -6,10 +6,10 @@ counts when its JSON is complete (``<|call|>`` is often a stop token the text la
 
 from __future__ import annotations
 
-from mlxserve.parsers.base import ParsedDelta, ToolCallDelta, ToolParser
-from mlxserve.parsers.harmony_scanner import MESSAGE, HarmonyEvent, HarmonyScanner
-from mlxserve.parsers.text_scan import new_call_id
-from mlxserve.parsers.tools.arguments import arguments_json
+from ..base import ParsedDelta, ToolCallDelta, ToolParser
+from ..harmony_scanner import MESSAGE, HarmonyEvent, HarmonyScanner
+from ..text_scan import new_call_id
+from .arguments import arguments_json
 
 FUNCTIONS_PREFIX = "functions."
 

@@ -8,9 +8,9 @@ with it and only when it names one of the request's tools, so JSON answers stay 
 
 from __future__ import annotations
 
-from mlxserve.parsers.tools.arguments import tool_name
-from mlxserve.parsers.tools.json_calls import calls_from_json
-from mlxserve.parsers.tools.markup_base import BlockOutcome, EndMarkerToolParser, ParsedCall
+from .arguments import tool_name
+from .json_calls import calls_from_json
+from .markup_base import BlockOutcome, EndMarkerToolParser, ParsedCall
 
 
 class HermesToolParser(EndMarkerToolParser):

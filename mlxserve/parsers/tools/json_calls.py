@@ -7,7 +7,7 @@ from typing import Any
 
 from dataclasses import dataclass
 
-from mlxserve.parsers.tools.arguments import arguments_json
+from .arguments import arguments_json
 
 ARGUMENT_KEYS = ("arguments", "parameters")
 

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from mlxserve.parsers.text_scan import skip_whitespace
-from mlxserve.parsers.tools.markup_base import BlockOutcome, MarkupToolParser
+from ..text_scan import skip_whitespace
+from .markup_base import BlockOutcome, MarkupToolParser
 
 PYTHON_TAG = "<|python_tag|>"
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlxserve.parsers.base import ParsedDelta, ToolCallDelta, ToolParser
-from mlxserve.parsers.text_scan import BracketExtent, find_first, new_call_id, partial_marker_len, skip_whitespace
-from mlxserve.parsers.tools.json_calls import ParsedCall, call_from_object, decode_json
+from ..base import ParsedDelta, ToolCallDelta, ToolParser
+from ..text_scan import BracketExtent, find_first, new_call_id, partial_marker_len, skip_whitespace
+from .json_calls import ParsedCall, call_from_object, decode_json
 
 FEED_PIECE_CHARS = 4096
 

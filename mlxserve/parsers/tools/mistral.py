@@ -4,10 +4,10 @@
 
 from __future__ import annotations
 
-from mlxserve.parsers.text_scan import skip_whitespace
-from mlxserve.parsers.tools.arguments import arguments_json
-from mlxserve.parsers.tools.json_calls import calls_from_json
-from mlxserve.parsers.tools.markup_base import BlockOutcome, MarkupToolParser, ParsedCall
+from ..text_scan import skip_whitespace
+from .arguments import arguments_json
+from .json_calls import calls_from_json
+from .markup_base import BlockOutcome, MarkupToolParser, ParsedCall
 
 TOOL_CALLS = "[TOOL_CALLS]"
 ARGS = "[ARGS]"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import ast
 import json
 
-from mlxserve.parsers.text_scan import skip_whitespace
-from mlxserve.parsers.tools.markup_base import BlockOutcome, MarkupToolParser, ParsedCall
+from ..text_scan import skip_whitespace
+from .markup_base import BlockOutcome, MarkupToolParser, ParsedCall
 
 MAX_BLOCK_CHARS = 1_000_000
 

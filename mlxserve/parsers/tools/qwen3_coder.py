@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 
-from mlxserve.parsers.text_scan import find_first
-from mlxserve.parsers.tools.arguments import coerce_value, parameter_schemas
-from mlxserve.parsers.tools.markup_base import EndMarkerToolParser, ParsedCall
+from ..text_scan import find_first
+from .arguments import coerce_value, parameter_schemas
+from .markup_base import EndMarkerToolParser, ParsedCall
 
 FUNCTION_OPEN = "<function="
 FUNCTION_CLOSE = "</function>"
