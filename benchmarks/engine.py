@@ -9,6 +9,10 @@ Measures (all greedy, EOS ignored, token ids only):
   2. the engine (AsyncEngine) decode tokens/s at one request: ratio to (1);
   3. aggregate tokens/s (all generated tokens / wall time, prefill included) of the engine
      and of mlx_lm's BatchGenerator at each --concurrency: ratio engine / BatchGenerator.
+Before its timed runs each side runs every concurrency level once untimed (--warmup-tokens
+per request), so neither pays for first-use kernel compilation in its timed runs (MLX's
+CUDA backend compiles some kernels and cuDNN attention graphs per shape on first use; the
+side that ran first used to pay for both).
 For --random-shape it also reports batch-1 decode as a fraction of the bandwidth limit
 (weight bytes / --bandwidth-gbs).
 
@@ -185,6 +189,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--bandwidth-gbs", type=float, default=3000.0,
                     help="memory bandwidth for the limit (H100 copy bandwidth ~3000 GB/s)")
     ap.add_argument("--repeats", type=int, default=2, help="batch-1 runs; the best is kept")
+    ap.add_argument("--warmup-tokens", type=int, default=16,
+                    help="tokens per request of the untimed run of each concurrency level")
     ap.add_argument("--parity-checks", type=int, default=4,
                     help="requests per concurrency level whose greedy ids are compared with "
                          "single-stream mlx-lm")
@@ -220,6 +226,8 @@ async def run_engine_side(loaded, args, res: Results, prompts_for) -> None:
             best = max(best, tps)
         res.engine_b1_tps = best
         engine_ids = {("b1", 0): ids[0]}
+        for n in args.concurrency:  # untimed: first-use compilation of each level's shapes
+            await engine_run(engine, prompts_for(n, n), args.warmup_tokens, f"warm{n}")
         for n in args.concurrency:
             wall, total, _, ids = await engine_run(engine, prompts_for(n, n), args.gen_len,
                                                    f"c{n}")
@@ -258,6 +266,8 @@ def main(argv=None) -> Results:
     if args.random_shape:
         limit = args.bandwidth_gbs * 1e9 / res.weight_bytes
         res.bandwidth_fraction = res.engine_b1_tps / limit
+    for row in res.concurrency:  # untimed, as for the engine
+        batch_generator_run(loaded.model, prompts_for(row["n"], row["n"]), args.warmup_tokens)
     for row in res.concurrency:
         wall, total = batch_generator_run(loaded.model, prompts_for(row["n"], row["n"]),
                                           args.gen_len)

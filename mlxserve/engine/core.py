@@ -131,6 +131,11 @@ class EngineCore:
         model = loaded.model
         self.runner = Runner(model, caps.vocab_size or loaded.config.get("vocab_size"),
                              lambda: _make_cache(model))
+        try:  # compile the batch paths' kernels now, not while the first requests wait
+            self.runner.warm_up()
+        except Exception:  # e.g. a model whose forward needs more than token ids
+            log.warning("engine warm-up failed; batch paths compile on first use",
+                        exc_info=True)
         self.loaded = loaded
         self._publish_stats()
 

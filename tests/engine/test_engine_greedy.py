@@ -132,3 +132,56 @@ def test_simultaneous_whole_prompts_are_prefilled_together_and_match(tiny_dir, f
         return [r["tokens"] for r in results]
 
     assert run_with_engine(path, body) == expected
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+def test_rows_at_one_position_decode_on_plain_caches_and_match(tiny_dir, family):
+    """Prompts of one length prefilled together decode on plain KVCaches holding all rows
+    (no mask); a row leaving and a late joiner move the batch back to batch caches. Every
+    row still equals its single-stream output. (gemma3's sliding-window layers never go
+    plain.)"""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    from mlxserve.engine.runner import Runner
+    from mlxserve.engine.scheduler import PrefillChunk, StepPlan
+
+    path = tiny_dir(family)
+    model, tok = reference_model(path)
+    base = tok.encode(TEXTS[2])
+    prompts = [base[k:k + 12] for k in (0, 3, 6, 9)]
+    lengths = [12, 6, 12, 8]
+    expected = [stream_generate_tokens(model, tok, p, n) for p, n in zip(prompts, lengths)]
+    runner = Runner(model, model.args.vocab_size, lambda: make_prompt_cache(model))
+    runner.warm_up()
+    ids = [f"p{k}" for k in range(4)]
+    for rid, p, n in zip(ids, prompts, lengths):
+        runner.add(greedy(rid, p, n), seed=0)
+    got = {rid: [] for rid in ids}
+    done = {rid: 0 for rid in ids}
+    plain_rows = set()
+
+    def step(decodes, prefills=()):
+        plan = StepPlan(decodes=list(decodes),
+                        prefills=[PrefillChunk(r, 0, 12, is_last=True) for r in prefills])
+        outputs, failures = runner.run(plan)
+        assert not failures
+        for out in outputs:
+            got[out.request_id].append(out.token_id)
+        if runner.batch is not None and runner.batch.plain:
+            plain_rows.add(len(runner.batch.ids))
+
+    step([], ids[:3])
+    for k in range(12):
+        live = [r for r, n in zip(ids[:3], lengths) if done[r] < n - 1]
+        if k == 4:  # the fourth request arrives while the others decode
+            step(live, ["p3"])
+        else:
+            step(live + (["p3"] if k > 4 and done["p3"] < lengths[3] - 1 else []))
+        for r in live + (["p3"] if k > 4 else []):
+            done[r] += 1
+    step([])
+    assert [got[r] for r in ids] == expected
+    if family == "qwen3":
+        assert 3 in plain_rows  # the three aligned rows decoded on plain caches
+    else:
+        assert not (plain_rows - {1})
