@@ -9,10 +9,12 @@ Measures (all greedy, EOS ignored, token ids only):
   2. the engine (AsyncEngine) decode tokens/s at one request: ratio to (1);
   3. aggregate tokens/s (all generated tokens / wall time, prefill included) of the engine
      and of mlx_lm's BatchGenerator at each --concurrency: ratio engine / BatchGenerator.
-Before its timed runs each side runs every concurrency level once untimed (--warmup-tokens
-per request), so neither pays for first-use kernel compilation in its timed runs (MLX's
-CUDA backend compiles some kernels and cuDNN attention graphs per shape on first use; the
-side that ran first used to pay for both).
+Fairness: before its timed runs each side runs every concurrency level once untimed
+(--warmup-tokens per request), so neither pays for first-use compilation in its timed runs
+(MLX's CUDA backend compiles some kernels, and builds cuDNN attention graphs per shape, on
+first use; the side that ran first used to pay for both). Timed runs of the two sides are
+interleaved (alternating order, --repeats each, best kept), as are the batch-1 runs, so
+slow drifts of the machine hit both sides alike.
 For --random-shape it also reports batch-1 decode as a fraction of the bandwidth limit
 (weight bytes / --bandwidth-gbs).
 
@@ -188,7 +190,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="comma-separated concurrent request counts")
     ap.add_argument("--bandwidth-gbs", type=float, default=3000.0,
                     help="memory bandwidth for the limit (H100 copy bandwidth ~3000 GB/s)")
-    ap.add_argument("--repeats", type=int, default=2, help="batch-1 runs; the best is kept")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per side and level; the best is kept")
     ap.add_argument("--warmup-tokens", type=int, default=16,
                     help="tokens per request of the untimed run of each concurrency level")
     ap.add_argument("--parity-checks", type=int, default=4,
@@ -211,7 +213,7 @@ def load(args) -> tuple:
     return load_model(ModelConfig(model=args.model, dtype=args.dtype))
 
 
-async def run_engine_side(loaded, args, res: Results, prompts_for) -> None:
+async def run_engine_side(loaded, args, res: Results, prompts_for) -> tuple[dict, list]:
     max_n = max([1] + args.concurrency)
     cfg = EngineConfig(max_num_seqs=max_n, max_num_batched_tokens=max(2048, args.prompt_len),
                        prefill_chunk_size=max(512, args.prompt_len),
@@ -220,20 +222,35 @@ async def run_engine_side(loaded, args, res: Results, prompts_for) -> None:
     await engine.start()
     try:
         await engine_run(engine, prompts_for(1, 99), 8, "warm")
-        best = 0.0
-        for r in range(args.repeats):
+        reference_run(loaded.model, loaded.tokenizer, prompts_for(1, 99)[0], 8)  # warm-up
+        ref_runs = []
+        for r in range(args.repeats):  # interleaved: both sides see the same machine state
+            ref_runs.append(reference_run(loaded.model, loaded.tokenizer, prompts_for(1, 0)[0],
+                                          args.gen_len))
             _, _, tps, ids = await engine_run(engine, prompts_for(1, 0), args.gen_len, f"b1-{r}")
-            best = max(best, tps)
-        res.engine_b1_tps = best
+            res.engine_b1_tps = max(res.engine_b1_tps, tps)
+        res.reference_tps = max(tps for tps, _ in ref_runs)
         engine_ids = {("b1", 0): ids[0]}
-        for n in args.concurrency:  # untimed: first-use compilation of each level's shapes
-            await engine_run(engine, prompts_for(n, n), args.warmup_tokens, f"warm{n}")
         for n in args.concurrency:
-            wall, total, _, ids = await engine_run(engine, prompts_for(n, n), args.gen_len,
-                                                   f"c{n}")
-            res.concurrency.append(dict(n=n, engine_tps=total / wall, engine_tokens=total))
+            prompts = prompts_for(n, n)
+            # untimed: first-use compilation (CUDA kernels, cuDNN graphs) of this level's shapes
+            await engine_run(engine, prompts, args.warmup_tokens, f"warm{n}")
+            batch_generator_run(loaded.model, prompts, args.warmup_tokens)
+            row = dict(n=n, engine_tps=0.0, batch_generator_tps=0.0)
+            for r in range(args.repeats):  # alternating order; the best of each side is kept
+                for side in ("engine", "bg") if r % 2 == 0 else ("bg", "engine"):
+                    if side == "bg":
+                        wall, total = batch_generator_run(loaded.model, prompts, args.gen_len)
+                        row["batch_generator_tps"] = max(row["batch_generator_tps"],
+                                                         total / wall)
+                        continue
+                    wall, total, _, ids = await engine_run(engine, prompts, args.gen_len,
+                                                           f"c{n}-{r}")
+                    row["engine_tps"] = max(row["engine_tps"], total / wall)
+            row.update(engine_tokens=total, ratio=row["engine_tps"] / row["batch_generator_tps"])
+            res.concurrency.append(row)
             engine_ids.update({(f"c{n}", k): ids[k] for k in range(min(n, args.parity_checks))})
-        return engine_ids
+        return engine_ids, ref_runs[0][1]
     finally:
         await engine.shutdown()
 
@@ -251,27 +268,17 @@ def main(argv=None) -> Results:
     def prompts_for(n: int, seed: int) -> list[list[int]]:
         return make_prompts(n, args.prompt_len, vocab, seed)
 
-    reference_run(loaded.model, loaded.tokenizer, prompts_for(1, 99)[0], 8)  # warm-up
-    runs = [reference_run(loaded.model, loaded.tokenizer, prompts_for(1, 0)[0], args.gen_len)
-            for _ in range(args.repeats)]
-    res.reference_tps = max(tps for tps, _ in runs)
-    engine_ids = asyncio.run(run_engine_side(loaded, args, res, prompts_for))
+    engine_ids, b1_ref_ids = asyncio.run(run_engine_side(loaded, args, res, prompts_for))
     for (where, k), ids in engine_ids.items():
         prompt = prompts_for(1, 0)[0] if where == "b1" else prompts_for(int(where[1:]),
                                                                          int(where[1:]))[k]
-        ref = runs[0][1] if where == "b1" else reference_run(
+        ref = b1_ref_ids if where == "b1" else reference_run(
             loaded.model, loaded.tokenizer, prompt, args.gen_len)[1]
         res.parity.append(parity(f"{where}[{k}]", ids, ref))
     res.engine_b1_ratio = res.engine_b1_tps / res.reference_tps
     if args.random_shape:
         limit = args.bandwidth_gbs * 1e9 / res.weight_bytes
         res.bandwidth_fraction = res.engine_b1_tps / limit
-    for row in res.concurrency:  # untimed, as for the engine
-        batch_generator_run(loaded.model, prompts_for(row["n"], row["n"]), args.warmup_tokens)
-    for row in res.concurrency:
-        wall, total = batch_generator_run(loaded.model, prompts_for(row["n"], row["n"]),
-                                          args.gen_len)
-        row.update(batch_generator_tps=total / wall, ratio=row["engine_tps"] * wall / total)
     report(res, args)
     return res
 
