@@ -18,7 +18,8 @@ from mlxserve.serving.chat_input import ChatInput, CompletionInput, GenerationOp
 from mlxserve.serving.media import (MediaRequestOptions, arrange_for_model,
                                     check_media_limits, extract_media, load_media)
 from mlxserve.serving.messages import normalize_messages
-from mlxserve.serving.params import ContextLimits, check_n, resolve_sampling, resolve_stop
+from mlxserve.serving.params import (ContextLimits, check_n, choice_sampling, resolve_sampling,
+                                     resolve_stop)
 from mlxserve.serving.parser_setup import ParserSettings, ToolSetup, make_output_parser, plan_tools
 from mlxserve.serving.prompt import (
     decode_tokens, encode_prompt_text, merge_template_kwargs, render_chat_prompt,
@@ -65,8 +66,8 @@ class GenerationService:
         stop = resolve_stop(options, len(prompt), self.settings.limits)
         requests = []
         for i in range(n):
-            req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt), sampling, stop,
-                                  multimodal)
+            req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt),
+                                  choice_sampling(sampling, i), stop, multimodal)
             check = getattr(self._engine, "check", None)
             if check is not None:
                 check(req)  # the engine's own validation, scheduler limits included

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mlxserve.engine.request import SamplingParams, StopParams
 from mlxserve.errors import InvalidRequest
@@ -37,6 +37,14 @@ def resolve_sampling(options: GenerationOptions) -> SamplingParams:
     )
     params.validate()
     return params
+
+
+def choice_sampling(sampling: SamplingParams, index: int) -> SamplingParams:
+    """Sampling for choice ``index`` of an ``n > 1`` request: a given seed becomes seed +
+    index (as vLLM does), so the choices differ and the request stays reproducible."""
+    if sampling.seed is None or index == 0:
+        return sampling
+    return replace(sampling, seed=sampling.seed + index)
 
 
 def default_max_tokens(prompt_len: int, limits: ContextLimits) -> int:

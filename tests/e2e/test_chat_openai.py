@@ -137,3 +137,20 @@ def test_default_model_knows_paris(default_client):
     assert "Paris" in full.choices[0].message.content
     assert contents[0] == full.choices[0].message.content
     assert finishes[0] == full.choices[0].finish_reason
+
+
+def test_chat_n_with_seed_gives_distinct_reproducible_choices(tiny_client):
+    """Choice j samples with seed + j (as vLLM does): n=2 with a seed is not two copies of
+    one answer, and the same request gives the same choices again."""
+    request = dict(model=TINY_NAME, messages=MESSAGES, max_tokens=12, temperature=1, seed=7,
+                   n=2, logprobs=True, extra_body={"ignore_eos": True})
+
+    def token_lists():
+        reply = tiny_client.chat.completions.create(**request)
+        return [[t.token for t in choice.logprobs.content] for choice in reply.choices]
+
+    first = token_lists()
+    assert len(first) == 2 and first[0] != first[1]
+    assert token_lists() == first
+    single = tiny_client.chat.completions.create(**{**request, "n": 1})
+    assert [t.token for t in single.choices[0].logprobs.content] == first[0]
