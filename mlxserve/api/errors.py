@@ -51,7 +51,11 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "the request body is not valid JSON", None
     if first.get("type") == "missing":
         return f"'{where}' is required", where or None
+    if not where and first.get("type") in ("model_attributes_type", "dict_type"):
+        return "the request body must be a JSON object (Content-Type: application/json)", None
     reason = first.get("msg", "is not valid")
+    if first.get("type") == "value_error":
+        reason = reason.removeprefix("Value error, ")
     return (f"'{where}': {reason}" if where else reason), where or None
 
 

@@ -184,3 +184,32 @@ def test_body_too_large_is_413(guarded_server):
     response = httpx.post(f"{guarded_server.base_url}/v1/chat/completions", content=chunks(),
                           headers={"content-type": "application/json", **auth}, timeout=60)
     assert_error(response, 413)
+
+
+@pytest.mark.parametrize("content, content_type", [
+    (b"hello", "text/plain"), (b"model=x", "application/x-www-form-urlencoded"),
+    (b"[1, 2]", "application/json"), (b"null", "application/json"),
+])
+def test_body_that_is_not_a_json_object_is_400_with_a_clear_message(tiny_server, content,
+                                                                     content_type):
+    error = assert_error(post(tiny_server, "/v1/chat/completions", content,
+                              {"content-type": content_type}), 400)
+    assert error["message"] == ("the request body must be a JSON object "
+                                "(Content-Type: application/json)")
+
+
+def test_validator_messages_carry_no_pydantic_prefix(tiny_server):
+    error = assert_error(post(tiny_server, "/v1/chat/completions",
+                              {"model": TINY_NAME, "messages": []}), 400, "messages")
+    assert error["message"] == "'messages': must be a non-empty array"
+
+
+def test_anthropic_messages_route_is_a_clean_404(tiny_server):
+    """There is no Anthropic endpoint yet: POST /v1/messages is a 404, not a 500."""
+    body = {"model": TINY_NAME, "max_tokens": 4, "messages": USER}
+    assert_error(post(tiny_server, "/v1/messages", body), 404)
+    anthropic = pytest.importorskip("anthropic")
+    client = anthropic.Anthropic(base_url=tiny_server.base_url, api_key="x", max_retries=0)
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(**body)
+    assert post(tiny_server, "/v1/chat/completions", chat()).status_code == 200
