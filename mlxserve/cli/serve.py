@@ -14,6 +14,19 @@ def _check_chat_template_file(path: str | None) -> None:
         raise CliError(f"--chat-template: no such file: {path}")
 
 
+def _server_aborting_on_exit(config, on_exit):
+    """A uvicorn.Server that calls ``on_exit`` (thread-safe) when told to stop (SIGINT,
+    SIGTERM), before its graceful shutdown waits for open connections."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            on_exit()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
+
+
 async def serve(configs: ServeConfigs) -> None:
     """Run until stopped; raises CliError when start-up fails."""
     import uvicorn
@@ -28,11 +41,17 @@ async def serve(configs: ServeConfigs) -> None:
         raise CliError(e.message) from None
     engine = AsyncEngine(configs.model, configs.engine)
     app = build_app(engine, configs.server)
-    server = uvicorn.Server(uvicorn.Config(
+    state = app.state.api
+    loop = asyncio.get_running_loop()
+
+    def abort_running() -> None:  # in-flight requests end now, so shutdown does not wait
+        if state.service is not None:
+            state.service.abort_running()
+
+    server = _server_aborting_on_exit(uvicorn.Config(
         app, host=configs.server.host, port=configs.server.port,
         log_level=configs.server.log_level, lifespan="on", timeout_graceful_shutdown=5,
-    ))
-    state = app.state.api
+    ), lambda: loop.call_soon_threadsafe(abort_running))
 
     async def stop_on_failed_start() -> None:
         await state.startup_finished.wait()

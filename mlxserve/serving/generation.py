@@ -51,6 +51,7 @@ class GenerationService:
     def __init__(self, engine: Any, settings: ServingSettings):
         self._engine = engine
         self.settings = settings
+        self._running: set[str] = set()  # ids of the engine requests being streamed
 
     @property
     def tokenizer(self) -> Any:
@@ -150,6 +151,14 @@ class GenerationService:
         if inspect.isawaitable(result):
             await result
 
+    def abort_running(self) -> None:
+        """Abort every request being streamed (server shutdown): each ends promptly with
+        the "aborted by the server" error instead of holding its connection open."""
+        for request_id in list(self._running):
+            result = self._engine.abort(request_id)
+            if inspect.isawaitable(result):
+                asyncio.ensure_future(result)
+
     async def stream(self, request: GenerateRequest, prepared: PreparedPrompt
                      ) -> AsyncIterator[MessageDelta]:
         """MessageDelta objects of one engine request; aborts it if the consumer leaves."""
@@ -158,6 +167,7 @@ class GenerationService:
         assembler = OutputAssembler(parser)
         deltas = self._engine.generate(request)
         finished = False
+        self._running.add(request.request_id)
         try:
             async for delta in deltas:
                 finished = delta.finished
@@ -165,6 +175,7 @@ class GenerationService:
                 if finished:
                     break
         finally:
+            self._running.discard(request.request_id)
             if not finished:
                 await asyncio.shield(self._abort(request.request_id))
             close = getattr(deltas, "aclose", None)

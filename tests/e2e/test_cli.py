@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
+
 import httpx
 import openai
 import pytest
@@ -88,3 +92,40 @@ def test_serve_with_parsers_template_and_kwargs(tiny_model_path, tmp_path):
         assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
     finally:
         server.stop()
+
+
+def test_sigint_while_requests_run_exits_at_once_without_traceback(tiny_model_path):
+    """Ctrl-C with a stream and a non-streamed request in flight: both end with the
+    "aborted by the server" error, the server exits at once (not after uvicorn's 5 s grace
+    period, which cancelled the tasks with a traceback and crashed the process at exit)."""
+    server = start_server(tiny_model_path)
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000,
+            "ignore_eos": True}
+    url = f"{server.base_url}/v1/chat/completions"
+    results: dict = {}
+
+    def plain() -> None:
+        results["plain"] = httpx.post(url, json=body, timeout=30)
+
+    try:
+        waiter = threading.Thread(target=plain)
+        with httpx.stream("POST", url, json={**body, "stream": True}, timeout=30) as response:
+            lines = response.iter_lines()
+            next(lines)  # the stream is running
+            waiter.start()
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGINT)
+            started = time.monotonic()
+            rest = [line for line in lines if line]
+        server.process.wait(timeout=20)
+        elapsed = time.monotonic() - started
+        waiter.join(timeout=20)
+    finally:
+        server.stop()
+    log = server.log_tail(20000)
+    assert "Traceback" not in log and "terminate called" not in log, log
+    assert server.process.returncode in (0, 130, -signal.SIGINT), log
+    assert elapsed < 4, log
+    assert rest[-1] == "data: [DONE]" and "aborted by the server" in rest[-2]
+    assert results["plain"].status_code == 500
+    assert "aborted by the server" in results["plain"].json()["error"]["message"]
