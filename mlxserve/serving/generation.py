@@ -128,7 +128,13 @@ class GenerationService:
     def _tokenize_completion_prompt(self, prompt: str | list[int]) -> tuple[list[int], str]:
         if isinstance(prompt, str):
             return encode_prompt_text(self.tokenizer, prompt, add_special_tokens=True), prompt
-        return list(prompt), decode_tokens(self.tokenizer, list(prompt))
+        ids = list(prompt)
+        vocab_size = self._vocab_size()
+        if any(t < 0 or (vocab_size is not None and t >= vocab_size) for t in ids):
+            # checked before decoding: the tokenizer raises on ids that do not fit its type
+            raise InvalidRequest("the prompt has token ids outside the vocabulary",
+                                 param="prompt")
+        return ids, decode_tokens(self.tokenizer, ids)
 
     async def prepare_completions(self, completion: CompletionInput, base_id: str
                                   ) -> list[PreparedPrompt]:

@@ -122,6 +122,8 @@ def test_tool_choice_without_tool_parser_is_400(tiny_server):
     {"model": TINY_NAME, "prompt": []},
     {"model": TINY_NAME, "prompt": [[]]},
     {"model": TINY_NAME, "prompt": [10**9]},
+    {"model": TINY_NAME, "prompt": [-1]},
+    {"model": TINY_NAME, "prompt": [[1, 2], [2**70]]},
     {"model": TINY_NAME, "prompt": "hi", "logprobs": 99},
     {"model": TINY_NAME, "prompt": {"text": "hi"}},
 ])
