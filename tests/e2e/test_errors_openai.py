@@ -215,3 +215,10 @@ def test_anthropic_messages_route_is_a_clean_404(tiny_server):
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(**body)
     assert post(tiny_server, "/v1/chat/completions", chat()).status_code == 200
+
+
+@pytest.mark.parametrize("prompt", [["a", [1, 2]], [True], {"text": "hi"}, 5, [[1], "a"]])
+def test_completion_prompt_of_a_wrong_shape_says_what_is_accepted(tiny_server, prompt):
+    error = assert_error(post(tiny_server, "/v1/completions",
+                              {"model": TINY_NAME, "prompt": prompt}), 400, "prompt")
+    assert "an array of token ids" in error["message"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import field_validator
+
 from mlxserve.api.openai.sampling_fields import SamplingFields
 from mlxserve.errors import InvalidRequest
 from mlxserve.serving.chat_input import CompletionInput
@@ -14,6 +18,19 @@ class CompletionRequest(SamplingFields):
     echo: bool | None = False
     logprobs: int | None = None
     suffix: str | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_shape(cls, value: Any) -> Any:
+        def token_ids(v: Any) -> bool:
+            return isinstance(v, list) and all(
+                isinstance(t, int) and not isinstance(t, bool) for t in v)
+
+        if isinstance(value, str) or token_ids(value) or (isinstance(value, list) and (
+                all(isinstance(p, str) for p in value) or all(token_ids(p) for p in value))):
+            return value
+        raise ValueError("must be a string, an array of strings, an array of token ids or "
+                         "an array of token-id arrays")
 
     def _prompts(self) -> list[str | list[int]]:
         prompt = self.prompt
