@@ -108,7 +108,7 @@ class GenerationService:
         text = await asyncio.to_thread(self._render_chat, messages, chat,
                                        tool_setup.template_tools)
         ids = await asyncio.to_thread(encode_prompt_text, self.tokenizer, text,
-                                      add_special_tokens=False)
+                                      add_special_tokens=False, param="messages")
         multimodal = None
         if media:
             ids, multimodal = await asyncio.to_thread(self._prepare_media, ids, images,

@@ -54,8 +54,14 @@ def render_chat_prompt(tokenizer: Any, messages: list[dict[str, Any]],
     return text
 
 
-def encode_prompt_text(tokenizer: Any, text: str, *, add_special_tokens: bool) -> list[int]:
+def encode_prompt_text(tokenizer: Any, text: str, *, add_special_tokens: bool,
+                       param: str = "prompt") -> list[int]:
     """Token ids of ``text``. Templated prompts carry their own special tokens."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # valid JSON ("\ud800") that no tokenizer takes
+        raise InvalidRequest("the text has a lone UTF-16 surrogate (e.g. \\ud800); send valid "
+                             "Unicode", param=param) from None
     return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
 

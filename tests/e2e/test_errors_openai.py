@@ -222,3 +222,16 @@ def test_completion_prompt_of_a_wrong_shape_says_what_is_accepted(tiny_server, p
     error = assert_error(post(tiny_server, "/v1/completions",
                               {"model": TINY_NAME, "prompt": prompt}), 400, "prompt")
     assert "an array of token ids" in error["message"]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "a\\ud800b"}]}'),
+    ("/v1/chat/completions",
+     b'{"messages": [{"role": "user", "content": "\\udfff"}], "stream": true}'),
+    ("/v1/completions", b'{"prompt": "a\\ud800b"}'),
+])
+def test_lone_surrogate_in_text_is_400_not_500(tiny_server, path, body):
+    """JSON may escape a lone UTF-16 surrogate; the tokenizer cannot take it."""
+    error = assert_error(post(tiny_server, path, body), 400)
+    assert "surrogate" in error["message"]
+    assert post(tiny_server, "/v1/chat/completions", chat()).status_code == 200
