@@ -191,6 +191,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--bandwidth-gbs", type=float, default=3000.0,
                     help="memory bandwidth for the limit (H100 copy bandwidth ~3000 GB/s)")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per side and level; the best is kept")
+    ap.add_argument("--max-num-batched-tokens", type=int, default=None,
+                    help="engine step token budget (default: EngineConfig.token_budget)")
     ap.add_argument("--warmup-tokens", type=int, default=16,
                     help="tokens per request of the untimed run of each concurrency level")
     ap.add_argument("--parity-checks", type=int, default=4,
@@ -215,7 +217,7 @@ def load(args) -> tuple:
 
 async def run_engine_side(loaded, args, res: Results, prompts_for) -> tuple[dict, list]:
     max_n = max([1] + args.concurrency)
-    cfg = EngineConfig(max_num_seqs=max_n, max_num_batched_tokens=max(2048, args.prompt_len),
+    cfg = EngineConfig(max_num_seqs=max_n, max_num_batched_tokens=args.max_num_batched_tokens,
                        prefill_chunk_size=max(512, args.prompt_len),
                        kv_cache_memory_bytes=None)
     engine = AsyncEngine(ModelConfig(model=res.model), cfg, loader=lambda _cfg: loaded)

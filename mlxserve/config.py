@@ -29,13 +29,22 @@ class ModelConfig:
 @dataclass(frozen=True)
 class EngineConfig:
     max_num_seqs: int = 64  # most requests in the running batch
-    max_num_batched_tokens: int = 2048  # token budget of one step (prefill chunks + decodes)
+    # Token budget of one step (prefill chunks + decodes); None: token_budget() decides.
+    max_num_batched_tokens: int | None = None
     prefill_chunk_size: int = 512  # longest prefill piece one request gets in one step
     kv_cache_memory_bytes: int | None = None  # None: derived from the device's memory
     kv_cache_memory_fraction: float = 0.5  # of free memory after weights, when derived
     max_model_len: int | None = None  # None: the model's context length
     max_queue_size: int = 1024  # waiting requests beyond this are rejected (503)
     seed: int = 0
+
+    def token_budget(self, cpu_only: bool) -> int:
+        """8192 with a GPU: a burst of requests is admitted in one step, so their rows stay
+        aligned and decode without masks (fused attention). 2048 on a CPU, where a step of
+        8192 prompt tokens would freeze running streams for seconds."""
+        if self.max_num_batched_tokens is not None:
+            return self.max_num_batched_tokens
+        return 2048 if cpu_only else 8192
 
 
 @dataclass(frozen=True)

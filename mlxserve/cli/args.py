@@ -34,9 +34,9 @@ def add_model_args(parser: argparse.ArgumentParser, *, optional_model: bool) -> 
                         help="Jinja file replacing the model's chat template")
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs)
-    parser.add_argument("--max-num-batched-tokens", type=int,
-                        default=EngineConfig.max_num_batched_tokens,
-                        help="token budget of one engine step (prefill chunks + decodes)")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None,
+                        help="token budget of one engine step (prefill chunks + decodes); "
+                             "default 8192 with a GPU, 2048 on CPU")
     parser.add_argument("--kv-cache-memory-gb", type=float, default=None,
                         help="KV-cache budget; default: a share of free device memory")
     parser.add_argument("--dtype", default=ModelConfig.dtype,

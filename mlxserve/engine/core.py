@@ -124,7 +124,7 @@ class EngineCore:
         total = kv_tokens_total(cfg, loaded.config, caps.dtype, device_memory,
                                 mx.get_active_memory())
         self.scheduler = Scheduler(
-            max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
+            max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.token_budget(_cpu_only()),
             prefill_chunk_size=cfg.prefill_chunk_size, kv_tokens_total=total,
             max_queue_size=cfg.max_queue_size,
         )

@@ -7,13 +7,9 @@ import importlib.util
 import openai
 import pytest
 
+from e2e_support import GUARD_KEY, GUARD_MAX_BYTES, TINY_CONTEXT, TINY_NAME
 from server_process import start_server
 from tiny_models import make_tiny_model
-
-TINY_NAME = "tiny-chat"
-TINY_CONTEXT = 512
-GUARD_KEY = "test-key-123"
-GUARD_MAX_BYTES = 4096
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import TINY_NAME
+from e2e_support import TINY_NAME
 
 MESSAGES = [{"role": "system", "content": "You are terse."},
             {"role": "user", "content": "Say something about the sea."}]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import TINY_NAME
+from e2e_support import TINY_NAME
 
 PROMPT = "The sea is"
 

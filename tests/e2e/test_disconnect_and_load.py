@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import TINY_NAME
+from e2e_support import TINY_NAME
 
 LONG = {"model": TINY_NAME, "messages": [{"role": "user", "content": "Tell a long story."}],
         "max_tokens": 480, "temperature": 0, "ignore_eos": True}

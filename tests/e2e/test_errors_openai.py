@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import GUARD_KEY, GUARD_MAX_BYTES, TINY_CONTEXT, TINY_NAME
+from e2e_support import GUARD_KEY, GUARD_MAX_BYTES, TINY_CONTEXT, TINY_NAME
 
 USER = [{"role": "user", "content": "hello"}]
 

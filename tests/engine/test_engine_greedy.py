@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import (collect, greedy, reference_model, run_with_engine, smollm2_available,
+from engine_support import (collect, greedy, reference_model, run_with_engine, smollm2_available,
                       stream_generate_tokens)
 
 from mlxserve.config import EngineConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import collect, greedy, reference_model, run_with_engine, stream_generate_tokens
+from engine_support import collect, greedy, reference_model, run_with_engine, stream_generate_tokens
 
 from mlxserve.config import EngineConfig
 from mlxserve.engine.request import (GenerateRequest, MultimodalInputs, SamplingParams,

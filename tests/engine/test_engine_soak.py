@@ -6,7 +6,7 @@ import asyncio
 import random
 
 import pytest
-from conftest import collect, reference_model, run_with_engine
+from engine_support import collect, reference_model, run_with_engine
 
 from mlxserve.config import EngineConfig
 from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams
