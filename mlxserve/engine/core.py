@@ -8,6 +8,7 @@ failure finishes that request with ``finish_reason="error"``; the loop keeps goi
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import random
@@ -70,6 +71,7 @@ class EngineCore:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.loaded = None  # LoadedModel, set on the thread before on_ready fires
+        self._detokenizer_proto = None  # copied per request (models/detokenizer.py)
         self.scheduler: Scheduler | None = None
         self.max_model_len = 0
         self.stats = EngineStats()
@@ -115,6 +117,7 @@ class EngineCore:
         from mlxserve.engine.kv_budget import kv_tokens_total
         from mlxserve.engine.runner import Runner
         from mlxserve.models import load_model
+        from mlxserve.models.detokenizer import detokenizer_prototype
 
         loaded = (self._loader or load_model)(self.model_config)
         caps = loaded.capabilities
@@ -137,6 +140,7 @@ class EngineCore:
             log.warning("engine warm-up failed; batch paths compile on first use",
                         exc_info=True)
         self.loaded = loaded
+        self._detokenizer_proto = detokenizer_prototype(loaded.tokenizer)
         self._publish_stats()
 
     def _loop(self) -> None:
@@ -180,8 +184,9 @@ class EngineCore:
         if seed is None:
             seed = self._seeds.getrandbits(63)
         self.runner.add(request, seed)
-        tokenizer = self.loaded.tokenizer
-        detokenizer = tokenizer.detokenizer if tokenizer is not None else NullDetokenizer()
+        proto = self._detokenizer_proto
+        detokenizer = copy.copy(proto) if proto is not None else NullDetokenizer()
+        detokenizer.reset()
         output = OutputStream(request, detokenizer,
                               self.loaded.eos_token_ids, self.max_model_len)
         self._active[request.request_id] = _Active(request, sink, output)

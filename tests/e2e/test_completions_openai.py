@@ -118,3 +118,17 @@ def test_default_model_completion_stream_equals_non_stream(default_client):
                                  prompt="The capital of France is", max_tokens=12,
                                  temperature=0)
     assert full.choices[0].text
+
+
+@pytest.mark.slow
+def test_default_model_completion_keeps_the_leading_space(default_client):
+    """The continuation of "The capital of France is" starts with a space token; the text
+    must keep it (prompt + text reads naturally) and equal the joined logprob tokens."""
+    full = default_client.completions.create(model="smollm2-135m",
+                                             prompt="The capital of France is", max_tokens=6,
+                                             temperature=0, logprobs=1)
+    choice = full.choices[0]
+    assert choice.logprobs.tokens[0].startswith(" ")
+    assert choice.text == "".join(choice.logprobs.tokens)
+    assert choice.logprobs.text_offset[0] == 0 and choice.logprobs.text_offset[1] == len(
+        choice.logprobs.tokens[0])
