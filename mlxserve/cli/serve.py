@@ -14,6 +14,18 @@ def _check_chat_template_file(path: str | None) -> None:
         raise CliError(f"--chat-template: no such file: {path}")
 
 
+def _check_model_source(spec: str) -> None:
+    """Fail before the HTTP server starts when the model cannot be found (no MLX here);
+    what needs the weights (a corrupt file, an unsupported architecture) fails at load."""
+    from mlxserve.errors import MlxserveError
+    from mlxserve.models import resolve_source
+
+    try:
+        resolve_source(spec)
+    except MlxserveError as e:
+        raise CliError(e.message) from None
+
+
 def _server_aborting_on_exit(config, on_exit):
     """A uvicorn.Server that calls ``on_exit`` (thread-safe) when told to stop (SIGINT,
     SIGTERM), before its graceful shutdown waits for open connections."""
@@ -35,6 +47,7 @@ async def serve(configs: ServeConfigs) -> None:
     from mlxserve.engine.client import AsyncEngine
 
     _check_chat_template_file(configs.model.chat_template)
+    _check_model_source(configs.model.model)
     try:
         check_parser_names(configs.server.reasoning_parser, configs.server.tool_call_parser)
     except ServingSetupError as e:
