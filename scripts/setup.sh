@@ -34,7 +34,12 @@ if [ -f "$VENV/.mlxserve-stamp" ] && [ "$(cat "$VENV/.mlxserve-stamp")" = "$stam
   exit 0
 fi
 
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV" || {
+    echo "mlxserve: '$PY -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2
+    exit 2
+  }
+fi
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install -U pip 2>&1 | grep -v '^WARNING: Location' || true
 echo "mlxserve: installing .[${extras}] into $VENV" >&2
