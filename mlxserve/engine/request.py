@@ -123,6 +123,11 @@ class GenerateRequest:
             not 0 <= t < vocab_size for t in self.prompt_tokens
         ):
             raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
+        if vocab_size is not None and any(
+            not 0 <= t < vocab_size for t in self.stop.stop_token_ids
+        ):
+            raise InvalidRequest("'stop_token_ids' has ids outside the vocabulary",
+                                 param="stop_token_ids")
         if max_model_len is not None:
             n = len(self.prompt_tokens)
             if n >= max_model_len:

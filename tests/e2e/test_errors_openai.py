@@ -49,6 +49,9 @@ def chat(**fields) -> dict:
     ({"top_logprobs": 50, "logprobs": True}, "top_logprobs"),
     ({"presence_penalty": 3}, "presence_penalty"),
     ({"logit_bias": {"abc": 1}}, "logit_bias"),
+    ({"stop_token_ids": [-1]}, "stop_token_ids"),
+    ({"stop_token_ids": [2**40]}, "stop_token_ids"),
+    ({"stream_options": {"include_usage": True}}, "stream_options"),
 ])
 def test_invalid_values_are_400(tiny_server, fields, param):
     assert_error(post(tiny_server, "/v1/chat/completions", chat(**fields)), 400, param)

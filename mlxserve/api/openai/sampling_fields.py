@@ -59,6 +59,9 @@ class SamplingFields(BaseModel):
 
     def to_options(self, max_tokens: int | None, logprobs: bool, top_logprobs: int
                    ) -> GenerationOptions:
+        if self.stream_options is not None and not self.stream:
+            raise InvalidRequest("'stream_options' is only allowed when 'stream' is true",
+                                 param="stream_options")
         return GenerationOptions(
             max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
             top_k=self.top_k, min_p=self.min_p, presence_penalty=self.presence_penalty,
