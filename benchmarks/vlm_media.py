@@ -103,6 +103,17 @@ async def run_one(engine: AsyncEngine, name: str, prepared, gen_len: int) -> dic
             "decode_tok_s": round((count - 1) / (end - first), 2) if count > 1 else None}
 
 
+def summarize(runs: list[dict]) -> dict:
+    """Median time to first token and decode speed over the repeats, with their range."""
+    ttft = sorted(r["ttft_s"] for r in runs)
+    tps = sorted(r["decode_tok_s"] for r in runs if r["decode_tok_s"] is not None)
+    mid = len(runs) // 2
+    return {"prompt_tokens": runs[0]["prompt_tokens"], "media_tokens": runs[0]["media_tokens"],
+            "repeats": len(runs), "ttft_s": ttft[mid], "ttft_range_s": [ttft[0], ttft[-1]],
+            "decode_tok_s": tps[len(tps) // 2] if tps else None,
+            "decode_range_tok_s": [tps[0], tps[-1]] if tps else None}
+
+
 async def main_async(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_model(Path(tmp), args.shape)
@@ -110,17 +121,21 @@ async def main_async(args) -> dict:
         await engine.start()
         try:
             prepared = cases(engine.model.tokenizer, engine.model.vision)
-            results = {}
             for name, case in prepared.items():
                 await run_one(engine, f"warm-{name}", case, 2)  # compile / warm caches
-                results[name] = await run_one(engine, name, case, args.gen_len)
-                print(name, results[name], flush=True)
+            runs: dict[str, list[dict]] = {name: [] for name in prepared}
+            for r in range(args.repeats):  # interleaved, so every case sees the same machine
+                for name, case in prepared.items():
+                    runs[name].append(await run_one(engine, f"{name}-{r}", case, args.gen_len))
+            results = {name: summarize(rs) for name, rs in runs.items()}
+            for name, res in results.items():
+                print(name, res, flush=True)
         finally:
             await engine.shutdown()
     native, frames = results["video_native"], results["video_as_images"]
     return {"shape": args.shape, "dtype": args.dtype, "device": str(mx.default_device()),
             "machine": platform.platform(), "load_average_1m": round(os.getloadavg()[0], 2),
-            "gen_len": args.gen_len, "results": results,
+            "gen_len": args.gen_len, "repeats": args.repeats, "results": results,
             "video_prompt_ratio_frames_vs_native":
                 round(frames["prompt_tokens"] / native["prompt_tokens"], 2),
             "video_ttft_ratio_frames_vs_native":
@@ -131,7 +146,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--gen-len", type=int, default=32)
+    parser.add_argument("--gen-len", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed runs per case, interleaved; medians are reported")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
