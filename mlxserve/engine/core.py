@@ -185,8 +185,8 @@ class EngineCore:
             seed = self._seeds.getrandbits(63)
         self.runner.add(request, seed)
         proto = self._detokenizer_proto
+        # OutputStream resets it, so a copy of the prototype starts clean
         detokenizer = copy.copy(proto) if proto is not None else NullDetokenizer()
-        detokenizer.reset()
         output = OutputStream(request, detokenizer,
                               self.loaded.eos_token_ids, self.max_model_len)
         self._active[request.request_id] = _Active(request, sink, output)
