@@ -113,6 +113,9 @@ class GenerateRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: StopParams = field(default_factory=StopParams)
     multimodal: MultimodalInputs | None = None
+    # structured.GrammarConstraint (or None): its token masks are applied to this request's
+    # logits; the engine thread advances it with every token the request emits.
+    constraint: Any = None
 
     def validate(self, vocab_size: int | None = None, max_model_len: int | None = None) -> None:
         if not self.prompt_tokens:
