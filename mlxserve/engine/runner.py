@@ -40,6 +40,7 @@ import mlx.core as mx
 import numpy as np
 from mlx_lm.models.cache import BatchKVCache, KVCache
 
+from mlxserve.engine.prompt_logprobs import forward_logprobs, read_prompt_logprobs
 from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams, TokenLogprob
 from mlxserve.engine.sampler import RowSampler, SampleResult, sample
 from mlxserve.engine.scheduler import PrefillChunk, StepPlan
@@ -53,6 +54,7 @@ class TokenOutput:
     request_id: str
     token_id: int
     logprob: TokenLogprob | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # with a request's first token
 
 
 @dataclass
@@ -73,6 +75,7 @@ class _Row:
     position_ids: mx.array | None = None
     vision_extras: Any = None  # models.vlm.VisionExtras (rope delta, deepstack features)
     last_token: mx.array | None = None  # lazy (1,) token, input of its next decode
+    prompt_lp: list = field(default_factory=list)  # PromptLogprobChunk per forward so far
 
 
 @dataclass
@@ -98,7 +101,16 @@ class _Pending:
     ids: list[str]
     result: SampleResult | None
     want_logprobs: list[int] = field(default_factory=list)  # top-k wanted per row, -1 = none
+    prompt_logprobs: dict[str, list] = field(default_factory=dict)  # id -> its chunks
     masked: _MaskedSample | None = None  # set until the masked sample is started
+
+    def arrays(self) -> list:
+        """What to start evaluating now (a masked sample: its logits only, for now)."""
+        chunks = [c for cs in self.prompt_logprobs.values() for c in cs]
+        lp = [a for c in chunks for a in c.arrays()]
+        if self.masked is not None:
+            return [self.masked.logits] + lp
+        return _result_arrays(self.result) + lp
 
 
 class Runner:
@@ -198,7 +210,7 @@ class Runner:
             for chunk in chunks:
                 if len(whole) < 2 or chunk not in whole:
                     self._prefill_guarded(chunk, started, failures)
-        arrays = [a for p in started for a in _started_arrays(p)]
+        arrays = [a for p in started for a in p.arrays()]
         if arrays:
             mx.async_eval(arrays)
         outputs = self._read_back(self.pending)
@@ -248,7 +260,10 @@ class Runner:
 
     def _whole_prompt_text_chunk(self, chunk: PrefillChunk) -> bool:
         row = self.rows[chunk.request_id]
-        return chunk.start == 0 and chunk.is_last and row.request.multimodal is None
+        # a request wanting prompt logprobs has its own forward, so its logits are at most
+        # one chunk (a padded group's would be rows x longest x vocab)
+        return (chunk.start == 0 and chunk.is_last and row.request.multimodal is None
+                and row.request.prompt_logprobs is None)
 
     def _prefill_group_guarded(self, chunks: list[PrefillChunk], started: list,
                                failures: list) -> None:
@@ -300,15 +315,28 @@ class Runner:
         if chunk.start == 0 and row.request.multimodal is not None:
             self._encode_media(row)
         end = chunk.start + chunk.length
-        if not chunk.is_last:
-            self._forward_chunk(row, chunk.start, end)  # logits unused: never computed
-            mx.async_eval([c.state for c in row.cache])
+        if not chunk.is_last:  # logits unused (never computed) unless prompt logprobs
+            self._keep_prompt_logprobs(row, self._forward_chunk(row, chunk.start, end),
+                                       chunk.start)
+            mx.async_eval([c.state for c in row.cache]
+                          + (row.prompt_lp[-1].arrays() if row.prompt_lp else []))
             return None
         if chunk.length > 1:  # as stream_generate: the last token alone gives the logits,
-            self._forward_chunk(row, chunk.start, end - 1)  # so no lm_head over the chunk
+            logits = self._forward_chunk(row, chunk.start, end - 1)  # so no lm_head over
+            self._keep_prompt_logprobs(row, logits, chunk.start)  # the chunk
         logits = self._forward_chunk(row, end - 1, end)
-        return self._sample([chunk.request_id], logits[:, -1, :], [row],
-                            lambda t: setattr(row, "last_token", t))
+        prompt_lp = {} if row.request.prompt_logprobs is None else {chunk.request_id: row.prompt_lp}
+        row.prompt_lp = []
+        pending = self._sample([chunk.request_id], logits[:, -1, :], [row],
+                               lambda t: setattr(row, "last_token", t))
+        pending.prompt_logprobs = prompt_lp
+        return pending
+
+    @staticmethod
+    def _keep_prompt_logprobs(row: _Row, logits: mx.array, start: int) -> None:
+        if row.request.prompt_logprobs is not None:
+            row.prompt_lp.append(forward_logprobs(logits[0], row.prompt, start,
+                                                  row.request.prompt_logprobs))
 
     def _forward_chunk(self, row: _Row, start: int, end: int) -> mx.array:
         if row.embeddings is None:
@@ -449,7 +477,9 @@ class Runner:
                     n = p.want_logprobs[k]
                     top = list(zip(top_ids[k][:n], top_vals[k][:n])) if n and top_ids else []
                     lp = TokenLogprob(tokens[k], chosen[k], top)
-                outputs.append(TokenOutput(rid, tokens[k], lp))
+                chunks = p.prompt_logprobs.get(rid)
+                prompt_lp = read_prompt_logprobs(chunks) if chunks is not None else None
+                outputs.append(TokenOutput(rid, tokens[k], lp, prompt_lp))
         return outputs
 
 
@@ -490,12 +520,6 @@ def _unplain(batch: _DecodeBatch, force: bool = False) -> None:
 def _wanted_top(row: _Row) -> int:
     p = row.sampler.params
     return p.top_logprobs if (p.logprobs or p.top_logprobs) else -1
-
-
-def _started_arrays(pending: _Pending) -> list:
-    if pending.masked is not None:
-        return [pending.masked.logits]
-    return _result_arrays(pending.result)
 
 
 def _result_arrays(result: SampleResult) -> list:
