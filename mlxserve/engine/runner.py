@@ -214,9 +214,9 @@ class Runner:
         if arrays:
             mx.async_eval(arrays)
         outputs = self._read_back(self.pending)
+        self._commit(outputs)  # also when no masked sample starts now: rows skip decodes
         masked = [p for p in started if p.masked is not None]
         if masked:
-            self._commit(outputs)
             self.late_failures = self._start_masked(masked)
         self.pending = started
         return outputs, failures

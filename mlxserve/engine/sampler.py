@@ -196,6 +196,14 @@ def apply_token_mask(logits: mx.array, allowed: mx.array) -> mx.array:
     return mx.where(flags.astype(mx.bool_), logits, mx.array(-mx.inf, logits.dtype))
 
 
+def _keep_allowed(tokens: mx.array, masked: mx.array, allowed: mx.array) -> mx.array:
+    """A drawn token the mask forbids (noise that is inf or NaN lands anywhere) is
+    replaced by the best allowed one, so a constrained row never leaves its grammar."""
+    word = mx.take_along_axis(allowed, (tokens >> 5)[:, None].astype(mx.int32), axis=1)[:, 0]
+    ok = ((word >> (tokens & 31)) & 1).astype(mx.bool_)
+    return mx.where(ok, tokens, mx.argmax(masked, axis=-1).astype(mx.uint32))
+
+
 def sample(logits: mx.array, rows: list[RowSampler], allowed: mx.array | None = None
            ) -> SampleResult:
     """Pick one token per row of ``logits`` (B, V); records each row's token.
@@ -214,6 +222,8 @@ def sample(logits: mx.array, rows: list[RowSampler], allowed: mx.array | None = 
             tokens = mx.argmax(adjusted, axis=-1).astype(mx.uint32)
         else:
             tokens = _draw(adjusted, rows)
+            if allowed is not None:
+                tokens = _keep_allowed(tokens, adjusted, allowed)
     chosen, top_ids, top_vals = _logprob_outputs(raw.astype(mx.float32), tokens, rows)
     for i, r in enumerate(rows):
         r.record(tokens, i)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlxserve.structured.spec import StructuredOutput
+
 
 @dataclass
 class GenerationOptions:
@@ -27,6 +29,7 @@ class GenerationOptions:
     ignore_eos: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
+    structured: StructuredOutput | None = None  # the output must match this (a grammar)
 
 
 @dataclass
@@ -37,6 +40,7 @@ class ChatInput:
     options: GenerationOptions = field(default_factory=GenerationOptions)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None  # False: a forced tool choice makes one call
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     n: int = 1
     video_fps: float | None = None  # None: the server default (MediaConfig)

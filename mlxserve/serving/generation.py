@@ -15,12 +15,16 @@ from mlxserve.errors import InvalidRequest
 from mlxserve.multimodal.media_config import MediaConfig
 from mlxserve.serving.assembler import MessageDelta, OutputAssembler
 from mlxserve.serving.chat_input import ChatInput, CompletionInput, GenerationOptions
+from mlxserve.structured.constraint import GrammarConstraint
+from mlxserve.structured.spec import StructuredOutput
 from mlxserve.serving.media import (MediaRequestOptions, arrange_for_model,
                                     check_media_limits, extract_media, load_media)
 from mlxserve.serving.messages import normalize_messages
 from mlxserve.serving.params import (ContextLimits, check_n, choice_sampling, resolve_sampling,
                                      resolve_stop)
 from mlxserve.serving.parser_setup import ParserSettings, ToolSetup, make_output_parser, plan_tools
+from mlxserve.serving.structured_setup import (GrammarCompiler, check_one_source,
+                                               forced_tool_call)
 from mlxserve.serving.prompt import (
     decode_tokens, encode_prompt_text, merge_template_kwargs, render_chat_prompt,
 )
@@ -52,6 +56,7 @@ class GenerationService:
         self._engine = engine
         self.settings = settings
         self._running: set[str] = set()  # ids of the engine requests being streamed
+        self._grammars: GrammarCompiler | None = None  # made on the first structured request
 
     @property
     def tokenizer(self) -> Any:
@@ -60,15 +65,37 @@ class GenerationService:
     def _vocab_size(self) -> int | None:
         return self._engine.model.capabilities.vocab_size or None
 
+    def _compiler(self) -> GrammarCompiler:
+        if self._grammars is None:
+            self._grammars = GrammarCompiler(self._engine.model)
+        return self._grammars
+
+    async def _constraint(self, spec: StructuredOutput | None) -> GrammarConstraint | None:
+        """The compiled grammar of a request (400 when it is invalid), or None."""
+        if spec is None:
+            return None
+        return await asyncio.to_thread(self._compiler().compile, spec)
+
+    async def _chat_constraint(self, chat: ChatInput, tool_setup: ToolSetup
+                               ) -> GrammarConstraint | None:
+        forced = forced_tool_call(chat.tool_choice, tool_setup.parser_tools,
+                                  self.settings.parsers.tool_call_parser,
+                                  chat.parallel_tool_calls)
+        check_one_source(chat.options.structured, forced)
+        if forced is not None:
+            return await asyncio.to_thread(self._compiler().compile_tool_call, forced)
+        return await self._constraint(chat.options.structured)
+
     def _requests(self, base_id: str, first_index: int, n: int, prompt: list[int],
-                  options: GenerationOptions, multimodal: MultimodalInputs | None = None
-                  ) -> list[GenerateRequest]:
+                  options: GenerationOptions, multimodal: MultimodalInputs | None = None,
+                  constraint: GrammarConstraint | None = None) -> list[GenerateRequest]:
         sampling = resolve_sampling(options)
         stop = resolve_stop(options, len(prompt), self.settings.limits)
         requests = []
         for i in range(n):
             req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt),
-                                  choice_sampling(sampling, i), stop, multimodal)
+                                  choice_sampling(sampling, i), stop, multimodal,
+                                  constraint=constraint.fork() if constraint else None)
             check = getattr(self._engine, "check", None)
             if check is not None:
                 check(req)  # the engine's own validation, scheduler limits included
@@ -92,6 +119,7 @@ class GenerationService:
     async def prepare_chat(self, chat: ChatInput, base_id: str) -> PreparedPrompt:
         check_n(chat.n, self.settings.max_n)
         tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers)
+        constraint = await self._chat_constraint(chat, tool_setup)
         messages, media = extract_media(chat.messages)
         vision = getattr(self._engine.model, "vision", None)
         if media and vision is None:
@@ -113,7 +141,8 @@ class GenerationService:
         if media:
             ids, multimodal = await asyncio.to_thread(self._prepare_media, ids, images,
                                                       videos, vision)
-        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal)
+        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal,
+                                  constraint)
         return PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text))
 
     def _prepare_media(self, ids: list[int], images: list, videos: list, vision: Any
@@ -144,11 +173,12 @@ class GenerationService:
         if len(completion.prompts) * completion.n > 64:
             raise InvalidRequest("too many prompts times 'n' (at most 64 in one request)",
                                  param="prompt")
+        constraint = await self._constraint(completion.options.structured)
         prepared = []
         for i, prompt in enumerate(completion.prompts):
             ids, text = await asyncio.to_thread(self._tokenize_completion_prompt, prompt)
             requests = self._requests(base_id, i * completion.n, completion.n, ids,
-                                      completion.options)
+                                      completion.options, constraint=constraint)
             prepared.append(PreparedPrompt(ids, text, requests))
         return prepared
 
