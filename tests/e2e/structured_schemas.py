@@ -2,10 +2,11 @@
 
 Written for these tests: nested objects, arrays with bounds, enums, const, anyOf, numbers
 with ranges, string formats and patterns, required and optional keys, $ref / $defs.
-Objects take no extra keys, strings carry a maxLength, a pattern, a format or an enum and
-arrays a maxItems, so every
-valid answer fits the tests' modest max_tokens (a small model may otherwise fill a free
-string until the limit, which would be an honest "length", not a failure of the mask).
+Objects take no extra keys, strings carry a maxLength, a pattern, a format or an enum,
+arrays a maxItems and numbers a multipleOf (a binary fraction, so jsonschema's float check
+is exact), so every valid answer fits the tests' modest max_tokens (a small model may
+otherwise fill a free string or a fraction until the limit: an honest "length", not a
+failure of the mask).
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ SCHEMAS: list[tuple[str, str, dict]] = [
                                                   "maximum": 100},
                       "minItems": 3, "maxItems": 3}})),
     ("temperature", "today's temperature in Celsius",
-     _obj({"celsius": {"type": "number", "minimum": -50, "maximum": 60}})),
+     _obj({"celsius": {"type": "number", "minimum": -50, "maximum": 60,
+                       "multipleOf": 0.5}})),
     ("probability", "a probability",
-     _obj({"p": {"type": "number", "minimum": 0, "maximum": 1}})),
+     _obj({"p": {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.125}})),
     ("exclusive_range", "a positive count below 10",
      _obj({"count": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10}})),
     ("email", "a contact email", _obj({"email": {"type": "string", "format": "email",
@@ -126,7 +128,8 @@ SCHEMAS: list[tuple[str, str, dict]] = [
      _obj({"items": {"type": "array", "maxItems": 2, "items": _obj(
          {"sku": {"type": "string", "pattern": "^[0-9]{4}$"},
           "qty": {"type": "integer", "minimum": 0, "maximum": 500},
-          "price": {"type": "number", "minimum": 0, "maximum": 1000}})}})),
+          "price": {"type": "number", "minimum": 0, "maximum": 1000,
+                    "multipleOf": 0.25}})}})),
     ("optional_nested", "a profile with optional settings",
      _obj({"user": SHORT, "settings": _obj({"dark_mode": {"type": "boolean"},
                                             "font_size": {"type": "integer", "minimum": 8,
