@@ -22,7 +22,7 @@ class CountTokensRequest(BaseModel):
 
     model: str | None = None
     messages: list[Any]
-    system: str | list[Any] | None = None
+    system: Any = None  # a string or text blocks (checked in convert)
     tools: list[Any] | None = None
     tool_choice: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None

@@ -22,10 +22,10 @@ class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str | None = None
-    input: str | list[Any]
+    input: Any  # a string or an array of items (checked by input_items)
     instructions: str | None = None
     tools: list[Any] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: Any = None  # checked by response_tool_choice
     max_output_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
