@@ -27,6 +27,7 @@ class GenerationOptions:
     ignore_eos: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
+    prompt_logprobs: int | None = None  # logprobs of the prompt tokens, k alternatives each
 
 
 @dataclass
@@ -51,3 +52,8 @@ class CompletionInput:
     options: GenerationOptions = field(default_factory=GenerationOptions)
     echo: bool = False
     n: int = 1
+
+    @property
+    def score_only(self) -> bool:
+        """``max_tokens: 0``: score the (echoed) prompt, generate nothing."""
+        return self.options.max_tokens == 0
