@@ -12,10 +12,11 @@ from typing import Any
 
 from mlxserve.engine.request import GenerateRequest, MultimodalInputs
 from mlxserve.errors import InvalidRequest
+from mlxserve.extras import vision_extra_missing_reason
 from mlxserve.multimodal.media_config import MediaConfig
 from mlxserve.serving.assembler import MessageDelta, OutputAssembler
 from mlxserve.serving.chat_input import ChatInput, CompletionInput, GenerationOptions
-from mlxserve.serving.media import (MediaRequestOptions, arrange_for_model,
+from mlxserve.serving.media import (MediaRef, MediaRequestOptions, arrange_for_model,
                                     check_media_limits, extract_media, load_media)
 from mlxserve.serving.messages import normalize_messages
 from mlxserve.serving.params import (ContextLimits, check_n, choice_sampling, resolve_sampling,
@@ -46,6 +47,17 @@ class PreparedPrompt:
     tool_setup: ToolSetup | None = None
     prompt_opens_reasoning: bool = False
     score_only: bool = False  # max_tokens 0: the one token the engine generates is dropped
+
+
+def _media_refused(ref: MediaRef) -> InvalidRequest:
+    """The 400 for a media part sent to a text model; names the extra when it is missing."""
+    reason = vision_extra_missing_reason()
+    if reason is None:
+        return InvalidRequest(f"{ref.part}: this model does not accept {ref.kind} input",
+                              param="messages")
+    return InvalidRequest(f"{ref.part}: this server cannot read {ref.kind} input: {reason}, "
+                          "and serve a vision-language model", param="messages",
+                          code="vision_extra_not_installed")
 
 
 class GenerationService:
@@ -97,8 +109,7 @@ class GenerationService:
         messages, media = extract_media(chat.messages)
         vision = getattr(self._engine.model, "vision", None)
         if media and vision is None:
-            raise InvalidRequest(f"{media[0].part}: this model does not accept {media[0].kind} "
-                                 "input", param="messages")
+            raise _media_refused(media[0])
         check_media_limits(media, self.settings.media)
         images: list = []
         videos: list = []
