@@ -30,6 +30,7 @@ class GenerationOptions:
     # True: max_tokens is a cap, lowered to what fits the context (Anthropic clients send
     # far more than a local model holds); False: a prompt + max_tokens over it is a 400.
     clamp_max_tokens: bool = False
+    prompt_logprobs: int | None = None  # logprobs of the prompt tokens, k alternatives each
 
 
 @dataclass
@@ -58,3 +59,8 @@ class CompletionInput:
     options: GenerationOptions = field(default_factory=GenerationOptions)
     echo: bool = False
     n: int = 1
+
+    @property
+    def score_only(self) -> bool:
+        """``max_tokens: 0``: score the (echoed) prompt, generate nothing."""
+        return self.options.max_tokens == 0
