@@ -91,7 +91,8 @@ class GenerationService:
 
     async def prepare_chat(self, chat: ChatInput, base_id: str) -> PreparedPrompt:
         check_n(chat.n, self.settings.max_n)
-        tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers)
+        tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers,
+                                chat.parallel_tool_calls)
         messages, media = extract_media(chat.messages)
         vision = getattr(self._engine.model, "vision", None)
         if media and vision is None:
