@@ -17,6 +17,7 @@ import mlx.core as mx
 
 from mlxserve.cache.batch_kv import BatchCache
 from mlxserve.engine.model_step import forward
+from mlxserve.engine.prompt_logprobs import forward_logprobs
 from mlxserve.engine.row import Row
 from mlxserve.engine.scheduler import PrefillChunk
 from mlxserve.errors import InvalidRequest
@@ -45,17 +46,26 @@ def forward_chunk(model: Any, row: Row, start: int, end: int) -> mx.array:
 
 
 def prefill_chunk(model: Any, row: Row, chunk: PrefillChunk) -> mx.array | None:
-    """Run one chunk; the (1, V) logits of the prompt's last token when it ends the prompt."""
+    """Run one chunk; the (1, V) logits of the prompt's last token when it ends the prompt.
+    A chunk's logits are never computed unless the request wants prompt logprobs."""
     if chunk.start == 0:
         encode_media(model, row)
     end = chunk.start + chunk.length
     if not chunk.is_last:
-        forward_chunk(model, row, chunk.start, end)  # logits unused: never computed
-        mx.async_eval([c.state for c in row.cache])
+        keep_prompt_logprobs(row, forward_chunk(model, row, chunk.start, end), chunk.start)
+        mx.async_eval([c.state for c in row.cache]
+                      + (row.prompt_lp[-1].arrays() if row.prompt_lp else []))
         return None
     if chunk.length > 1:
-        forward_chunk(model, row, chunk.start, end - 1)
+        logits = forward_chunk(model, row, chunk.start, end - 1)
+        keep_prompt_logprobs(row, logits, chunk.start)
     return forward_chunk(model, row, end - 1, end)[:, -1, :]
+
+
+def keep_prompt_logprobs(row: Row, logits: mx.array, start: int) -> None:
+    if row.request.prompt_logprobs is not None:
+        row.prompt_lp.append(forward_logprobs(logits[0], row.prompt, start,
+                                              row.request.prompt_logprobs))
 
 
 def prefill_together(model: Any, prototype: list, rows: list[Row]) -> tuple[BatchCache,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
@@ -22,6 +22,7 @@ class Row:
     vision_extras: Any = None  # models.vlm.VisionExtras (rope delta, deepstack features)
     last_token: mx.array | None = None  # lazy (1,) first token, input of its first decode
     batch: Any = None  # the BatchCache holding this row's cache once it decodes
+    prompt_lp: list = field(default_factory=list)  # PromptLogprobChunk per forward so far
 
     @property
     def rope_delta(self) -> int:

@@ -30,6 +30,7 @@ import mlx.core as mx
 from mlxserve.cache.batch_kv import BatchCache, mergeable
 from mlxserve.engine.model_step import forward
 from mlxserve.engine.prefill import prefill_chunk, prefill_together
+from mlxserve.engine.prompt_logprobs import read_prompt_logprobs
 from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams, TokenLogprob
 from mlxserve.engine.row import Row
 from mlxserve.engine.sampler import RowSampler, SampleResult, sample
@@ -47,6 +48,7 @@ class TokenOutput:
     request_id: str
     token_id: int
     logprob: TokenLogprob | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # with a request's first token
 
 
 @dataclass
@@ -62,6 +64,11 @@ class _Pending:
     ids: list[str]
     result: SampleResult
     want_logprobs: list[int] = field(default_factory=list)  # top-k wanted per row, -1 = none
+    prompt_logprobs: dict[str, list] = field(default_factory=dict)  # id -> its chunks
+
+    def arrays(self) -> list:
+        chunks = [c for cs in self.prompt_logprobs.values() for c in cs]
+        return _result_arrays(self.result) + [a for c in chunks for a in c.arrays()]
 
 
 class Runner:
@@ -149,7 +156,7 @@ class Runner:
         kept = []
         for pending in started:
             try:
-                mx.async_eval(_result_arrays(pending.result))
+                mx.async_eval(pending.arrays())
                 kept.append(pending)
             except Exception as e:
                 log.exception("starting a step failed")
@@ -195,7 +202,10 @@ class Runner:
 
     def _whole_prompt_text_chunk(self, chunk: PrefillChunk) -> bool:
         row = self.rows[chunk.request_id]
-        return chunk.start == 0 and chunk.is_last and row.request.multimodal is None
+        # a request wanting prompt logprobs has its own forward, so its logits are at most
+        # one chunk (a padded group's would be rows x longest x vocab)
+        return (chunk.start == 0 and chunk.is_last and row.request.multimodal is None
+                and row.request.prompt_logprobs is None)
 
     def _prefill(self, chunk: PrefillChunk) -> _Pending | None:
         row = self.rows[chunk.request_id]
@@ -204,7 +214,10 @@ class Runner:
             return None
         result = sample(logits, [row.sampler])
         row.last_token = result.tokens
-        return _Pending([chunk.request_id], result, [row.wanted_top])
+        prompt_lp = {} if row.request.prompt_logprobs is None else {chunk.request_id:
+                                                                      row.prompt_lp}
+        row.prompt_lp = []
+        return _Pending([chunk.request_id], result, [row.wanted_top], prompt_lp)
 
     def _prefill_together(self, ids: list[str]) -> _Pending:
         rows = [self.rows[i] for i in ids]
@@ -337,7 +350,9 @@ def _read_back(pending: _Pending) -> list[TokenOutput]:
             n = pending.want_logprobs[k]
             top = list(zip(top_ids[k][:n], top_vals[k][:n])) if n and top_ids else []
             lp = TokenLogprob(tokens[k], chosen[k], top)
-        outputs.append(TokenOutput(rid, tokens[k], lp))
+        chunks = pending.prompt_logprobs.get(rid)
+        prompt_lp = read_prompt_logprobs(chunks) if chunks is not None else None
+        outputs.append(TokenOutput(rid, tokens[k], lp, prompt_lp))
     return outputs
 
 
