@@ -18,7 +18,7 @@ class RowLayout:
     def __init__(self) -> None:
         self.lengths: list[int] = []
         self.deltas: list[int] = []
-        self._device: dict[str, mx.array] = {}
+        self._device: dict = {}  # name -> device copy (or the scalar offset)
 
     @property
     def size(self) -> int:
@@ -29,7 +29,9 @@ class RowLayout:
 
     def aligned(self) -> bool:
         """All rows hold the same number of tokens: no mask, the fused attention path."""
-        return len(set(self.lengths)) <= 1
+        if "aligned" not in self._device:
+            self._device["aligned"] = len(set(self.lengths)) <= 1
+        return self._device["aligned"]
 
     def _array(self, name: str, values: list[int]) -> mx.array:
         if name not in self._device:
@@ -42,10 +44,13 @@ class RowLayout:
     def offset(self):
         """mlx-lm's ``cache.offset``: an int when every row is at one position (scalar
         RoPE offset, exactly the single-stream ops), else a (B,) array of positions."""
-        positions = [n + d for n, d in zip(self.lengths, self.deltas)]
-        if len(set(positions)) <= 1:
-            return positions[0] if positions else 0
-        return self._array("positions", positions)
+        if "offset" not in self._device:  # asked once per layer: computed once per step
+            positions = [n + d for n, d in zip(self.lengths, self.deltas)]
+            if len(set(positions)) <= 1:
+                self._device["offset"] = positions[0] if positions else 0
+            else:
+                self._device["offset"] = mx.array(positions, dtype=mx.int32)
+        return self._device["offset"]
 
     def window_start(self, width: int, window: int | None) -> int:
         """First storage column an aligned step of ``width`` tokens reads (sliding window

@@ -237,7 +237,7 @@ class EngineCore:
         state = self._active.get(out.request_id)
         if state is None:  # finished or aborted while its token was in flight
             return
-        state.commit([out.token_id])
+        state.commit(out.token_id)
         step = state.output.add_token(out.token_id)
         delta = EngineDelta(
             request_id=out.request_id, token_ids=[out.token_id], text=step.text,

@@ -35,7 +35,6 @@ class RequestState:
     output: Any  # engine.stops.OutputStream: detokenizer and stop checks
     seed: int
     output_ids: list[int] = field(default_factory=list)
-    tokens_computed: int = 0  # prompt + output tokens whose KV the cache holds
     position_delta: int = 0
     locks: list = field(default_factory=list)  # prefix-cache entries held while it runs
 
@@ -56,7 +55,12 @@ class RequestState:
     def completion_tokens(self) -> int:
         return len(self.output_ids)
 
-    def commit(self, token_ids: list[int]) -> None:
-        """Tokens accepted as output (their KV is in the cache once the next step ran)."""
-        self.output_ids.extend(token_ids)
-        self.tokens_computed = len(self.request.prompt_tokens) + len(self.output_ids)
+    @property
+    def tokens_computed(self) -> int:
+        """Prompt + output tokens whose KV the cache holds (the newest output token's KV
+        is written by the step that consumes it)."""
+        return len(self.request.prompt_tokens) + max(0, len(self.output_ids) - 1)
+
+    def commit(self, token_id: int) -> None:
+        """One token accepted as output (a verify step commits each accepted token)."""
+        self.output_ids.append(token_id)
