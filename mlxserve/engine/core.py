@@ -241,7 +241,7 @@ class EngineCore:
         step = state.output.add_token(out.token_id)
         delta = EngineDelta(
             request_id=out.request_id, token_ids=[out.token_id], text=step.text,
-            logprobs=[out.logprob] if out.logprob is not None else None,
+            logprobs=state.covered_logprobs(out.logprob, step.tokens),
             prompt_logprobs=out.prompt_logprobs,
             finish_reason=step.finish_reason, stop_reason=step.stop_reason,
             prompt_tokens=len(state.request.prompt_tokens),

@@ -37,6 +37,7 @@ class RequestState:
     output_ids: list[int] = field(default_factory=list)
     position_delta: int = 0
     locks: list = field(default_factory=list)  # prefix-cache entries held while it runs
+    uncovered_logprobs: list = field(default_factory=list)  # their text is not sent yet
 
     @property
     def request_id(self) -> str:
@@ -64,3 +65,13 @@ class RequestState:
     def commit(self, token_id: int) -> None:
         """One token accepted as output (a verify step commits each accepted token)."""
         self.output_ids.append(token_id)
+
+    def covered_logprobs(self, logprob, covered: int) -> list | None:
+        """The logprobs of the tokens whose text goes out now (None when not requested)."""
+        if logprob is None:
+            return None
+        pending = self.uncovered_logprobs
+        pending.append(logprob)
+        out = pending[:covered]
+        del pending[:covered]
+        return out

@@ -13,6 +13,14 @@ having its own caches copied into a free slot, leaves by a one-row move. Rows jo
 first batch whose buffers would not hold much more than its rows' tokens (so one long
 row does not pad a hundred short ones); otherwise they start a batch of their own.
 
+Structured outputs: a row whose request has a ``constraint`` needs its grammar's token mask
+before its token can be sampled, and that mask depends on the row's previous token. So a
+step with constrained rows is started in two parts: ``launch`` starts the forward passes
+(async_eval of the logits); ``collect``, after reading back the previous step, commits
+those tokens to the constraints, fills the masks on the CPU and only then starts the
+masked sampling. A step without constrained rows samples in the same graph (they pay
+nothing).
+
 Failures stay with the rows that caused them: a prefill, a group prefill, a batch's
 decode, each is built, started and read back under its own guard; a failure fails only
 the rows of that piece (``StepFailure``), the others go on.
@@ -23,9 +31,10 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
+import numpy as np
 
 from mlxserve.cache.batch_kv import BatchCache, mergeable
 from mlxserve.engine.model_step import forward
@@ -60,15 +69,29 @@ class StepFailure:
 
 
 @dataclass
+class _MaskedSample:
+    """A sample that waits for its rows' grammar masks (filled while the forward runs)."""
+
+    logits: mx.array
+    rows: list[Row]
+    assign: Callable[[mx.array], None]  # hands the sampled tokens to their batch / row
+
+
+@dataclass
 class _Pending:
     ids: list[str]
-    result: SampleResult
+    result: SampleResult | None
     want_logprobs: list[int] = field(default_factory=list)  # top-k wanted per row, -1 = none
     prompt_logprobs: dict[str, list] = field(default_factory=dict)  # id -> its chunks
+    masked: _MaskedSample | None = None  # set until the masked sample is started
 
     def arrays(self) -> list:
+        """What to start evaluating now (a masked sample: its logits only, for now)."""
         chunks = [c for cs in self.prompt_logprobs.values() for c in cs]
-        return _result_arrays(self.result) + [a for c in chunks for a in c.arrays()]
+        lp = [a for c in chunks for a in c.arrays()]
+        if self.masked is not None:
+            return [self.masked.logits] + lp
+        return _result_arrays(self.result) + lp
 
 
 class Runner:
@@ -84,6 +107,10 @@ class Runner:
         self.batches: list[BatchCache] = []  # decoding rows, one forward per batch
         self.joining: list[BatchCache] = []  # batch-prefilled rows, join at next decode
         self.launched: deque[list[_Pending]] = deque()
+        # grammar failures found while starting a masked sample; reported with the next
+        # collect, so the tokens read back before them are delivered first
+        self.late_failures: list[StepFailure] = []
+        self.failed: set[str] = set()  # requests whose grammar failure was reported
 
     # ---- request lifecycle --------------------------------------------------------
     def add(self, request: GenerateRequest, seed: int) -> None:
@@ -94,6 +121,7 @@ class Runner:
     def release(self, request_id: str) -> None:
         """Forget a request; its row leaves its batch at the next launch."""
         self.rows.pop(request_id, None)
+        self.failed.discard(request_id)
         if not self.rows:
             self.batches, self.joining = [], []
 
@@ -102,6 +130,7 @@ class Runner:
         self.rows.clear()
         self.batches, self.joining = [], []
         self.launched.clear()
+        self.late_failures, self.failed = [], set()
 
     @property
     def has_pending(self) -> bool:
@@ -141,7 +170,7 @@ class Runner:
     def collect(self, leave: int = 0) -> tuple[list[TokenOutput], list[StepFailure]]:
         """Read back launched steps, oldest first, keeping the newest ``leave`` in flight."""
         outputs: list[TokenOutput] = []
-        failures: list[StepFailure] = []
+        failures, self.late_failures = self.late_failures, []
         while len(self.launched) > leave:
             for pending in self.launched.popleft():
                 try:
@@ -149,7 +178,56 @@ class Runner:
                 except Exception as e:  # a lazy failure: only this piece's rows
                     log.exception("reading back a step failed")
                     failures += self._fail_rows(pending.ids, e)
+        masked = [p for step in self.launched for p in step if p.masked is not None]
+        if masked:
+            self._commit(outputs)
+            self.late_failures = self._start_masked(masked)
         return outputs, failures
+
+    # ---- structured outputs: masked sampling --------------------------------------
+    def _sample(self, ids: list[str], logits: mx.array, rows: list[Row],
+                assign: Callable[[mx.array], None]) -> _Pending:
+        """Sample now, or (a constrained row among ``rows``) once the masks are known."""
+        pending = _Pending(list(ids), None, [r.wanted_top for r in rows])
+        if any(r.request.constraint is not None for r in rows):
+            pending.masked = _MaskedSample(logits, rows, assign)
+            return pending
+        pending.result = sample(logits, [r.sampler for r in rows])
+        assign(pending.result.tokens)
+        return pending
+
+    def _commit(self, outputs: list[TokenOutput]) -> None:
+        """Advance each constrained request's grammar over the tokens it emitted."""
+        for out in outputs:
+            row = self.rows.get(out.request_id)
+            if row is not None and row.request.constraint is not None:
+                row.request.constraint.commit(out.token_id)
+
+    def _start_masked(self, pending: list[_Pending]) -> list[StepFailure]:
+        from mlxserve.structured.masks import fill_masks
+
+        failures = []
+        for p in pending:
+            work, p.masked = p.masked, None
+            constraints = [r.request.constraint for r in work.rows]
+            try:
+                with mx.stream(self.stream):
+                    words = (work.logits.shape[-1] + 31) // 32
+                    allowed = mx.array(fill_masks(constraints, words).view(np.uint32))
+                    p.result = sample(work.logits, [r.sampler for r in work.rows], allowed)
+                    work.assign(p.result.tokens)
+                    mx.async_eval(_result_arrays(p.result))
+            except Exception as e:  # only this piece's rows
+                log.exception("starting a masked sample failed")
+                failures += self._fail_rows(p.ids, e)
+                p.ids, p.result = [], SampleResult(mx.array([], dtype=mx.uint32), None, None,
+                                                   None)
+                continue
+            for rid, c in zip(p.ids, constraints):
+                if c is not None and c.error is not None and rid not in self.failed:
+                    self.failed.add(rid)
+                    failures.append(StepFailure(rid, c.error))
+        return failures
 
     def _start(self, started: list[_Pending], failures: list[StepFailure]) -> list[_Pending]:
         """``async_eval`` each piece alone, so an evaluation error names its own rows."""
@@ -212,22 +290,21 @@ class Runner:
         logits = prefill_chunk(self.model, row, chunk)
         if logits is None:
             return None
-        result = sample(logits, [row.sampler])
-        row.last_token = result.tokens
         prompt_lp = {} if row.request.prompt_logprobs is None else {chunk.request_id:
                                                                       row.prompt_lp}
         row.prompt_lp = []
-        return _Pending([chunk.request_id], result, [row.wanted_top], prompt_lp)
+        pending = self._sample([chunk.request_id], logits, [row],
+                               lambda t: setattr(row, "last_token", t))
+        pending.prompt_logprobs = prompt_lp
+        return pending
 
     def _prefill_together(self, ids: list[str]) -> _Pending:
         rows = [self.rows[i] for i in ids]
         batch, logits = prefill_together(self.model, self.prototype, rows)
-        result = sample(logits, [r.sampler for r in rows])
-        batch.tokens = result.tokens
         for r in rows:
             r.cache, r.batch = None, batch
         self.joining.append(batch)
-        return _Pending(list(ids), result, [r.wanted_top for r in rows])
+        return self._sample(ids, logits, rows, lambda t: setattr(batch, "tokens", t))
 
     # ---- decode -------------------------------------------------------------------
     def _decode(self, batch: BatchCache, wanted: set[str]) -> _Pending | None:
@@ -241,10 +318,8 @@ class Runner:
         if len(keep) < batch.size:
             return self._decode_some(batch, keep, extra)
         logits = forward(self.model, batch.tokens[:, None], batch.layers, **extra)[:, -1, :]
-        result = sample(logits, [r.sampler for r in rows])
-        batch.tokens = result.tokens
         batch.advance(1)
-        return _Pending(list(batch.ids), result, [r.wanted_top for r in rows])
+        return self._sample(batch.ids, logits, rows, lambda t: setattr(batch, "tokens", t))
 
     def _decode_some(self, batch: BatchCache, keep: list[str], extra: dict) -> _Pending:
         """Rows that skip this step (no token budget left) ride along: their results are
@@ -252,15 +327,16 @@ class Runner:
         snapshot = batch.snapshot()
         logits = forward(self.model, batch.tokens[:, None], batch.layers, **extra)[:, -1, :]
         slots = mx.array([batch.slot(rid) for rid in keep], dtype=mx.int32)
-        rows = [self.rows[i] for i in keep]
-        result = sample(logits[slots], [r.sampler for r in rows])
         kept = set(keep)
         batch.restore(snapshot, [rid for rid in batch.ids if rid not in kept])
-        tokens = batch.tokens
-        tokens[slots] = result.tokens
-        batch.tokens = tokens
         batch.advance(1, keep)
-        return _Pending(keep, result, [r.wanted_top for r in rows])
+        previous = batch.tokens
+
+        def assign(tokens: mx.array) -> None:
+            previous[slots] = tokens
+            batch.tokens = previous
+
+        return self._sample(keep, logits[slots], [self.rows[i] for i in keep], assign)
 
     # ---- batch membership ---------------------------------------------------------
     def _settle(self, decode_ids: list[str]) -> None:

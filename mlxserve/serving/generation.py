@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlxserve.engine.request import GenerateRequest, MultimodalInputs
 from mlxserve.errors import InvalidRequest
+from mlxserve.extras import vision_extra_missing_reason
 from mlxserve.multimodal.media_config import MediaConfig
 from mlxserve.serving.assembler import MessageDelta, OutputAssembler
 from mlxserve.serving.chat_input import ChatInput, CompletionInput, GenerationOptions
-from mlxserve.serving.media import (MediaRequestOptions, arrange_for_model,
+from mlxserve.serving.media import (MediaRef, MediaRequestOptions, arrange_for_model,
                                     check_media_limits, extract_media, load_media)
 from mlxserve.serving.messages import normalize_messages
 from mlxserve.serving.params import (ContextLimits, check_n, choice_sampling, resolve_sampling,
@@ -45,6 +46,18 @@ class PreparedPrompt:
     requests: list[GenerateRequest]
     tool_setup: ToolSetup | None = None
     prompt_opens_reasoning: bool = False
+    score_only: bool = False  # max_tokens 0: the one token the engine generates is dropped
+
+
+def _media_refused(ref: MediaRef) -> InvalidRequest:
+    """The 400 for a media part sent to a text model; names the extra when it is missing."""
+    reason = vision_extra_missing_reason()
+    if reason is None:
+        return InvalidRequest(f"{ref.part}: this model does not accept {ref.kind} input",
+                              param="messages")
+    return InvalidRequest(f"{ref.part}: this server cannot read {ref.kind} input: {reason}, "
+                          "and serve a vision-language model", param="messages",
+                          code="vision_extra_not_installed")
 
 
 class GenerationService:
@@ -68,7 +81,8 @@ class GenerationService:
         requests = []
         for i in range(n):
             req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt),
-                                  choice_sampling(sampling, i), stop, multimodal)
+                                  choice_sampling(sampling, i), stop, multimodal,
+                                  prompt_logprobs=options.prompt_logprobs)
             check = getattr(self._engine, "check", None)
             if check is not None:
                 check(req)  # the engine's own validation, scheduler limits included
@@ -77,11 +91,22 @@ class GenerationService:
             requests.append(req)
         return requests
 
+    def _reasoning_kwargs(self, chat: ChatInput) -> dict[str, Any]:
+        """The request's reasoning switches, for the templates that take them."""
+        capabilities = self._engine.model.capabilities
+        kwargs: dict[str, Any] = {}
+        if chat.thinking is not None and capabilities.template_has_thinking:
+            kwargs["enable_thinking"] = chat.thinking
+        if chat.reasoning_effort is not None and getattr(
+                capabilities, "template_has_reasoning_effort", False):
+            kwargs["reasoning_effort"] = chat.reasoning_effort
+        return kwargs
+
     def _render_chat(self, messages: list, chat: ChatInput,
                      template_tools: list[dict] | None) -> str:
         messages = normalize_messages(messages)
-        kwargs = merge_template_kwargs(self.settings.default_chat_template_kwargs,
-                                       chat.chat_template_kwargs)
+        defaults = {**self.settings.default_chat_template_kwargs, **self._reasoning_kwargs(chat)}
+        kwargs = merge_template_kwargs(defaults, chat.chat_template_kwargs)
         return render_chat_prompt(self.tokenizer, messages, template_tools, kwargs,
                                   self.settings.chat_template)
 
@@ -91,12 +116,23 @@ class GenerationService:
 
     async def prepare_chat(self, chat: ChatInput, base_id: str) -> PreparedPrompt:
         check_n(chat.n, self.settings.max_n)
+        ids, text, multimodal, tool_setup = await self._chat_prompt(chat)
+        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal)
+        return PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text))
+
+    async def count_chat_tokens(self, chat: ChatInput) -> int:
+        """The prompt tokens the engine would see for ``chat`` (media tokens included)."""
+        ids, _, _, _ = await self._chat_prompt(chat)
+        return len(ids)
+
+    async def _chat_prompt(self, chat: ChatInput
+                           ) -> tuple[list[int], str, MultimodalInputs | None, ToolSetup]:
+        """The templated, tokenized prompt of ``chat`` and its media inputs."""
         tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers)
         messages, media = extract_media(chat.messages)
         vision = getattr(self._engine.model, "vision", None)
         if media and vision is None:
-            raise InvalidRequest(f"{media[0].part}: this model does not accept {media[0].kind} "
-                                 "input", param="messages")
+            raise _media_refused(media[0])
         check_media_limits(media, self.settings.media)
         images: list = []
         videos: list = []
@@ -113,8 +149,7 @@ class GenerationService:
         if media:
             ids, multimodal = await asyncio.to_thread(self._prepare_media, ids, images,
                                                       videos, vision)
-        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal)
-        return PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text))
+        return ids, text, multimodal, tool_setup
 
     def _prepare_media(self, ids: list[int], images: list, videos: list, vision: Any
                        ) -> tuple[list[int], MultimodalInputs]:
@@ -136,6 +171,23 @@ class GenerationService:
                                  param="prompt")
         return ids, decode_tokens(self.tokenizer, ids)
 
+    def tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
+        return encode_prompt_text(self.tokenizer, text, add_special_tokens=add_special_tokens)
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        return self._tokenize_completion_prompt(token_ids)[1]  # ids checked first
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        """The special tokens and chat template (vLLM's /tokenizer_info fields)."""
+        tok = self.tokenizer
+        template = self.settings.chat_template or getattr(tok, "chat_template", None)
+        info = {name: getattr(tok, name, None)
+                for name in ("eos_token", "bos_token", "pad_token", "unk_token")}
+        info.update(tokenizer_class=type(getattr(tok, "_tokenizer", tok)).__name__,
+                    chat_template=template if isinstance(template, str) else None,
+                    model_max_length=self.settings.limits.context_length)
+        return info
+
     async def prepare_completions(self, completion: CompletionInput, base_id: str
                                   ) -> list[PreparedPrompt]:
         check_n(completion.n, self.settings.max_n)
@@ -144,12 +196,18 @@ class GenerationService:
         if len(completion.prompts) * completion.n > 64:
             raise InvalidRequest("too many prompts times 'n' (at most 64 in one request)",
                                  param="prompt")
+        options = completion.options
+        if completion.score_only:  # the engine always samples after the prefill
+            if not completion.echo:
+                raise InvalidRequest("'max_tokens' must be at least 1 (0 only with 'echo', "
+                                     "to score the prompt)", param="max_tokens")
+            options = replace(options, max_tokens=1)
         prepared = []
         for i, prompt in enumerate(completion.prompts):
             ids, text = await asyncio.to_thread(self._tokenize_completion_prompt, prompt)
-            requests = self._requests(base_id, i * completion.n, completion.n, ids,
-                                      completion.options)
-            prepared.append(PreparedPrompt(ids, text, requests))
+            requests = self._requests(base_id, i * completion.n, completion.n, ids, options)
+            prepared.append(PreparedPrompt(ids, text, requests,
+                                           score_only=completion.score_only))
         return prepared
 
     async def _abort(self, request_id: str) -> None:
@@ -177,7 +235,8 @@ class GenerationService:
         try:
             async for delta in deltas:
                 finished = delta.finished
-                yield assembler.feed(delta)
+                message = assembler.feed(delta)
+                yield _without_output(message) if prepared.score_only else message
                 if finished:
                     break
         finally:
@@ -190,3 +249,12 @@ class GenerationService:
 
     def stats(self) -> Any:
         return self._engine.stats()
+
+
+def _without_output(delta: MessageDelta) -> MessageDelta:
+    """A score-only request's delta: its prompt logprobs, none of the generated token."""
+    out = MessageDelta(prompt_logprobs=delta.prompt_logprobs)
+    if delta.finish_reason is not None:
+        out.finish_reason = "length"
+        out.usage = replace(delta.usage, completion_tokens=0)
+    return out

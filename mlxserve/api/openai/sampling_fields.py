@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from mlxserve.engine.request import MAX_PROMPT_LOGPROBS
 from mlxserve.errors import InvalidRequest
 from mlxserve.serving.chat_input import GenerationOptions
 
@@ -37,6 +38,7 @@ class SamplingFields(BaseModel):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: Any = None  # accepted and ignored
+    prompt_logprobs: int | None = None  # vLLM's field: logprobs of the prompt tokens
 
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
@@ -57,6 +59,18 @@ class SamplingFields(BaseModel):
             raise InvalidRequest("'stop' takes at most 16 strings", param="stop")
         return stops
 
+    def checked_prompt_logprobs(self) -> int | None:
+        k = self.prompt_logprobs
+        if k is None:
+            return None
+        if not 0 <= k <= MAX_PROMPT_LOGPROBS:
+            raise InvalidRequest(f"'prompt_logprobs' must be between 0 and {MAX_PROMPT_LOGPROBS}",
+                                 param="prompt_logprobs")
+        if self.stream:  # as vLLM
+            raise InvalidRequest("'prompt_logprobs' is not available with 'stream': true",
+                                 param="prompt_logprobs")
+        return k
+
     def to_options(self, max_tokens: int | None, logprobs: bool, top_logprobs: int
                    ) -> GenerationOptions:
         if self.stream_options is not None and not self.stream:
@@ -69,4 +83,5 @@ class SamplingFields(BaseModel):
             repetition_penalty=self.repetition_penalty, logit_bias=self._logit_bias(),
             seed=self.seed, stop=self._stop(), stop_token_ids=tuple(self.stop_token_ids or ()),
             ignore_eos=bool(self.ignore_eos), logprobs=logprobs, top_logprobs=top_logprobs,
+            prompt_logprobs=self.checked_prompt_logprobs(),
         )
