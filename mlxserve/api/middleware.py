@@ -12,7 +12,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PUBLIC_PATHS = ("/health", "/version")
+PUBLIC_PATHS = ("/health", "/ready", "/version")
+METRICS_PATHS = ("/metrics", "/metrics/json")
 
 
 async def send_error(send: Send, status: int, message: str, kind: str, code: str) -> None:
@@ -86,9 +87,11 @@ class BodySizeLimit:
 class ApiKeyCheck:
     """401 unless the bearer token (or x-api-key) is one of ``api_keys``."""
 
-    def __init__(self, app: ASGIApp, api_keys: tuple[str, ...]):
+    def __init__(self, app: ASGIApp, api_keys: tuple[str, ...],
+                 public_paths: tuple[str, ...] = PUBLIC_PATHS):
         self.app = app
         self.api_keys = tuple(k.encode() for k in api_keys)
+        self.public_paths = public_paths
 
     def _presented(self, scope: Scope) -> bytes:
         for name, value in scope.get("headers", []):
@@ -103,7 +106,7 @@ class ApiKeyCheck:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or not self.api_keys
-                or scope.get("path", "") in PUBLIC_PATHS or scope.get("method") == "OPTIONS"):
+                or scope.get("path", "") in self.public_paths or scope.get("method") == "OPTIONS"):
             await self.app(scope, receive, send)
             return
         if not self._allowed(self._presented(scope)):

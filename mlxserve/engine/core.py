@@ -58,6 +58,8 @@ class _Active:
     sink: DeltaSink
     output: OutputStream
     completion_tokens: int = 0
+    added_at: float = 0.0  # time.monotonic() when it reached this thread
+    queue_time_s: float | None = None  # added → first prefill chunk scheduled
 
 
 class EngineCore:
@@ -189,11 +191,13 @@ class EngineCore:
         detokenizer = copy.copy(proto) if proto is not None else NullDetokenizer()
         output = OutputStream(request, detokenizer,
                               self.loaded.eos_token_ids, self.max_model_len)
-        self._active[request.request_id] = _Active(request, sink, output)
+        self._active[request.request_id] = _Active(request, sink, output,
+                                                   added_at=time.monotonic())
         self._publish_stats()
 
     def _step(self) -> None:
         plan = self.scheduler.schedule()
+        self._note_scheduled(plan)
         try:
             outputs, failures = self.runner.run(plan)
         except Exception as e:  # a batched step failed: fail the running requests, go on
@@ -216,6 +220,13 @@ class EngineCore:
             mx.clear_cache()
         self._publish_stats()
 
+    def _note_scheduled(self, plan) -> None:
+        now = time.monotonic()
+        for chunk in plan.prefills:
+            active = self._active.get(chunk.request_id)
+            if active is not None and active.queue_time_s is None:
+                active.queue_time_s = now - active.added_at
+
     def _update(self, out) -> None:
         active = self._active.get(out.request_id)
         if active is None:  # finished or aborted while its token was in flight
@@ -228,6 +239,7 @@ class EngineCore:
             finish_reason=step.finish_reason, stop_reason=step.stop_reason,
             prompt_tokens=len(active.request.prompt_tokens),
             completion_tokens=active.completion_tokens,
+            queue_time_s=active.queue_time_s if active.completion_tokens == 1 else None,
         )
         if step.finish_reason is not None:
             self._retire(out.request_id)

@@ -169,6 +169,7 @@ class EngineDelta:
     completion_tokens: int = 0
     cached_tokens: int = 0
     error: str | None = None  # set with finish_reason == "error"
+    queue_time_s: float | None = None  # on the first delta: seconds it waited to be scheduled
 
     @property
     def finished(self) -> bool:

@@ -27,6 +27,7 @@ class GenerationOptions:
     ignore_eos: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
+    timeout: float | None = None  # seconds for the whole request; None: the server's
 
 
 @dataclass

@@ -37,6 +37,7 @@ class SamplingFields(BaseModel):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: Any = None  # accepted and ignored
+    timeout: float | None = None  # seconds for the whole request (bounded by the server's)
 
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
@@ -52,10 +53,7 @@ class SamplingFields(BaseModel):
     def _stop(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()
-        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-        if len(stops) > 16:
-            raise InvalidRequest("'stop' takes at most 16 strings", param="stop")
-        return stops
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
     def to_options(self, max_tokens: int | None, logprobs: bool, top_logprobs: int
                    ) -> GenerationOptions:
@@ -69,4 +67,5 @@ class SamplingFields(BaseModel):
             repetition_penalty=self.repetition_penalty, logit_bias=self._logit_bias(),
             seed=self.seed, stop=self._stop(), stop_token_ids=tuple(self.stop_token_ids or ()),
             ignore_eos=bool(self.ignore_eos), logprobs=logprobs, top_logprobs=top_logprobs,
+            timeout=self.timeout,
         )
