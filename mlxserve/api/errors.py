@@ -1,5 +1,11 @@
-"""Every failure becomes OpenAI's error body: {"error": {message, type, param, code}}.
+"""Every failure becomes the error body of the protocol its route speaks.
 
+- OpenAI routes (and everything else): ``{"error": {message, type, param, code}}``.
+- Anthropic routes (``/v1/messages...``): ``{"type": "error", "error": {type, message}}``
+  with Anthropic's error types.
+
+``render_error(path, status, ...)`` is the one function that decides; the exception
+handlers, the ASGI guards (401, 413, load shedding) and streams all go through it.
 Messages are for the end user: no stack traces, file paths or internal names.
 """
 
@@ -19,21 +25,45 @@ log = logging.getLogger("mlxserve.api")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                403: "permission_error", 404: "not_found_error", 413: "invalid_request_error",
                429: "rate_limit_error", 503: "server_overloaded"}
+ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                         403: "permission_error", 404: "not_found_error",
+                         413: "request_too_large", 429: "rate_limit_error",
+                         503: "overloaded_error", 529: "overloaded_error"}
+ANTHROPIC_PATH_PREFIX = "/v1/messages"
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path == ANTHROPIC_PATH_PREFIX or path.startswith(ANTHROPIC_PATH_PREFIX + "/")
 
 
 def error_body(status: int, message: str, param: str | None = None,
                code: str | None = None) -> dict:
+    """OpenAI's error body."""
     kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+def anthropic_error_body(status: int, message: str) -> dict:
+    kind = ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500
+                                     else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def render_error(path: str, status: int, message: str, param: str | None = None,
+                 code: str | None = None) -> dict:
+    """The error body for a request to ``path``, in that route's protocol."""
+    if is_anthropic_path(path):
+        return anthropic_error_body(status, message)
+    return error_body(status, message, param, code)
+
+
 def error_response(status: int, message: str, param: str | None = None,
-                   code: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, param, code), status_code=status)
+                   code: str | None = None, path: str = "") -> JSONResponse:
+    return JSONResponse(render_error(path, status, message, param, code), status_code=status)
 
 
-def mlxserve_error_response(error: MlxserveError) -> JSONResponse:
-    return error_response(error.status, error.message, error.param, error.code)
+def mlxserve_error_response(error: MlxserveError, path: str = "") -> JSONResponse:
+    return error_response(error.status, error.message, error.param, error.code, path)
 
 
 def _location(loc: tuple) -> str:
@@ -61,22 +91,23 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MlxserveError)
-    async def _mlxserve(_: Request, exc: MlxserveError) -> JSONResponse:
+    async def _mlxserve(request: Request, exc: MlxserveError) -> JSONResponse:
         if exc.status >= 500:
             log.error("request failed: %s", exc.message)
-        return mlxserve_error_response(exc)
+        return mlxserve_error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = validation_message(exc)
-        return error_response(400, message, param, "invalid_request")
+        return error_response(400, message, param, "invalid_request", request.url.path)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else None
-        return error_response(exc.status_code, str(exc.detail), None, code)
+        return error_response(exc.status_code, str(exc.detail), None, code, request.url.path)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return error_response(500, "internal server error", None, "internal_error")
+        return error_response(500, "internal server error", None, "internal_error",
+                              request.url.path)

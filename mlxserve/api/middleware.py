@@ -6,6 +6,8 @@ import hmac
 import json
 from typing import Any, Awaitable, Callable
 
+from mlxserve.api.errors import render_error
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -16,9 +18,9 @@ PUBLIC_PATHS = ("/health", "/ready", "/version")
 METRICS_PATHS = ("/metrics", "/metrics/json")
 
 
-async def send_error(send: Send, status: int, message: str, kind: str, code: str) -> None:
-    body = json.dumps({"error": {"message": message, "type": kind, "param": None,
-                                 "code": code}}).encode()
+async def send_error(send: Send, scope: Scope, status: int, message: str, code: str) -> None:
+    """An error answered before routing, in the protocol of the requested path."""
+    body = json.dumps(render_error(scope.get("path", ""), status, message, None, code)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
@@ -70,7 +72,7 @@ class BodySizeLimit:
         body = None if declared is not None and declared > self.max_bytes else (
             await self._read_bounded(receive))
         if body is None:
-            await send_error(send, 413, too_large, "invalid_request_error", "request_too_large")
+            await send_error(send, scope, 413, too_large, "request_too_large")
             return
         replayed = False
 
@@ -110,7 +112,6 @@ class ApiKeyCheck:
             await self.app(scope, receive, send)
             return
         if not self._allowed(self._presented(scope)):
-            await send_error(send, 401, "invalid or missing API key", "authentication_error",
-                             "invalid_api_key")
+            await send_error(send, scope, 401, "invalid or missing API key", "invalid_api_key")
             return
         await self.app(scope, receive, send)

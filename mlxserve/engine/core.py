@@ -236,6 +236,7 @@ class EngineCore:
         delta = EngineDelta(
             request_id=out.request_id, token_ids=[out.token_id], text=step.text,
             logprobs=[out.logprob] if out.logprob is not None else None,
+            prompt_logprobs=out.prompt_logprobs,
             finish_reason=step.finish_reason, stop_reason=step.stop_reason,
             prompt_tokens=len(active.request.prompt_tokens),
             completion_tokens=active.completion_tokens,

@@ -17,6 +17,7 @@ FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 FINISH_ABORT = "abort"
 FINISH_ERROR = "error"
+MAX_PROMPT_LOGPROBS = 20
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,21 @@ class GenerateRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: StopParams = field(default_factory=StopParams)
     multimodal: MultimodalInputs | None = None
+    # structured.GrammarConstraint (or None): its token masks are applied to this request's
+    # logits; the engine thread advances it with every token the request emits.
+    constraint: Any = None
+    # Logprobs of the prompt tokens, with this many alternatives each (0..20); None: not
+    # computed (the prefill then never builds logits for the prompt positions).
+    prompt_logprobs: int | None = None
 
     def validate(self, vocab_size: int | None = None, max_model_len: int | None = None) -> None:
         if not self.prompt_tokens:
             raise InvalidRequest("the prompt is empty", param="prompt")
+        k = self.prompt_logprobs
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool)
+                              or not 0 <= k <= MAX_PROMPT_LOGPROBS):
+            raise InvalidRequest(f"'prompt_logprobs' must be an integer between 0 and "
+                                 f"{MAX_PROMPT_LOGPROBS}", param="prompt_logprobs")
         self.sampling.validate(vocab_size)
         self.stop.validate()
         if vocab_size is not None and any(
@@ -148,6 +160,7 @@ class TokenLogprob:
     token_id: int
     logprob: float
     top: list[tuple[int, float]] = field(default_factory=list)  # (token id, logprob)
+    rank: int | None = None  # of token_id among the vocabulary (1 = most likely), when known
 
 
 @dataclass
@@ -163,6 +176,8 @@ class EngineDelta:
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     logprobs: list[TokenLogprob] | None = None
+    # on the request's first delta, when it asked: one entry per prompt token (first None)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
     finish_reason: str | None = None  # stop | length | abort | error
     stop_reason: str | int | None = None  # the stop string or token id that matched
     prompt_tokens: int = 0

@@ -16,6 +16,13 @@ this step's graph, whose decode inputs are the previous step's still-lazy tokens
 then reads the previous step's tokens back. So ``run`` returns the outputs of the
 *previous* call; call ``run`` with an empty plan to flush the last ones.
 
+Structured outputs: a row whose request has a ``constraint`` needs its grammar's token mask
+before its token can be sampled, and that mask depends on the row's previous token. So a
+step with constrained rows is started in two parts: the forward passes (async_eval of the
+logits), then, while the device runs them, the previous tokens are read back, committed to
+the constraints and the masks filled on the CPU; only then is the masked sampling started.
+A step without constrained rows samples in the same graph as before (they pay nothing).
+
 Prefill from embeddings (the vision hook): a request whose ``multimodal.encode`` is set
 gets ``encode(model) -> (embeddings (L, hidden), position_ids (3, L) | None, extras)``
 called once, on this thread, before its first prefill chunk. Chunks then feed
@@ -27,11 +34,13 @@ calling convention); when position ids are given, the model must also accept
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
+import numpy as np
 from mlx_lm.models.cache import BatchKVCache, KVCache
 
+from mlxserve.engine.prompt_logprobs import forward_logprobs, read_prompt_logprobs
 from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams, TokenLogprob
 from mlxserve.engine.sampler import RowSampler, SampleResult, sample
 from mlxserve.engine.scheduler import PrefillChunk, StepPlan
@@ -45,6 +54,7 @@ class TokenOutput:
     request_id: str
     token_id: int
     logprob: TokenLogprob | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # with a request's first token
 
 
 @dataclass
@@ -65,22 +75,42 @@ class _Row:
     position_ids: mx.array | None = None
     vision_extras: Any = None  # models.vlm.VisionExtras (rope delta, deepstack features)
     last_token: mx.array | None = None  # lazy (1,) token, input of its next decode
+    prompt_lp: list = field(default_factory=list)  # PromptLogprobChunk per forward so far
 
 
 @dataclass
 class _DecodeBatch:
     ids: list[str]
     caches: list  # per layer: the request's own caches when ``plain``, else batch caches
-    tokens: mx.array  # (B,) lazy last tokens
+    tokens: mx.array | None  # (B,) lazy last tokens (None until a masked sample starts)
     plain: bool = False  # unbatched cache classes: one request's own caches (exactly
     # stream_generate's ops), or KVCaches holding several rows at one common position
 
 
 @dataclass
+class _MaskedSample:
+    """A sample that waits for its rows' grammar masks (filled while the forward runs)."""
+
+    logits: mx.array
+    rows: list[_Row]
+    assign: Callable[[mx.array], None]  # hands the sampled tokens to their batch / row
+
+
+@dataclass
 class _Pending:
     ids: list[str]
-    result: SampleResult
+    result: SampleResult | None
     want_logprobs: list[int] = field(default_factory=list)  # top-k wanted per row, -1 = none
+    prompt_logprobs: dict[str, list] = field(default_factory=dict)  # id -> its chunks
+    masked: _MaskedSample | None = None  # set until the masked sample is started
+
+    def arrays(self) -> list:
+        """What to start evaluating now (a masked sample: its logits only, for now)."""
+        chunks = [c for cs in self.prompt_logprobs.values() for c in cs]
+        lp = [a for c in chunks for a in c.arrays()]
+        if self.masked is not None:
+            return [self.masked.logits] + lp
+        return _result_arrays(self.result) + lp
 
 
 class Runner:
@@ -93,6 +123,10 @@ class Runner:
         self.batch: _DecodeBatch | None = None
         self.joining: list[_DecodeBatch] = []  # batch-prefilled groups, join at next decode
         self.pending: list[_Pending] = []
+        # grammar failures found while starting a masked sample; reported with the next
+        # step's results, so the tokens read back before them are delivered first
+        self.late_failures: list[StepFailure] = []
+        self.failed: set[str] = set()  # requests whose grammar failure was reported
 
     # ---- request lifecycle --------------------------------------------------------
     def add(self, request: GenerateRequest, seed: int) -> None:
@@ -104,6 +138,7 @@ class Runner:
         """Forget a request; its cache leaves the decode batch at the next decode step
         (at once when no request is left)."""
         self.rows.pop(request_id, None)
+        self.failed.discard(request_id)
         if not self.rows:
             self.batch = None
             self.joining = []
@@ -114,6 +149,8 @@ class Runner:
         self.batch = None
         self.joining = []
         self.pending = []
+        self.late_failures = []
+        self.failed = set()
 
     @property
     def has_pending(self) -> bool:
@@ -158,7 +195,7 @@ class Runner:
 
     # ---- the step -----------------------------------------------------------------
     def run(self, plan: StepPlan) -> tuple[list[TokenOutput], list[StepFailure]]:
-        failures: list[StepFailure] = []
+        failures, self.late_failures = self.late_failures, []
         started: list[_Pending] = []
         with mx.stream(self.stream):
             decode_ids = [i for i in plan.decodes if i in self.rows]
@@ -173,16 +210,60 @@ class Runner:
             for chunk in chunks:
                 if len(whole) < 2 or chunk not in whole:
                     self._prefill_guarded(chunk, started, failures)
-        arrays = [a for p in started for a in _result_arrays(p.result)]
+        arrays = [a for p in started for a in p.arrays()]
         if arrays:
             mx.async_eval(arrays)
         outputs = self._read_back(self.pending)
+        masked = [p for p in started if p.masked is not None]
+        if masked:
+            self._commit(outputs)
+            self.late_failures = self._start_masked(masked)
         self.pending = started
         return outputs, failures
 
+    # ---- structured outputs: masked sampling --------------------------------------
+    def _sample(self, ids: list[str], logits: mx.array, rows: list[_Row],
+                assign: Callable[[mx.array], None]) -> _Pending:
+        """Sample now, or (a constrained row among ``rows``) once the masks are known."""
+        pending = _Pending(list(ids), None, [_wanted_top(r) for r in rows])
+        if any(r.request.constraint is not None for r in rows):
+            pending.masked = _MaskedSample(logits, rows, assign)
+            return pending
+        pending.result = sample(logits, [r.sampler for r in rows])
+        assign(pending.result.tokens)
+        return pending
+
+    def _commit(self, outputs: list[TokenOutput]) -> None:
+        """Advance each constrained request's grammar over the tokens it emitted."""
+        for out in outputs:
+            row = self.rows.get(out.request_id)
+            if row is not None and row.request.constraint is not None:
+                row.request.constraint.commit(out.token_id)
+
+    def _start_masked(self, pending: list[_Pending]) -> list[StepFailure]:
+        from mlxserve.structured.masks import fill_masks
+
+        failures = []
+        for p in pending:
+            work, p.masked = p.masked, None
+            constraints = [r.request.constraint for r in work.rows]
+            words = (work.logits.shape[-1] + 31) // 32
+            allowed = mx.array(fill_masks(constraints, words).view(np.uint32))
+            p.result = sample(work.logits, [r.sampler for r in work.rows], allowed)
+            work.assign(p.result.tokens)
+            for rid, c in zip(p.ids, constraints):
+                if c is not None and c.error is not None and rid not in self.failed:
+                    self.failed.add(rid)
+                    failures.append(StepFailure(rid, c.error))
+        mx.async_eval([a for p in pending for a in _result_arrays(p.result)])
+        return failures
+
     def _whole_prompt_text_chunk(self, chunk: PrefillChunk) -> bool:
         row = self.rows[chunk.request_id]
-        return chunk.start == 0 and chunk.is_last and row.request.multimodal is None
+        # a request wanting prompt logprobs has its own forward, so its logits are at most
+        # one chunk (a padded group's would be rows x longest x vocab)
+        return (chunk.start == 0 and chunk.is_last and row.request.multimodal is None
+                and row.request.prompt_logprobs is None)
 
     def _prefill_group_guarded(self, chunks: list[PrefillChunk], started: list,
                                failures: list) -> None:
@@ -213,11 +294,11 @@ class Runner:
                     c.finalize()
         last = mx.array([r.request.prompt_tokens[-1] for r in rows], dtype=mx.uint32)
         logits = self.model(last[:, None], cache=caches)[:, -1, :]
-        result = sample(logits, [r.sampler for r in rows])
         for r in rows:
             r.cache = None
-        self.joining.append(_DecodeBatch(list(ids), caches, result.tokens, plain=False))
-        return _Pending(list(ids), result, [_wanted_top(r) for r in rows])
+        group = _DecodeBatch(list(ids), caches, None, plain=False)
+        self.joining.append(group)
+        return self._sample(ids, logits, rows, lambda t: setattr(group, "tokens", t))
 
     def _prefill_guarded(self, chunk: PrefillChunk, started: list, failures: list) -> None:
         try:
@@ -234,16 +315,28 @@ class Runner:
         if chunk.start == 0 and row.request.multimodal is not None:
             self._encode_media(row)
         end = chunk.start + chunk.length
-        if not chunk.is_last:
-            self._forward_chunk(row, chunk.start, end)  # logits unused: never computed
-            mx.async_eval([c.state for c in row.cache])
+        if not chunk.is_last:  # logits unused (never computed) unless prompt logprobs
+            self._keep_prompt_logprobs(row, self._forward_chunk(row, chunk.start, end),
+                                       chunk.start)
+            mx.async_eval([c.state for c in row.cache]
+                          + (row.prompt_lp[-1].arrays() if row.prompt_lp else []))
             return None
         if chunk.length > 1:  # as stream_generate: the last token alone gives the logits,
-            self._forward_chunk(row, chunk.start, end - 1)  # so no lm_head over the chunk
+            logits = self._forward_chunk(row, chunk.start, end - 1)  # so no lm_head over
+            self._keep_prompt_logprobs(row, logits, chunk.start)  # the chunk
         logits = self._forward_chunk(row, end - 1, end)
-        result = sample(logits[:, -1, :], [row.sampler])
-        row.last_token = result.tokens
-        return _Pending([chunk.request_id], result, [_wanted_top(row)])
+        prompt_lp = {} if row.request.prompt_logprobs is None else {chunk.request_id: row.prompt_lp}
+        row.prompt_lp = []
+        pending = self._sample([chunk.request_id], logits[:, -1, :], [row],
+                               lambda t: setattr(row, "last_token", t))
+        pending.prompt_logprobs = prompt_lp
+        return pending
+
+    @staticmethod
+    def _keep_prompt_logprobs(row: _Row, logits: mx.array, start: int) -> None:
+        if row.request.prompt_logprobs is not None:
+            row.prompt_lp.append(forward_logprobs(logits[0], row.prompt, start,
+                                                  row.request.prompt_logprobs))
 
     def _forward_chunk(self, row: _Row, start: int, end: int) -> mx.array:
         if row.embeddings is None:
@@ -277,10 +370,8 @@ class Runner:
             logits = self.model(batch.tokens[:, None], cache=batch.caches, rope_deltas=deltas)
         else:
             logits = self.model(batch.tokens[:, None], cache=batch.caches)
-        logits = logits[:, -1, :]
-        result = sample(logits, [r.sampler for r in rows])
-        batch.tokens = result.tokens
-        return _Pending(list(batch.ids), result, [_wanted_top(r) for r in rows])
+        return self._sample(batch.ids, logits[:, -1, :], rows,
+                            lambda t: setattr(batch, "tokens", t))
 
     # ---- decode batch membership --------------------------------------------------
     def _sync_batch(self, ids: list[str]) -> None:
@@ -386,7 +477,9 @@ class Runner:
                     n = p.want_logprobs[k]
                     top = list(zip(top_ids[k][:n], top_vals[k][:n])) if n and top_ids else []
                     lp = TokenLogprob(tokens[k], chosen[k], top)
-                outputs.append(TokenOutput(rid, tokens[k], lp))
+                chunks = p.prompt_logprobs.get(rid)
+                prompt_lp = read_prompt_logprobs(chunks) if chunks is not None else None
+                outputs.append(TokenOutput(rid, tokens[k], lp, prompt_lp))
         return outputs
 
 

@@ -178,8 +178,33 @@ def _logprob_outputs(logits: mx.array, tokens: mx.array, rows: list[RowSampler])
     return chosen, top_ids, mx.take_along_axis(top_vals, order, axis=-1)
 
 
-def sample(logits: mx.array, rows: list[RowSampler]) -> SampleResult:
-    """Pick one token per row of ``logits`` (B, V); records each row's token."""
+_BIT_INDEX: dict[int, tuple[mx.array, mx.array]] = {}
+
+
+def _bit_index(vocab: int) -> tuple[mx.array, mx.array]:
+    """(word, bit) of every token id: where its flag sits in a packed (B, W) bitmask."""
+    if vocab not in _BIT_INDEX:
+        ids = mx.arange(vocab, dtype=mx.uint32)
+        _BIT_INDEX[vocab] = (ids >> 5, ids & 31)
+    return _BIT_INDEX[vocab]
+
+
+def apply_token_mask(logits: mx.array, allowed: mx.array) -> mx.array:
+    """-inf where ``allowed`` ((B, ceil(V/32)) uint32, bit t%32 of word t//32) is 0."""
+    word, bit = _bit_index(logits.shape[-1])
+    flags = (mx.take(allowed, word, axis=1) >> bit) & 1
+    return mx.where(flags.astype(mx.bool_), logits, mx.array(-mx.inf, logits.dtype))
+
+
+def sample(logits: mx.array, rows: list[RowSampler], allowed: mx.array | None = None
+           ) -> SampleResult:
+    """Pick one token per row of ``logits`` (B, V); records each row's token.
+
+    ``allowed``: optional packed per-row token masks (structured outputs), applied before
+    penalties, bias and sampling; logprobs stay those of the unmasked distribution."""
+    raw = logits
+    if allowed is not None:
+        logits = apply_token_mask(logits, allowed)
     if all(r.params.greedy and not r.processes_logits for r in rows):
         tokens = mx.argmax(logits, axis=-1).astype(mx.uint32)
     else:
@@ -189,7 +214,7 @@ def sample(logits: mx.array, rows: list[RowSampler]) -> SampleResult:
             tokens = mx.argmax(adjusted, axis=-1).astype(mx.uint32)
         else:
             tokens = _draw(adjusted, rows)
-    chosen, top_ids, top_vals = _logprob_outputs(logits.astype(mx.float32), tokens, rows)
+    chosen, top_ids, top_vals = _logprob_outputs(raw.astype(mx.float32), tokens, rows)
     for i, r in enumerate(rows):
         r.record(tokens, i)
     return SampleResult(tokens, chosen, top_ids, top_vals)

@@ -209,17 +209,6 @@ def test_validator_messages_carry_no_pydantic_prefix(tiny_server):
     assert error["message"] == "'messages': must be a non-empty array"
 
 
-def test_anthropic_messages_route_is_a_clean_404(tiny_server):
-    """There is no Anthropic endpoint yet: POST /v1/messages is a 404, not a 500."""
-    body = {"model": TINY_NAME, "max_tokens": 4, "messages": USER}
-    assert_error(post(tiny_server, "/v1/messages", body), 404)
-    anthropic = pytest.importorskip("anthropic")
-    client = anthropic.Anthropic(base_url=tiny_server.base_url, api_key="x", max_retries=0)
-    with pytest.raises(anthropic.NotFoundError):
-        client.messages.create(**body)
-    assert post(tiny_server, "/v1/chat/completions", chat()).status_code == 200
-
-
 @pytest.mark.parametrize("prompt", [["a", [1, 2]], [True], {"text": "hi"}, 5, [[1], "a"]])
 def test_completion_prompt_of_a_wrong_shape_says_what_is_accepted(tiny_server, prompt):
     error = assert_error(post(tiny_server, "/v1/completions",
