@@ -13,11 +13,9 @@ Errors are written in the protocol of the requested route.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 
-from mlxserve.api.errors import error_body
-from mlxserve.api.middleware import ASGIApp, Message, Receive, Scope, Send
+from mlxserve.api.middleware import ASGIApp, Message, Receive, Scope, Send, send_error
 from mlxserve.serving.limits import exceeded, json_depth
 
 # Paths that are never shed nor counted: probes and scrapes must work under load.
@@ -60,15 +58,8 @@ def is_counted(scope: Scope) -> bool:
     return scope.get("path", "") not in SYSTEM_PATHS and scope.get("method") != "OPTIONS"
 
 
-async def send_error(send: Send, scope: Scope, status: int, message: str, code: str,
-                     retry_after: int | None = None, param: str | None = None) -> None:
-    body = json.dumps(error_body(status, message, param, code)).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def retry_after(seconds: int) -> tuple[tuple[bytes, bytes], ...]:
+    return ((b"retry-after", str(seconds).encode()),)
 
 
 def _with_retry_after(send: Send, seconds: int) -> Send:
@@ -78,7 +69,7 @@ def _with_retry_after(send: Send, seconds: int) -> Send:
         if message["type"] == "http.response.start" and message["status"] == 503:
             headers = list(message.get("headers", []))
             if not any(name.lower() == b"retry-after" for name, _ in headers):
-                headers.append((b"retry-after", str(seconds).encode()))
+                headers.extend(retry_after(seconds))
             message = {**message, "headers": headers}
         await send(message)
 
@@ -107,13 +98,13 @@ class RequestGuard:
             return False
         if self.admission.draining:
             await send_error(send, scope, 503, "the server is shutting down",
-                             "server_shutting_down", RETRY_AFTER_DRAINING_S)
+                             "server_shutting_down", retry_after(RETRY_AFTER_DRAINING_S))
             return True
         if not self.admission.try_enter():
             await send_error(send, scope, 503, "the server is busy: too many requests in "
                              f"flight (--max-concurrent-requests "
                              f"{self.admission.max_concurrent})", "server_overloaded",
-                             RETRY_AFTER_S)
+                             retry_after(RETRY_AFTER_S))
             return True
         return False
 

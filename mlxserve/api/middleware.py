@@ -18,12 +18,13 @@ PUBLIC_PATHS = ("/health", "/ready", "/version")
 METRICS_PATHS = ("/metrics", "/metrics/json")
 
 
-async def send_error(send: Send, scope: Scope, status: int, message: str, code: str) -> None:
+async def send_error(send: Send, scope: Scope, status: int, message: str, code: str,
+                     extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     """An error answered before routing, in the protocol of the requested path."""
     body = json.dumps(render_error(scope.get("path", ""), status, message, None, code)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *extra_headers]})
     await send({"type": "http.response.body", "body": body})
 
 

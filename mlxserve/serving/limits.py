@@ -60,6 +60,11 @@ def _bounded(what: str, count: int, limit_name: str, limits: RequestLimits,
         raise exceeded(what, count, limit_name, limit, param)
 
 
+def _as_list(value: Any) -> list[Any]:
+    """A list field as sent; other shapes count as empty (their readers refuse them)."""
+    return value if isinstance(value, list) else []
+
+
 def _content_parts(messages: list[Any]) -> int:
     return sum(len(m["content"]) for m in messages
                if isinstance(m, dict) and isinstance(m.get("content"), list))
@@ -73,11 +78,10 @@ def _tool_size(tool: Any) -> int:
 
 
 def check_chat_limits(chat: ChatInput, limits: RequestLimits) -> None:
-    _bounded("the number of messages", len(chat.messages), "max_messages", limits,
-             "messages")
-    _bounded("the number of content parts", _content_parts(chat.messages),
-             "max_content_parts", limits, "messages")
-    tools = chat.tools if isinstance(chat.tools, list) else []
+    messages, tools = _as_list(chat.messages), _as_list(chat.tools)
+    _bounded("the number of messages", len(messages), "max_messages", limits, "messages")
+    _bounded("the number of content parts", _content_parts(messages), "max_content_parts",
+             limits, "messages")
     _bounded("the number of tools", len(tools), "max_tools", limits, "tools")
     for i, tool in enumerate(tools):
         _bounded(f"the size of tools[{i}] in bytes", _tool_size(tool),
@@ -86,12 +90,13 @@ def check_chat_limits(chat: ChatInput, limits: RequestLimits) -> None:
 
 
 def check_option_limits(options: GenerationOptions, limits: RequestLimits) -> None:
-    _bounded("the number of stop strings", len(options.stop), "max_stop_strings", limits,
-             "stop")
-    longest = max((len(s) for s in options.stop if isinstance(s, str)), default=0)
+    stops = options.stop if isinstance(options.stop, (list, tuple)) else ()
+    _bounded("the number of stop strings", len(stops), "max_stop_strings", limits, "stop")
+    longest = max((len(s) for s in stops if isinstance(s, str)), default=0)
     _bounded("the length of a stop string", longest, "max_stop_string_chars", limits, "stop")
-    _bounded("the number of logit_bias entries", len(options.logit_bias or {}),
-             "max_logit_bias", limits, "logit_bias")
+    bias = options.logit_bias if isinstance(options.logit_bias, dict) else {}
+    _bounded("the number of logit_bias entries", len(bias), "max_logit_bias", limits,
+             "logit_bias")
 
 
 def check_total_tokens(choices: int, max_tokens: int, limits: RequestLimits) -> None:
