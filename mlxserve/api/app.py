@@ -11,13 +11,14 @@ from fastapi import FastAPI
 
 import mlxserve
 from mlxserve.api import production
+from mlxserve.api.anthropic import messages
 from mlxserve.api.errors import install_error_handlers
 from mlxserve.api.guards import JsonDepthLimit
 from mlxserve.api.middleware import ApiKeyCheck, BodySizeLimit
-from mlxserve.api.openai import chat, completions, models
+from mlxserve.api.openai import chat, completions, models, responses
 from mlxserve.api.startup import start_serving
 from mlxserve.api.state import ApiState
-from mlxserve.api.system import health, metrics
+from mlxserve.api.system import health, metrics, tokenizer
 from mlxserve.config import ServerConfig
 
 
@@ -43,7 +44,7 @@ def build_app(engine: Any, server_config: ServerConfig) -> FastAPI:
     production.install_state(app, engine, server_config)
     install_error_handlers(app)
     for router in (chat.router, completions.router, models.router, health.router,
-                   metrics.router):
+                   metrics.router, tokenizer.router, messages.router, responses.router):
         app.include_router(router)
     app.add_middleware(JsonDepthLimit,
                        max_depth=production.request_limits(server_config).max_json_depth)

@@ -21,9 +21,13 @@ def _check_model_source(spec: str) -> None:
     what needs the weights (a corrupt file, an unsupported architecture) fails at load."""
     from mlxserve.errors import MlxserveError
     from mlxserve.models import resolve_source
+    from mlxserve.models.loader import check_folder_servable
+    from mlxserve.models.source import KIND_HF_FOLDER
 
     try:
-        resolve_source(spec)
+        source = resolve_source(spec)
+        if source.kind == KIND_HF_FOLDER:
+            check_folder_servable(source.paths[0], source.name)
     except MlxserveError as e:
         raise CliError(e.message) from None
 

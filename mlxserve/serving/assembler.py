@@ -52,6 +52,7 @@ class MessageDelta:
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # on the first delta, if asked
     finish_reason: str | None = None  # stop | length | tool_calls
     stop_reason: str | int | None = None
     usage: Usage | None = None  # set on the last delta
@@ -75,6 +76,7 @@ class CompletedMessage:
     tool_calls: list[ToolCall] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     usage: Usage = field(default_factory=Usage)
@@ -111,6 +113,7 @@ class OutputAssembler:
         out = MessageDelta(
             content=parsed.content, reasoning=parsed.reasoning, tool_calls=parsed.tool_calls,
             token_ids=list(delta.token_ids), logprobs=delta.logprobs,
+            prompt_logprobs=delta.prompt_logprobs,
         )
         if delta.finished:
             out.finish_reason = delta.finish_reason
@@ -139,6 +142,8 @@ def add_delta(message: CompletedMessage, delta: MessageDelta) -> None:
         _merge_tool_call(message.tool_calls, part)
     if delta.logprobs is not None:
         message.logprobs = (message.logprobs or []) + list(delta.logprobs)
+    if delta.prompt_logprobs is not None:
+        message.prompt_logprobs = delta.prompt_logprobs
     if delta.finish_reason is not None:
         message.finish_reason = delta.finish_reason
         message.stop_reason = delta.stop_reason

@@ -6,21 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlxserve.engine.request import FINISH_ABORT, FINISH_ERROR, GenerateRequest, MultimodalInputs
-from mlxserve.errors import InvalidRequest, RequestTimedOut
+from mlxserve.errors import InvalidRequest
+from mlxserve.extras import vision_extra_missing_reason
 from mlxserve.multimodal.media_config import MediaConfig
 from mlxserve.serving import telemetry
 from mlxserve.serving.assembler import MessageDelta, OutputAssembler
 from mlxserve.serving.chat_input import ChatInput, CompletionInput, GenerationOptions
+from mlxserve.serving.deadlines import request_deadline, until_deadline
 from mlxserve.serving.limits import (RequestLimits, check_chat_limits, check_option_limits,
                                      check_total_tokens)
-from mlxserve.serving.media import (MediaRequestOptions, arrange_for_model,
+from mlxserve.serving.media import (MediaRef, MediaRequestOptions, arrange_for_model,
                                     check_media_limits, extract_media, load_media)
 from mlxserve.serving.messages import normalize_messages
 from mlxserve.serving.params import (ContextLimits, check_n, choice_sampling, resolve_sampling,
@@ -52,8 +53,20 @@ class PreparedPrompt:
     requests: list[GenerateRequest]
     tool_setup: ToolSetup | None = None
     prompt_opens_reasoning: bool = False
+    score_only: bool = False  # max_tokens 0: the one token the engine generates is dropped
     arrival: float = field(default_factory=time.monotonic)  # when the HTTP request came
     deadline: float | None = None  # time.monotonic() past which it fails (408)
+
+
+def _media_refused(ref: MediaRef) -> InvalidRequest:
+    """The 400 for a media part sent to a text model; names the extra when it is missing."""
+    reason = vision_extra_missing_reason()
+    if reason is None:
+        return InvalidRequest(f"{ref.part}: this model does not accept {ref.kind} input",
+                              param="messages")
+    return InvalidRequest(f"{ref.part}: this server cannot read {ref.kind} input: {reason}, "
+                          "and serve a vision-language model", param="messages",
+                          code="vision_extra_not_installed")
 
 
 class GenerationService:
@@ -79,7 +92,8 @@ class GenerationService:
         requests = []
         for i in range(n):
             req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt),
-                                  choice_sampling(sampling, i), stop, multimodal)
+                                  choice_sampling(sampling, i), stop, multimodal,
+                                  prompt_logprobs=options.prompt_logprobs)
             check = getattr(self._engine, "check", None)
             if check is not None:
                 check(req)  # the engine's own validation, scheduler limits included
@@ -88,26 +102,28 @@ class GenerationService:
             requests.append(req)
         return requests
 
+    def _reasoning_kwargs(self, chat: ChatInput) -> dict[str, Any]:
+        """The request's reasoning switches, for the templates that take them."""
+        capabilities = self._engine.model.capabilities
+        kwargs: dict[str, Any] = {}
+        if chat.thinking is not None and capabilities.template_has_thinking:
+            kwargs["enable_thinking"] = chat.thinking
+        if chat.reasoning_effort is not None and getattr(
+                capabilities, "template_has_reasoning_effort", False):
+            kwargs["reasoning_effort"] = chat.reasoning_effort
+        return kwargs
+
     def _render_chat(self, messages: list, chat: ChatInput,
                      template_tools: list[dict] | None) -> str:
         messages = normalize_messages(messages)
-        kwargs = merge_template_kwargs(self.settings.default_chat_template_kwargs,
-                                       chat.chat_template_kwargs)
+        defaults = {**self.settings.default_chat_template_kwargs, **self._reasoning_kwargs(chat)}
+        kwargs = merge_template_kwargs(defaults, chat.chat_template_kwargs)
         return render_chat_prompt(self.tokenizer, messages, template_tools, kwargs,
                                   self.settings.chat_template)
 
     def _opens_reasoning(self, prompt_text: str) -> bool:
         opener = getattr(self.tokenizer, "think_start", None)
         return bool(opener) and prompt_text.rstrip().endswith(opener)
-
-    def _deadline(self, options: GenerationOptions, arrival: float) -> float | None:
-        timeout = options.timeout
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(
-                timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0):
-            raise InvalidRequest("'timeout' must be a positive number of seconds",
-                                 param="timeout")
-        bounds = [t for t in (timeout, self.settings.request_timeout_s) if t is not None]
-        return arrival + min(bounds) if bounds else None
 
     def _check_output_budget(self, prompts: list[PreparedPrompt]) -> None:
         requests = [r for p in prompts for r in p.requests]
@@ -125,13 +141,28 @@ class GenerationService:
         arrival = telemetry.arrival_time()
         check_n(chat.n, self.settings.max_n)
         check_chat_limits(chat, self.settings.request_limits)
-        deadline = self._deadline(chat.options, arrival)
+        deadline = request_deadline(chat.options.timeout, self.settings.request_timeout_s,
+                                    arrival)
+        ids, text, multimodal, tool_setup = await self._chat_prompt(chat)
+        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal)
+        prepared = PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text),
+                                  arrival=arrival, deadline=deadline)
+        self._check_output_budget([prepared])
+        return self._note_prompt(prepared)
+
+    async def count_chat_tokens(self, chat: ChatInput) -> int:
+        """The prompt tokens the engine would see for ``chat`` (media tokens included)."""
+        ids, _, _, _ = await self._chat_prompt(chat)
+        return len(ids)
+
+    async def _chat_prompt(self, chat: ChatInput
+                           ) -> tuple[list[int], str, MultimodalInputs | None, ToolSetup]:
+        """The templated, tokenized prompt of ``chat`` and its media inputs."""
         tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers)
         messages, media = extract_media(chat.messages)
         vision = getattr(self._engine.model, "vision", None)
         if media and vision is None:
-            raise InvalidRequest(f"{media[0].part}: this model does not accept {media[0].kind} "
-                                 "input", param="messages")
+            raise _media_refused(media[0])
         check_media_limits(media, self.settings.media)
         images: list = []
         videos: list = []
@@ -148,11 +179,7 @@ class GenerationService:
         if media:
             ids, multimodal = await asyncio.to_thread(self._prepare_media, ids, images,
                                                       videos, vision)
-        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal)
-        prepared = PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text),
-                                  arrival, deadline)
-        self._check_output_budget([prepared])
-        return self._note_prompt(prepared)
+        return ids, text, multimodal, tool_setup
 
     def _prepare_media(self, ids: list[int], images: list, videos: list, vision: Any
                        ) -> tuple[list[int], MultimodalInputs]:
@@ -174,24 +201,47 @@ class GenerationService:
                                  param="prompt")
         return ids, decode_tokens(self.tokenizer, ids)
 
+    def tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
+        return encode_prompt_text(self.tokenizer, text, add_special_tokens=add_special_tokens)
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        return self._tokenize_completion_prompt(token_ids)[1]  # ids checked first
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        """The special tokens and chat template (vLLM's /tokenizer_info fields)."""
+        tok = self.tokenizer
+        template = self.settings.chat_template or getattr(tok, "chat_template", None)
+        info = {name: getattr(tok, name, None)
+                for name in ("eos_token", "bos_token", "pad_token", "unk_token")}
+        info.update(tokenizer_class=type(getattr(tok, "_tokenizer", tok)).__name__,
+                    chat_template=template if isinstance(template, str) else None,
+                    model_max_length=self.settings.limits.context_length)
+        return info
+
     async def prepare_completions(self, completion: CompletionInput, base_id: str
                                   ) -> list[PreparedPrompt]:
         arrival = telemetry.arrival_time()
         check_n(completion.n, self.settings.max_n)
         check_option_limits(completion.options, self.settings.request_limits)
-        deadline = self._deadline(completion.options, arrival)
+        deadline = request_deadline(completion.options.timeout,
+                                    self.settings.request_timeout_s, arrival)
         if not completion.prompts:
             raise InvalidRequest("'prompt' must not be empty", param="prompt")
         if len(completion.prompts) * completion.n > 64:
             raise InvalidRequest("too many prompts times 'n' (at most 64 in one request)",
                                  param="prompt")
+        options = completion.options
+        if completion.score_only:  # the engine always samples after the prefill
+            if not completion.echo:
+                raise InvalidRequest("'max_tokens' must be at least 1 (0 only with 'echo', "
+                                     "to score the prompt)", param="max_tokens")
+            options = replace(options, max_tokens=1)
         prepared = []
         for i, prompt in enumerate(completion.prompts):
             ids, text = await asyncio.to_thread(self._tokenize_completion_prompt, prompt)
-            requests = self._requests(base_id, i * completion.n, completion.n, ids,
-                                      completion.options)
-            prepared.append(PreparedPrompt(ids, text, requests, arrival=arrival,
-                                           deadline=deadline))
+            requests = self._requests(base_id, i * completion.n, completion.n, ids, options)
+            prepared.append(PreparedPrompt(ids, text, requests, score_only=completion.score_only,
+                                           arrival=arrival, deadline=deadline))
         self._check_output_budget(prepared)
         return [self._note_prompt(p) for p in prepared]
 
@@ -220,12 +270,12 @@ class GenerationService:
         finished = False
         self._running.add(request.request_id)
         try:
-            async for delta in _until_deadline(deltas, prepared.deadline, prepared.arrival):
+            async for delta in until_deadline(deltas, prepared.deadline, prepared.arrival):
                 finished = delta.finished
                 self._observe(record, delta)
                 message = assembler.feed(delta)
                 record.outcome = message.finish_reason or record.outcome
-                yield message
+                yield _without_output(message) if prepared.score_only else message
                 if finished:
                     break
         finally:
@@ -251,22 +301,10 @@ class GenerationService:
         return self._engine.stats()
 
 
-async def _until_deadline(deltas: AsyncIterator[Any], deadline: float | None,
-                          arrival: float) -> AsyncIterator[Any]:
-    """``deltas``, failing with RequestTimedOut once ``deadline`` (monotonic) passes."""
-    if deadline is None:
-        async for delta in deltas:
-            yield delta
-        return
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                raise asyncio.TimeoutError
-            delta = await asyncio.wait_for(deltas.__anext__(), remaining)
-        except StopAsyncIteration:
-            return
-        except asyncio.TimeoutError:
-            raise RequestTimedOut(f"the request did not finish within its timeout of "
-                                 f"{deadline - arrival:g} s", param="timeout") from None
-        yield delta
+def _without_output(delta: MessageDelta) -> MessageDelta:
+    """A score-only request's delta: its prompt logprobs, none of the generated token."""
+    out = MessageDelta(prompt_logprobs=delta.prompt_logprobs)
+    if delta.finish_reason is not None:
+        out.finish_reason = "length"
+        out.usage = replace(delta.usage, completion_tokens=0)
+    return out

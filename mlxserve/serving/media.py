@@ -15,7 +15,6 @@ from typing import Any
 
 from mlxserve.errors import InvalidRequest
 from mlxserve.multimodal.fetch import fetch_media
-from mlxserve.multimodal.image import decode_image
 from mlxserve.multimodal.media_config import MediaConfig
 from mlxserve.multimodal.video import DecodedVideo, decode_video, resolve_video_sampling
 
@@ -95,6 +94,8 @@ def load_media(refs: list[MediaRef], options: MediaRequestOptions, config: Media
                ) -> list[Any]:
     """Fetch and decode every media item, in prompt order: Pillow images and
     ``DecodedVideo`` clips (blocking: run it in a worker thread)."""
+    from mlxserve.multimodal.image import decode_image  # lazy: Pillow is the vision extra
+
     sampling = resolve_video_sampling(options.video_fps, options.video_max_frames, config)
     decoded: list[Any] = []
     for ref in refs:
