@@ -56,8 +56,6 @@ def warm_rss(robust_server) -> int:
     """RSS after the same kinds of work once (model, caches and pools warmed up)."""
     _disconnect_storm(robust_server, 100, seed=1)
     assert_idle(robust_server)
-    _disconnect_storm(robust_server, 100, seed=2)
-    assert_idle(robust_server)
     return rss_bytes(robust_server.process.pid)
 
 
