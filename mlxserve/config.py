@@ -60,5 +60,7 @@ class ServerConfig:
     reasoning_parser: str | None = None  # a registered name, "auto" or None
     tool_call_parser: str | None = None  # a registered name, "auto" or None
     enable_auto_tool_choice: bool = False
+    accept_vendor_model_names: bool = False  # claude-* / gpt-* names mean the served model
+    response_store_entries: int = 256  # Responses API: stored responses kept (LRU)
     log_level: str = "info"
     media: "MediaConfig | None" = None  # image/video limits; None: MediaConfig() defaults

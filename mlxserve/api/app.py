@@ -10,9 +10,10 @@ from typing import Any
 from fastapi import FastAPI
 
 import mlxserve
+from mlxserve.api.anthropic import messages
 from mlxserve.api.errors import install_error_handlers
 from mlxserve.api.middleware import ApiKeyCheck, BodySizeLimit
-from mlxserve.api.openai import chat, completions, models
+from mlxserve.api.openai import chat, completions, models, responses
 from mlxserve.api.startup import start_serving
 from mlxserve.api.state import ApiState
 from mlxserve.api.system import health, tokenizer
@@ -40,7 +41,7 @@ def build_app(engine: Any, server_config: ServerConfig) -> FastAPI:
     app.state.api = ApiState(engine=engine, server_config=server_config)
     install_error_handlers(app)
     for router in (chat.router, completions.router, models.router, health.router,
-                   tokenizer.router):
+                   tokenizer.router, messages.router, responses.router):
         app.include_router(router)
     app.add_middleware(ApiKeyCheck, api_keys=tuple(server_config.api_keys))
     app.add_middleware(BodySizeLimit, max_bytes=server_config.max_request_bytes)

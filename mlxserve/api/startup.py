@@ -15,6 +15,8 @@ from mlxserve.serving.parser_setup import ServingSetupError, resolve_parser_sett
 
 log = logging.getLogger("mlxserve.api")
 
+VENDOR_MODEL_PREFIXES = ("claude-", "gpt-")
+
 
 def context_length(engine: Any) -> int:
     """The model's context, or the engine's --max-model-len when it is smaller."""
@@ -41,7 +43,8 @@ def served_models(engine: Any, config: ServerConfig) -> ServedModels:
     accepted = set(names) | {model.name, model.path}
     if model_config is not None and getattr(model_config, "model", None):
         accepted.add(model_config.model)
-    return ServedModels(names, frozenset(a for a in accepted if a))
+    prefixes = VENDOR_MODEL_PREFIXES if config.accept_vendor_model_names else ()
+    return ServedModels(names, frozenset(a for a in accepted if a), prefixes)
 
 
 def build_service(engine: Any, config: ServerConfig) -> GenerationService:

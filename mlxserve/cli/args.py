@@ -58,6 +58,9 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tool-call-parser", default=None, metavar="NAME|auto")
     parser.add_argument("--enable-auto-tool-choice", action="store_true")
     parser.add_argument("--api-key", action="append", default=[], metavar="KEY")
+    parser.add_argument("--accept-vendor-model-names", action="store_true",
+                        help="any claude-* or gpt-* model name means the served model "
+                             "(for agents that hard-code hosted model names)")
     parser.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
     add_media_args(parser)
     parser.add_argument("--log-level", default=defaults.log_level,
@@ -112,6 +115,7 @@ def serve_configs(args: argparse.Namespace) -> ServeConfigs:
                                                   "--default-chat-template-kwargs"),
         reasoning_parser=args.reasoning_parser, tool_call_parser=args.tool_call_parser,
         enable_auto_tool_choice=args.enable_auto_tool_choice, log_level=args.log_level,
+        accept_vendor_model_names=args.accept_vendor_model_names,
         media=_media_config(args),
     )
     return ServeConfigs(model, engine, server)

@@ -14,7 +14,7 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from mlxserve.config import EngineConfig, ModelConfig
@@ -58,6 +58,7 @@ class _Active:
     sink: DeltaSink
     output: OutputStream
     completion_tokens: int = 0
+    uncovered_logprobs: list = field(default_factory=list)  # their text is not sent yet
 
 
 class EngineCore:
@@ -224,7 +225,7 @@ class EngineCore:
         step = active.output.add_token(out.token_id)
         delta = EngineDelta(
             request_id=out.request_id, token_ids=[out.token_id], text=step.text,
-            logprobs=[out.logprob] if out.logprob is not None else None,
+            logprobs=_covered_logprobs(active, out.logprob, step.tokens),
             prompt_logprobs=out.prompt_logprobs,
             finish_reason=step.finish_reason, stop_reason=step.stop_reason,
             prompt_tokens=len(active.request.prompt_tokens),
@@ -275,6 +276,17 @@ def _send(sink: DeltaSink, delta: EngineDelta) -> bool:
     except Exception:  # e.g. RuntimeError: event loop is closed
         log.debug("dropped a delta of request %s: consumer gone", delta.request_id)
         return False
+
+
+def _covered_logprobs(active: _Active, logprob, covered: int) -> list | None:
+    """The logprobs of the tokens whose text goes out now (None when not requested)."""
+    if logprob is None:
+        return None
+    pending = active.uncovered_logprobs
+    pending.append(logprob)
+    out = pending[:covered]
+    del pending[:covered]
+    return out
 
 
 def _error_delta(request_id: str, message: str) -> EngineDelta:

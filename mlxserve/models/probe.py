@@ -102,6 +102,7 @@ def probe_template(tokenizer) -> dict[str, bool]:
         "has_chat_template": True,
         "template_has_tools": with_tools is not None and "probe_tool_7f3a" in with_tools,
         "template_has_thinking": takes_thinking,
+        "template_has_reasoning_effort": "reasoning_effort" in template,
         "template_opens_thinking": opens,
     }
 

@@ -27,6 +27,9 @@ class GenerationOptions:
     ignore_eos: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
+    # True: max_tokens is a cap, lowered to what fits the context (Anthropic clients send
+    # far more than a local model holds); False: a prompt + max_tokens over it is a 400.
+    clamp_max_tokens: bool = False
     prompt_logprobs: int | None = None  # logprobs of the prompt tokens, k alternatives each
 
 
@@ -42,6 +45,10 @@ class ChatInput:
     n: int = 1
     video_fps: float | None = None  # None: the server default (MediaConfig)
     video_max_frames: int | None = None
+    # Reasoning switches, applied where the chat template has them (enable_thinking,
+    # reasoning_effort); None leaves the template's default. chat_template_kwargs win.
+    thinking: bool | None = None
+    reasoning_effort: str | None = None
 
 
 @dataclass

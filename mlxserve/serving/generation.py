@@ -91,11 +91,22 @@ class GenerationService:
             requests.append(req)
         return requests
 
+    def _reasoning_kwargs(self, chat: ChatInput) -> dict[str, Any]:
+        """The request's reasoning switches, for the templates that take them."""
+        capabilities = self._engine.model.capabilities
+        kwargs: dict[str, Any] = {}
+        if chat.thinking is not None and capabilities.template_has_thinking:
+            kwargs["enable_thinking"] = chat.thinking
+        if chat.reasoning_effort is not None and getattr(
+                capabilities, "template_has_reasoning_effort", False):
+            kwargs["reasoning_effort"] = chat.reasoning_effort
+        return kwargs
+
     def _render_chat(self, messages: list, chat: ChatInput,
                      template_tools: list[dict] | None) -> str:
         messages = normalize_messages(messages)
-        kwargs = merge_template_kwargs(self.settings.default_chat_template_kwargs,
-                                       chat.chat_template_kwargs)
+        defaults = {**self.settings.default_chat_template_kwargs, **self._reasoning_kwargs(chat)}
+        kwargs = merge_template_kwargs(defaults, chat.chat_template_kwargs)
         return render_chat_prompt(self.tokenizer, messages, template_tools, kwargs,
                                   self.settings.chat_template)
 
@@ -105,6 +116,18 @@ class GenerationService:
 
     async def prepare_chat(self, chat: ChatInput, base_id: str) -> PreparedPrompt:
         check_n(chat.n, self.settings.max_n)
+        ids, text, multimodal, tool_setup = await self._chat_prompt(chat)
+        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal)
+        return PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text))
+
+    async def count_chat_tokens(self, chat: ChatInput) -> int:
+        """The prompt tokens the engine would see for ``chat`` (media tokens included)."""
+        ids, _, _, _ = await self._chat_prompt(chat)
+        return len(ids)
+
+    async def _chat_prompt(self, chat: ChatInput
+                           ) -> tuple[list[int], str, MultimodalInputs | None, ToolSetup]:
+        """The templated, tokenized prompt of ``chat`` and its media inputs."""
         tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers)
         messages, media = extract_media(chat.messages)
         vision = getattr(self._engine.model, "vision", None)
@@ -126,8 +149,7 @@ class GenerationService:
         if media:
             ids, multimodal = await asyncio.to_thread(self._prepare_media, ids, images,
                                                       videos, vision)
-        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal)
-        return PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text))
+        return ids, text, multimodal, tool_setup
 
     def _prepare_media(self, ids: list[int], images: list, videos: list, vision: Any
                        ) -> tuple[list[int], MultimodalInputs]:
