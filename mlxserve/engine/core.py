@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from mlxserve.config import EngineConfig, ModelConfig
-from mlxserve.engine.request import FINISH_ABORT, FINISH_ERROR, EngineDelta, GenerateRequest
+from mlxserve.engine.request import (FINISH_ABORT, FINISH_ERROR, FINISH_STOP, EngineDelta,
+                                     GenerateRequest)
 from mlxserve.engine.scheduler import Scheduler, SeqState
 from mlxserve.engine.stops import NullDetokenizer, OutputStream
 
@@ -236,7 +237,7 @@ class EngineCore:
         step = active.output.add_token(out.token_id)
         delta = EngineDelta(
             request_id=out.request_id, token_ids=[out.token_id], text=step.text,
-            logprobs=_covered_logprobs(active, out.logprob, step.tokens),
+            logprobs=_covered_logprobs(active, out.logprob, step.tokens + _scored_stop(active, step)),
             prompt_logprobs=out.prompt_logprobs,
             finish_reason=step.finish_reason, stop_reason=step.stop_reason,
             prompt_tokens=len(active.request.prompt_tokens),
@@ -299,6 +300,14 @@ def _covered_logprobs(active: _Active, logprob, covered: int) -> list | None:
     out = pending[:covered]
     del pending[:covered]
     return out
+
+
+def _scored_stop(active: _Active, step) -> int:
+    """1 when a scoring request (one asking for prompt logprobs) ends on a token stop: its
+    logprobs then keep that token too, one entry per generated token as vLLM gives (lm-eval
+    drops the last entry of an echoed prompt's, taking it for the generated token)."""
+    token_stop = step.finish_reason == FINISH_STOP and isinstance(step.stop_reason, int)
+    return int(token_stop and active.request.prompt_logprobs is not None)
 
 
 def _error_delta(request_id: str, message: str) -> EngineDelta:
