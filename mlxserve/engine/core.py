@@ -25,7 +25,8 @@ from typing import Callable
 
 from mlxserve.config import EngineConfig, ModelConfig
 from mlxserve.engine.delivery import Outbox, error_delta
-from mlxserve.engine.request import FINISH_ABORT, FINISH_ERROR, EngineDelta, GenerateRequest
+from mlxserve.engine.request import (FINISH_ABORT, FINISH_ERROR, FINISH_STOP, EngineDelta,
+                                     GenerateRequest)
 from mlxserve.engine.request_state import DeltaSink, RequestState, Submitted
 from mlxserve.engine.scheduler import Scheduler, SeqState
 from mlxserve.engine.stops import NullDetokenizer, OutputStream
@@ -188,7 +189,7 @@ class EngineCore:
         seed = request.sampling.seed
         if seed is None:
             seed = self._seeds.getrandbits(63)
-        self._waiting[rid] = Submitted(request, sink, seed)
+        self._waiting[rid] = Submitted(request, sink, seed, added_at=time.monotonic())
         self._publish_stats()
 
     def _admit(self, request_id: str) -> None:
@@ -200,8 +201,9 @@ class EngineCore:
         detokenizer = copy.copy(proto) if proto is not None else NullDetokenizer()
         output = OutputStream(request, detokenizer, self.loaded.eos_token_ids,
                               self.max_model_len)
-        self._active[request_id] = RequestState(request, submitted.sink, output,
-                                                submitted.seed)
+        self._active[request_id] = RequestState(
+            request, submitted.sink, output, submitted.seed,
+            queue_time_s=time.monotonic() - submitted.added_at)
         self.runner.add(request, submitted.seed)
 
     def _step(self) -> None:
@@ -241,11 +243,12 @@ class EngineCore:
         step = state.output.add_token(out.token_id)
         delta = EngineDelta(
             request_id=out.request_id, token_ids=[out.token_id], text=step.text,
-            logprobs=state.covered_logprobs(out.logprob, step.tokens),
+            logprobs=state.covered_logprobs(out.logprob, step.tokens + _scored_stop(state, step)),
             prompt_logprobs=out.prompt_logprobs,
             finish_reason=step.finish_reason, stop_reason=step.stop_reason,
             prompt_tokens=len(state.request.prompt_tokens),
             completion_tokens=state.completion_tokens,
+            queue_time_s=state.queue_time_s if state.completion_tokens == 1 else None,
         )
         if step.finish_reason is not None:
             self._retire(out.request_id)
@@ -291,6 +294,14 @@ class EngineCore:
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
             kv_tokens_total=s.kv_tokens_total,
         )
+
+
+def _scored_stop(state: RequestState, step) -> int:
+    """1 when a scoring request (one asking for prompt logprobs) ends on a token stop: its
+    logprobs then keep that token too, one entry per generated token as vLLM gives (lm-eval
+    drops the last entry of an echoed prompt's, taking it for the generated token)."""
+    token_stop = step.finish_reason == FINISH_STOP and isinstance(step.stop_reason, int)
+    return int(token_stop and state.request.prompt_logprobs is not None)
 
 
 def _make_cache(model) -> list:

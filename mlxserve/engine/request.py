@@ -190,6 +190,7 @@ class EngineDelta:
     # the typed error (an MlxserveError) that refused the request before it ran: the
     # client raises it, so an engine-side refusal (a full queue) is a 503, not a stream
     refused: Exception | None = None
+    queue_time_s: float | None = None  # on the first delta: seconds it waited to be scheduled
 
     @property
     def finished(self) -> bool:

@@ -26,6 +26,7 @@ class Submitted:
     request: GenerateRequest
     sink: DeltaSink
     seed: int
+    added_at: float = 0.0  # time.monotonic() when it reached the engine thread
 
 
 @dataclass
@@ -38,6 +39,7 @@ class RequestState:
     position_delta: int = 0
     locks: list = field(default_factory=list)  # prefix-cache entries held while it runs
     uncovered_logprobs: list = field(default_factory=list)  # their text is not sent yet
+    queue_time_s: float | None = None  # added → admitted (first prefill chunk scheduled)
 
     @property
     def request_id(self) -> str:
