@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from fault_server import FAIL_MARKER
-from robust_support import TINY_NAME, assert_idle, engine_stats, rss_bytes
+from robust_support import TINY_NAME, assert_idle, rss_bytes
 
 LONG = {"model": TINY_NAME, "max_tokens": 400, "temperature": 0, "ignore_eos": True}
 RSS_TOLERANCE = 1.05
@@ -105,22 +105,24 @@ def test_requests_killed_mid_prefill(robust_server, warm_rss):
     still prefilling when their clients give up."""
     prompt = " ".join(f"w{i}" for i in range(100))  # ~390 tokens: 7 steps of 64
 
-    def give_up(i: int) -> bool:
+    async def give_up(client: httpx.AsyncClient, i: int) -> bool:
         try:
-            httpx.post(f"{robust_server.base_url}/v1/completions",
-                       json={**LONG, "prompt": f"{i} {prompt}", "max_tokens": 8},
-                       timeout=httpx.Timeout(60, read=0.05 + 0.01 * i))
+            await client.post(f"{robust_server.base_url}/v1/completions",
+                              json={**LONG, "prompt": f"{i} {prompt}", "max_tokens": 8},
+                              timeout=httpx.Timeout(60, read=0.05 + 0.01 * i))
         except httpx.ReadTimeout:
             return True
         return False  # done before its client gave up (a fast machine)
 
     async def run() -> tuple[int, list[bool]]:
-        clients = asyncio.gather(*(asyncio.to_thread(give_up, i) for i in range(12)))
-        most_busy = 0  # ~90 prefill steps: seen in the engine while clients give up
-        while not clients.done():
-            stats = await asyncio.to_thread(engine_stats, robust_server)
-            most_busy = max(most_busy, stats["running"] + stats["waiting"])
-        return most_busy, await clients
+        async with httpx.AsyncClient() as client, httpx.AsyncClient() as probe:
+            clients = asyncio.gather(*(give_up(client, i) for i in range(12)))
+            most_busy = 0  # ~90 prefill steps: seen in the engine while clients give up
+            while not clients.done():
+                stats = (await probe.get(f"{robust_server.base_url}/metrics/json")).json()
+                most_busy = max(most_busy, stats["engine"]["running"] +
+                                stats["engine"]["waiting"])
+            return most_busy, await clients
 
     most_busy, gave_up = asyncio.run(run())
     assert most_busy >= 1
