@@ -31,6 +31,7 @@ class GenerationOptions:
     # far more than a local model holds); False: a prompt + max_tokens over it is a 400.
     clamp_max_tokens: bool = False
     prompt_logprobs: int | None = None  # logprobs of the prompt tokens, k alternatives each
+    timeout: float | None = None  # seconds for the whole request; None: the server's
 
 
 @dataclass

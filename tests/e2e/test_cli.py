@@ -132,5 +132,5 @@ def test_sigint_while_requests_run_exits_at_once_without_traceback(tiny_model_pa
     # The requests were ended by the server, not cancelled by uvicorn's grace timeout.
     assert "timeout graceful shutdown exceeded" not in log, log
     assert rest[-1] == "data: [DONE]" and "aborted by the server" in rest[-2]
-    assert results["plain"].status_code == 500
+    assert results["plain"].status_code == 503
     assert "aborted by the server" in results["plain"].json()["error"]["message"]

