@@ -244,15 +244,17 @@ def test_error_param_is_the_request_field_not_a_validator_path(tiny_server, fiel
         assert error["message"] == message
 
 
-@pytest.mark.parametrize("body, words", [
-    (b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
-    (b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', "not valid UTF-8"),
+@pytest.mark.parametrize("body, words, code", [
+    # refused by the depth guard (--max-json-depth) before the body is parsed
+    (b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nesting depth",
+     "limit_exceeded"),
+    (b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', "not valid UTF-8",
+     "invalid_request"),
 ])
 def test_unreadable_body_is_invalid_request_like_other_malformed_bodies(tiny_server, body,
-                                                                         words):
-    error = assert_error(post(tiny_server, "/v1/chat/completions", body), 400,
-                         code="invalid_request")
-    assert words in error["message"]
+                                                                         words, code):
+    error = assert_error(post(tiny_server, "/v1/chat/completions", body), 400, code=code)
+    assert words in error["message"] and error["type"] == "invalid_request_error"
     assert_error(post(tiny_server, "/v1/chat/completions", b"{not json"), 400,
                  code="invalid_request")
 
