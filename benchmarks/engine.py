@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import sys
 import time
@@ -90,6 +91,7 @@ class Results:
     engine_b1_pair_ratios: dict = field(default_factory=dict)
     bandwidth_fraction: float | None = None
     concurrency: list[dict] = field(default_factory=list)
+    load_average_1m_start_end: list = field(default_factory=list)  # how busy the machine was
 
 
 def build_random_model(shape: str, dtype: str):
@@ -318,7 +320,9 @@ def main(argv=None) -> Results:
     def prompts_for(n: int, seed: int) -> list[list[int]]:
         return make_prompts(n, args.prompt_len, vocab, seed)
 
+    load_start = os.getloadavg()[0]
     engine_ids, b1_ref_ids = asyncio.run(run_engine_side(loaded, args, res, prompts_for))
+    res.load_average_1m_start_end = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     for (where, k), ids in engine_ids.items():
         prompt = prompts_for(1, 0)[0] if where == "b1" else prompts_for(int(where[1:]),
                                                                          int(where[1:]))[k]

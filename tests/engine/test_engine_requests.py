@@ -99,15 +99,11 @@ def test_logprobs_with_top_alternatives(tiny_dir):
 
 
 def _boundary_stop(tok, tokens: list[int]) -> tuple[str, str]:
-    """The streamed text of ``tokens``, and a 3-character stop string that spans a boundary
-    between two tokens' text (found with mlx-lm's own streaming detokenizer)."""
-    detok = tok.detokenizer
-    ends = []
-    for t in tokens:
-        detok.add_token(t)
-        ends.append(len(detok.text))
-    detok.finalize()
-    full = detok.text
+    """The text of ``tokens``, and a 3-character stop string that spans a boundary between
+    two tokens' text (found with the tokenizer's own decode of each prefix; mlx-lm's
+    streaming detokenizer turns byte 0 into 'Ā')."""
+    ends = [len(tok.decode(tokens[: i + 1])) for i in range(len(tokens))]
+    full = tok.decode(tokens)
     for a, b, c in zip(ends, ends[1:], ends[2:]):
         stop = full[b - 1 : b + 2]
         if b > a and c > b + 1 and stop.isprintable() and stop.isascii() and full.count(stop) == 1:
