@@ -33,6 +33,8 @@ class EngineStats:
     running: int = 0
     waiting: int = 0
     total_finished: int = 0
+    total_aborted: int = 0  # ended by an abort or a consumer that left (also counted above)
+    total_generated_tokens: int = 0  # output tokens sampled, over all requests
     kv_tokens_used: int = 0
     kv_tokens_total: int = 0
 
@@ -79,6 +81,8 @@ class EngineCore:
         self._active: dict[str, _Active] = {}
         self._seeds = random.Random(engine_config.seed)
         self._total_finished = 0
+        self._total_aborted = 0
+        self._total_generated = 0
         self._steps = 0
 
     # ---- other threads ------------------------------------------------------------
@@ -222,6 +226,7 @@ class EngineCore:
         if active is None:  # finished or aborted while its token was in flight
             return
         active.completion_tokens += 1
+        self._total_generated += 1
         step = active.output.add_token(out.token_id)
         delta = EngineDelta(
             request_id=out.request_id, token_ids=[out.token_id], text=step.text,
@@ -234,9 +239,12 @@ class EngineCore:
         if step.finish_reason is not None:
             self._retire(out.request_id)
         if not _send(active.sink, delta) and step.finish_reason is None:
-            self._retire(out.request_id)  # the consumer is gone: stop computing for it
+            self._total_aborted += 1  # the consumer is gone: stop computing for it
+            self._retire(out.request_id)
 
     def _finish(self, request_id: str, reason: str, error: str | None = None) -> None:
+        if reason == FINISH_ABORT and request_id in self._active:
+            self._total_aborted += 1
         active = self._retire(request_id)
         if active is None:
             return
@@ -264,7 +272,8 @@ class EngineCore:
         self.stats = EngineStats(
             running=len(s.running), waiting=len(s.waiting),
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
-            kv_tokens_total=s.kv_tokens_total,
+            kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
+            total_generated_tokens=self._total_generated,
         )
 
 
