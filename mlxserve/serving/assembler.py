@@ -27,6 +27,13 @@ class GenerationFailed(MlxserveError):
     code = "generation_failed"
 
 
+class RequestAborted(GenerationFailed):
+    """The server aborted the request (shutdown): 503, so a client may retry elsewhere."""
+
+    status = 503
+    code = "request_aborted"
+
+
 @dataclass
 class Usage:
     prompt_tokens: int = 0
@@ -99,7 +106,7 @@ class OutputAssembler:
         if delta.finish_reason == FINISH_ERROR:
             raise GenerationFailed(delta.error or "generation failed")
         if delta.finish_reason == FINISH_ABORT:
-            raise GenerationFailed("the request was aborted by the server")
+            raise RequestAborted("the request was aborted by the server")
         parsed = self._parse(delta.text, delta.finished)
         if parsed.tool_calls:
             self._emitted_tool_call = True

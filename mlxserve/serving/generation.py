@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mlxserve.engine.request import GenerateRequest, MultimodalInputs
+from mlxserve.engine.request import FINISH_ABORT, FINISH_ERROR, GenerateRequest, MultimodalInputs
 from mlxserve.errors import InvalidRequest
 from mlxserve.extras import vision_extra_missing_reason
 from mlxserve.multimodal.media_config import MediaConfig
+from mlxserve.serving import telemetry
 from mlxserve.serving.assembler import MessageDelta, OutputAssembler
 from mlxserve.serving.chat_input import ChatInput, CompletionInput, GenerationOptions
+from mlxserve.serving.deadlines import request_deadline, until_deadline
+from mlxserve.serving.limits import (RequestLimits, check_chat_limits, check_option_limits,
+                                     check_total_tokens)
 from mlxserve.serving.media import (MediaRef, MediaRequestOptions, arrange_for_model,
                                     check_media_limits, extract_media, load_media)
 from mlxserve.serving.messages import normalize_messages
@@ -35,6 +40,8 @@ class ServingSettings:
     default_chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     parsers: ParserSettings = field(default_factory=ParserSettings)
     media: MediaConfig = field(default_factory=MediaConfig)  # limits for image/video parts
+    request_limits: RequestLimits = field(default_factory=RequestLimits)
+    request_timeout_s: float | None = None  # deadline of every request (None: none)
 
 
 @dataclass
@@ -47,6 +54,8 @@ class PreparedPrompt:
     tool_setup: ToolSetup | None = None
     prompt_opens_reasoning: bool = False
     score_only: bool = False  # max_tokens 0: the one token the engine generates is dropped
+    arrival: float = field(default_factory=time.monotonic)  # when the HTTP request came
+    deadline: float | None = None  # time.monotonic() past which it fails (408)
 
 
 def _media_refused(ref: MediaRef) -> InvalidRequest:
@@ -61,9 +70,11 @@ def _media_refused(ref: MediaRef) -> InvalidRequest:
 
 
 class GenerationService:
-    def __init__(self, engine: Any, settings: ServingSettings):
+    def __init__(self, engine: Any, settings: ServingSettings,
+                 observer: telemetry.RequestObserver | None = None):
         self._engine = engine
         self.settings = settings
+        self._observer = observer  # told each choice's tokens and end (metrics)
         self._running: set[str] = set()  # ids of the engine requests being streamed
 
     @property
@@ -114,11 +125,30 @@ class GenerationService:
         opener = getattr(self.tokenizer, "think_start", None)
         return bool(opener) and prompt_text.rstrip().endswith(opener)
 
+    def _check_output_budget(self, prompts: list[PreparedPrompt]) -> None:
+        requests = [r for p in prompts for r in p.requests]
+        check_total_tokens(len(requests), max(r.stop.max_tokens for r in requests),
+                           self.settings.request_limits)
+
+    @staticmethod
+    def _note_prompt(prepared: PreparedPrompt) -> PreparedPrompt:
+        http = telemetry.current_http.get()
+        if http is not None:
+            http.add_prompt(len(prepared.token_ids), prepared.text)
+        return prepared
+
     async def prepare_chat(self, chat: ChatInput, base_id: str) -> PreparedPrompt:
+        arrival = telemetry.arrival_time()
         check_n(chat.n, self.settings.max_n)
+        check_chat_limits(chat, self.settings.request_limits)
+        deadline = request_deadline(chat.options.timeout, self.settings.request_timeout_s,
+                                    arrival)
         ids, text, multimodal, tool_setup = await self._chat_prompt(chat)
         requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal)
-        return PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text))
+        prepared = PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text),
+                                  arrival=arrival, deadline=deadline)
+        self._check_output_budget([prepared])
+        return self._note_prompt(prepared)
 
     async def count_chat_tokens(self, chat: ChatInput) -> int:
         """The prompt tokens the engine would see for ``chat`` (media tokens included)."""
@@ -128,7 +158,8 @@ class GenerationService:
     async def _chat_prompt(self, chat: ChatInput
                            ) -> tuple[list[int], str, MultimodalInputs | None, ToolSetup]:
         """The templated, tokenized prompt of ``chat`` and its media inputs."""
-        tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers)
+        tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers,
+                                chat.parallel_tool_calls)
         messages, media = extract_media(chat.messages)
         vision = getattr(self._engine.model, "vision", None)
         if media and vision is None:
@@ -190,7 +221,11 @@ class GenerationService:
 
     async def prepare_completions(self, completion: CompletionInput, base_id: str
                                   ) -> list[PreparedPrompt]:
+        arrival = telemetry.arrival_time()
         check_n(completion.n, self.settings.max_n)
+        check_option_limits(completion.options, self.settings.request_limits)
+        deadline = request_deadline(completion.options.timeout,
+                                    self.settings.request_timeout_s, arrival)
         if not completion.prompts:
             raise InvalidRequest("'prompt' must not be empty", param="prompt")
         if len(completion.prompts) * completion.n > 64:
@@ -206,9 +241,10 @@ class GenerationService:
         for i, prompt in enumerate(completion.prompts):
             ids, text = await asyncio.to_thread(self._tokenize_completion_prompt, prompt)
             requests = self._requests(base_id, i * completion.n, completion.n, ids, options)
-            prepared.append(PreparedPrompt(ids, text, requests,
-                                           score_only=completion.score_only))
-        return prepared
+            prepared.append(PreparedPrompt(ids, text, requests, score_only=completion.score_only,
+                                           arrival=arrival, deadline=deadline))
+        self._check_output_budget(prepared)
+        return [self._note_prompt(p) for p in prepared]
 
     async def _abort(self, request_id: str) -> None:
         result = self._engine.abort(request_id)
@@ -225,27 +261,42 @@ class GenerationService:
 
     async def stream(self, request: GenerateRequest, prepared: PreparedPrompt
                      ) -> AsyncIterator[MessageDelta]:
-        """MessageDelta objects of one engine request; aborts it if the consumer leaves."""
+        """MessageDelta objects of one engine request; aborts it if the consumer leaves,
+        it fails or it runs past its deadline (then RequestTimedOut, a 408)."""
         parser = make_output_parser(self.settings.parsers, prepared.tool_setup,
                                     prepared.prompt_opens_reasoning)
         assembler = OutputAssembler(parser)
         deltas = self._engine.generate(request)
+        record = telemetry.ChoiceRecord(prepared.arrival, len(request.prompt_tokens))
         finished = False
         self._running.add(request.request_id)
         try:
-            async for delta in deltas:
+            async for delta in until_deadline(deltas, prepared.deadline, prepared.arrival):
                 finished = delta.finished
+                self._observe(record, delta)
                 message = assembler.feed(delta)
+                record.outcome = message.finish_reason or record.outcome
                 yield _without_output(message) if prepared.score_only else message
                 if finished:
                     break
         finally:
             self._running.discard(request.request_id)
+            telemetry.record_finish(record, record.outcome, self._observer)
             if not finished:
                 await asyncio.shield(self._abort(request.request_id))
             close = getattr(deltas, "aclose", None)
             if close is not None:
                 await close()
+
+    def _observe(self, record: telemetry.ChoiceRecord, delta: Any) -> None:
+        """Book a delta's tokens and, for a failed one, how it failed."""
+        if delta.token_ids:
+            telemetry.record_tokens(record, len(delta.token_ids), self._observer)
+        queued = getattr(delta, "queue_time_s", None)
+        if queued is not None:
+            record.queue_time_s = queued
+        if delta.finish_reason in (FINISH_ERROR, FINISH_ABORT):
+            record.outcome = delta.finish_reason
 
     def stats(self) -> Any:
         return self._engine.stats()

@@ -53,11 +53,13 @@ def run_cli(args: list[str], timeout: float = 180, env: dict | None = None
 
 
 def start_server(model: str, extra_args: list[str] = (), timeout: float = 300,
-                 env: dict | None = None) -> ServerProcess:
-    """Start a server and wait until /health answers 200 (raises with its log if not)."""
+                 env: dict | None = None,
+                 launcher: tuple[str, ...] = ("-m", "mlxserve.cli.main")) -> ServerProcess:
+    """Start a server and wait until /ready answers 200 (raises with its log if not).
+    ``launcher``: what python runs (a script path for a server with a test loader)."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="mlxserve-e2e-", suffix=".log", delete=False)
-    cmd = [sys.executable, "-m", "mlxserve.cli.main", "serve", model, "--host", "127.0.0.1",
+    cmd = [sys.executable, *launcher, "serve", model, "--host", "127.0.0.1",
            "--port", str(port), "--log-level", "warning", *extra_args]
     process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                env=env)
@@ -67,7 +69,7 @@ def start_server(model: str, extra_args: list[str] = (), timeout: float = 300,
         if process.poll() is not None:
             raise RuntimeError(f"server exited ({process.returncode}):\n{server.log_tail()}")
         try:
-            if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{server.base_url}/ready", timeout=2).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass

@@ -5,6 +5,8 @@ the same tiny model (float32 CPU)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import httpx
 import mlx.core as mx
 import numpy as np
@@ -51,8 +53,8 @@ def test_echo_logprobs_of_token_ids_equal_a_full_forward(tiny_client, tiny_serve
     ref = full_forward_logprobs(model, prompt)
     np.testing.assert_allclose(lp.token_logprobs[1:n], [ref[i, prompt[i + 1]] for i in range(n - 1)],
                                atol=ATOL)
-    for i in range(1, n):  # the best alternative of each position
-        assert len(lp.top_logprobs[i]) == 1
+    for i in range(1, n):  # the best alternative and the prompt token (OpenAI: up to k + 1)
+        assert len(lp.top_logprobs[i]) in (1, 2) and lp.tokens[i] in lp.top_logprobs[i]
         assert max(lp.top_logprobs[i].values()) == pytest.approx(ref[i - 1].max(), abs=ATOL)
     assert lp.tokens[:n] == [tok.decode([t]) for t in prompt]
     # the generated part is the same as without echo, values included
@@ -181,3 +183,30 @@ def test_prompt_logprobs_with_stream_is_400_on_both_endpoints(tiny_client):
                                             messages=[{"role": "user", "content": TEXT}],
                                             extra_body={"prompt_logprobs": -2})
     assert err.value.body["param"] == "prompt_logprobs"
+
+
+@pytest.mark.parametrize("force_eos", [False, True])
+def test_lm_eval_loglikelihood_request_shape(tiny_server, reference, force_eos):
+    """lm-eval's local-completions payload (echo, logprobs 1, max_tokens 1) read back by
+    lm-eval's own parser: it drops the last entry as the generated token, so that entry
+    must be there also when the generated token is EOS (forced here with logit_bias)."""
+    api = pytest.importorskip("lm_eval.models.openai_completions")
+    model, tok = reference
+    context, continuation = tok.encode("the cat sat"), tok.encode(" on the mat")
+    prompt = context + continuation
+    client = SimpleNamespace(model=TINY_NAME)  # _create_payload reads only .model
+    payload = api.LocalCompletionsAPI._create_payload(client, [prompt], generate=False)
+    assert payload["echo"] and payload["max_tokens"] == 1 and payload["logprobs"] == 1
+    if force_eos:
+        eos = _tokenize(tiny_server, httpx.get(f"{tiny_server.base_url}/tokenizer_info")
+                        .json()["eos_token"])[0]
+        payload["logit_bias"] = {str(eos): 100}
+    out = httpx.post(f"{tiny_server.base_url}/v1/completions", json=payload, timeout=60).json()
+    choice = out["choices"][0]
+    assert choice["finish_reason"] == ("stop" if force_eos else "length")
+    assert len(choice["logprobs"]["token_logprobs"]) == len(prompt) + 1
+    ((served, greedy),) = api.LocalCompletionsAPI.parse_logprobs(out, [prompt], [len(context)])
+    ref = full_forward_logprobs(model, prompt)
+    rows = range(len(context) - 1, len(prompt) - 1)
+    assert served == pytest.approx(sum(ref[j, prompt[j + 1]] for j in rows), abs=ATOL)
+    assert greedy == all(int(np.argmax(ref[j])) == prompt[j + 1] for j in rows)

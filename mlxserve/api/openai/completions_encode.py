@@ -8,9 +8,8 @@ from typing import Any
 from mlxserve.api.openai.chat_encode import ResponseMeta, usage_json
 from mlxserve.api.openai.logprobs_encode import TokenTexts, completion_logprobs
 from mlxserve.api.openai.prompt_logprobs_encode import (
-    PromptLogprobsAsked, echo_items, vllm_prompt_logprobs,
+    PromptLogprobsAsked, echo_logprobs, vllm_prompt_logprobs,
 )
-from mlxserve.engine.request import TokenLogprob
 from mlxserve.api.sse import sse_data, sse_done
 from mlxserve.serving.assembler import CompletedMessage, MessageDelta, Usage
 from mlxserve.serving.generation import PreparedPrompt
@@ -34,8 +33,8 @@ def _choice_logprobs(result: CompletedMessage, prompt: PreparedPrompt, prefix: s
     generated = completion_logprobs(result.logprobs, texts, len(prefix))
     if asked.echo_top is None:
         return generated
-    echoed = echo_items(prompt.token_ids, result.prompt_logprobs, asked.echo_top)
-    return _joined(completion_logprobs(echoed, texts, 0), generated)
+    echoed = echo_logprobs(prompt.token_ids, result.prompt_logprobs, asked.echo_top, texts)
+    return _joined(echoed, generated)
 
 
 def completion_response(meta: ResponseMeta, prompts: list[PreparedPrompt],
@@ -75,13 +74,11 @@ class CompletionChunkEncoder:
         return sse_data(body)
 
     def text_chunk(self, index: int, text: str, delta: MessageDelta | None,
-                   items: list[TokenLogprob] | None = None) -> str:
-        """``text`` with the logprobs of ``delta`` (or of ``items``, an echoed prompt's)."""
+                   echoed: dict | None = None) -> str:
+        """``text`` with the logprobs of ``delta`` (or ``echoed``, an echoed prompt's)."""
         offset = self._offsets.get(index, 0)
         self._offsets[index] = offset + len(text)
-        if delta is not None:
-            items = delta.logprobs
-        logprobs = completion_logprobs(items, self.texts, offset)
+        logprobs = completion_logprobs(delta.logprobs, self.texts, offset) if delta else echoed
         finish = delta.finish_reason if delta else None
         return self.chunk([{"index": index, "text": text, "logprobs": logprobs,
                             "finish_reason": finish}])
@@ -92,17 +89,17 @@ async def completion_event_stream(encoder: CompletionChunkEncoder, prompts: list
                                   deltas: AsyncIterator[tuple[int, MessageDelta]],
                                   asked: PromptLogprobsAsked = PromptLogprobsAsked()
                                   ) -> AsyncIterator[str]:
-    echo_logprobs = asked.echo_top is not None  # then each echo waits for its logprobs
+    echo_waits = asked.echo_top is not None  # each echo waits for its prompt logprobs
     for index, prefix in enumerate(echo_texts):
-        if prefix and not echo_logprobs:
+        if prefix and not echo_waits:
             yield encoder.text_chunk(index, prefix, None)
     choice_prompts = [p for p in prompts for _ in p.requests]
     usages: list[Usage] = []
     async for index, delta in deltas:
-        if echo_logprobs and delta.prompt_logprobs is not None:
-            items = echo_items(choice_prompts[index].token_ids, delta.prompt_logprobs,
-                               asked.echo_top)
-            yield encoder.text_chunk(index, echo_texts[index], None, items)
+        if echo_waits and delta.prompt_logprobs is not None:
+            echoed = echo_logprobs(choice_prompts[index].token_ids, delta.prompt_logprobs,
+                                   asked.echo_top, encoder.texts)
+            yield encoder.text_chunk(index, echo_texts[index], None, echoed)
         if delta.content or delta.logprobs or delta.finish_reason is not None:
             yield encoder.text_chunk(index, delta.content, delta)
         if delta.usage is not None:

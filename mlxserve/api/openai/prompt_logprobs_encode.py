@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlxserve.api.openai.logprobs_encode import TokenTexts
+from mlxserve.api.openai.logprobs_encode import TokenTexts, completion_logprobs
 from mlxserve.engine.request import TokenLogprob
 
 
@@ -19,15 +19,17 @@ class PromptLogprobsAsked:
     vllm_top: int | None = None
 
 
-def echo_items(prompt_ids: list[int], entries: list[TokenLogprob | None] | None,
-               top: int) -> list[TokenLogprob]:
-    """The prompt's entries for the legacy encoder: the first token has no logprob (its
-    ``token_logprobs`` and ``top_logprobs`` entries are null, as OpenAI's)."""
+def echo_logprobs(prompt_ids: list[int], entries: list[TokenLogprob | None] | None,
+                  top: int, texts: TokenTexts) -> dict | None:
+    """The echoed prompt's legacy ``logprobs`` (``top`` alternatives each); the first token
+    has none: its ``token_logprobs`` and ``top_logprobs`` entries are null, as OpenAI's."""
     if entries is None:
-        return []
-    items = [TokenLogprob(prompt_ids[0], None, [])]  # type: ignore[arg-type]
-    items += [TokenLogprob(e.token_id, e.logprob, e.top[:top]) for e in entries[1:]]
-    return items
+        return None
+    first = texts(prompt_ids[0])
+    items = [TokenLogprob(e.token_id, e.logprob, e.top[:top]) for e in entries[1:]]
+    rest = completion_logprobs(items, texts, len(first))
+    return {"tokens": [first] + rest["tokens"], "token_logprobs": [None] + rest["token_logprobs"],
+            "top_logprobs": [None] + rest["top_logprobs"], "text_offset": [0] + rest["text_offset"]}
 
 
 def _vllm_entry(text: str, logprob: float, rank: int | None) -> dict[str, Any]:

@@ -74,4 +74,5 @@ class ResponsesRequest(BaseModel):
                                     temperature=self.temperature, top_p=self.top_p)
         return ChatInput(messages=messages, options=options, tools=tools.tools,
                          tool_choice=response_tool_choice(self.tool_choice),
+                         parallel_tool_calls=self.parallel_tool_calls is not False,
                          thinking=thinking, reasoning_effort=effort)

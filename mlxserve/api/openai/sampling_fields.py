@@ -39,6 +39,7 @@ class SamplingFields(BaseModel):
     stream_options: StreamOptions | None = None
     user: Any = None  # accepted and ignored
     prompt_logprobs: int | None = None  # vLLM's field: logprobs of the prompt tokens
+    timeout: float | None = None  # seconds for the whole request (bounded by the server's)
 
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
@@ -54,10 +55,7 @@ class SamplingFields(BaseModel):
     def _stop(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()
-        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-        if len(stops) > 16:
-            raise InvalidRequest("'stop' takes at most 16 strings", param="stop")
-        return stops
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
     def checked_prompt_logprobs(self) -> int | None:
         k = self.prompt_logprobs
@@ -83,5 +81,5 @@ class SamplingFields(BaseModel):
             repetition_penalty=self.repetition_penalty, logit_bias=self._logit_bias(),
             seed=self.seed, stop=self._stop(), stop_token_ids=tuple(self.stop_token_ids or ()),
             ignore_eos=bool(self.ignore_eos), logprobs=logprobs, top_logprobs=top_logprobs,
-            prompt_logprobs=self.checked_prompt_logprobs(),
+            prompt_logprobs=self.checked_prompt_logprobs(), timeout=self.timeout,
         )
