@@ -13,8 +13,13 @@ Fairness: before its timed runs each side runs every concurrency level once unti
 (--warmup-tokens per request), so neither pays for first-use compilation in its timed runs
 (MLX's CUDA backend compiles some kernels, and builds cuDNN attention graphs per shape, on
 first use; the side that ran first used to pay for both). Timed runs of the two sides are
-interleaved (alternating order, --repeats each, best kept), as are the batch-1 runs, so
-slow drifts of the machine hit both sides alike.
+interleaved, the side that goes first alternating from one repeat to the next (batch 1
+too), so slow drifts of the machine hit both sides alike. Every number is the median of
+--repeats (default 5) timed runs, reported with its min and max; a ratio is median over
+median, with the range of the ratios of the repeats' adjacent pairs beside it.
+BatchGenerator gets the engine's batching knobs: the whole burst in one prefill batch
+(prefill_batch_size = completion_batch_size = concurrency), the engine's prefill chunk as
+its prefill_step_size.
 For --random-shape it also reports batch-1 decode as a fraction of the bandwidth limit
 (weight bytes / --bandwidth-gbs).
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import sys
 import time
@@ -56,6 +62,16 @@ RANDOM_SHAPES = {
 }
 
 
+METHOD = ("warmed; sides interleaved, first side alternating; median of the repeats with "
+          "min/max; BatchGenerator with prefill_batch_size = the burst")
+
+
+def spread(values: list[float]) -> dict:
+    """min / median / max of the repeats, and the runs themselves."""
+    return dict(min=min(values), median=float(np.median(values)), max=max(values),
+                runs=[round(v, 3) for v in values])
+
+
 @dataclass
 class Results:
     device: str
@@ -64,12 +80,18 @@ class Results:
     prompt_len: int
     gen_len: int
     weight_bytes: int
-    reference_tps: float = 0.0
+    repeats: int = 0
+    method: str = METHOD
+    reference_tps: float = 0.0  # median; *_spread: min / median / max / runs
+    reference_tps_spread: dict = field(default_factory=dict)
     parity: list[dict] = field(default_factory=list)  # engine vs single-stream greedy ids
     engine_b1_tps: float = 0.0
+    engine_b1_tps_spread: dict = field(default_factory=dict)
     engine_b1_ratio: float = 0.0
+    engine_b1_pair_ratios: dict = field(default_factory=dict)
     bandwidth_fraction: float | None = None
     concurrency: list[dict] = field(default_factory=list)
+    load_average_1m_start_end: list = field(default_factory=list)  # how busy the machine was
 
 
 def build_random_model(shape: str, dtype: str):
@@ -163,11 +185,14 @@ async def engine_run(engine: AsyncEngine, prompts: list[list[int]], gen_len: int
     return wall, total, decode_tps, [t for _, t in runs]
 
 
-def batch_generator_run(model, prompts: list[list[int]], gen_len: int) -> tuple[float, int]:
+def batch_generator_run(model, prompts: list[list[int]], gen_len: int,
+                        prefill_step: int) -> tuple[float, int]:
+    """mlx-lm's BatchGenerator on the burst, with the engine's knobs: every prompt admitted
+    at once (prefill and completion batch = the burst), the engine's prefill chunk."""
     from mlx_lm.generate import BatchGenerator
 
     gen = BatchGenerator(model, max_tokens=gen_len, completion_batch_size=len(prompts),
-                         prefill_batch_size=min(len(prompts), 8))
+                         prefill_batch_size=len(prompts), prefill_step_size=prefill_step)
     start = time.perf_counter()
     gen.insert(prompts, [gen_len] * len(prompts))
     total = 0
@@ -190,7 +215,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="comma-separated concurrent request counts")
     ap.add_argument("--bandwidth-gbs", type=float, default=3000.0,
                     help="memory bandwidth for the limit (H100 copy bandwidth ~3000 GB/s)")
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs per side and level; the best is kept")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="timed runs per side and level (interleaved); median, min, max")
     ap.add_argument("--max-num-batched-tokens", type=int, default=None,
                     help="engine step token budget (default: EngineConfig.token_budget)")
     ap.add_argument("--warmup-tokens", type=int, default=16,
@@ -215,44 +241,68 @@ def load(args) -> tuple:
     return load_model(ModelConfig(model=args.model, dtype=args.dtype))
 
 
+def prefill_chunk(args) -> int:
+    return max(512, args.prompt_len)
+
+
+async def batch1_runs(engine, loaded, args, res: Results, prompt: list[int]) -> tuple:
+    """Batch-1 decode, engine vs mlx-lm, interleaved; the side going first alternates."""
+    ref_tps, engine_tps, ref_ids, ids = [], [], [], []
+    for r in range(args.repeats):
+        for side in ("ref", "engine") if r % 2 == 0 else ("engine", "ref"):
+            if side == "ref":
+                tps, ref_ids = reference_run(loaded.model, loaded.tokenizer, prompt,
+                                             args.gen_len)
+                ref_tps.append(tps)
+            else:
+                _, _, tps, ids = await engine_run(engine, [prompt], args.gen_len, f"b1-{r}")
+                engine_tps.append(tps)
+    res.reference_tps_spread, res.engine_b1_tps_spread = spread(ref_tps), spread(engine_tps)
+    res.reference_tps = res.reference_tps_spread["median"]
+    res.engine_b1_tps = res.engine_b1_tps_spread["median"]
+    res.engine_b1_pair_ratios = spread([e / r for e, r in zip(engine_tps, ref_tps)])
+    return ids[0], ref_ids
+
+
+async def concurrency_row(engine, loaded, args, n: int, prompts: list) -> tuple[dict, list]:
+    """Aggregate tokens/s at ``n`` concurrent requests: engine vs BatchGenerator."""
+    # untimed: first-use compilation (CUDA kernels, cuDNN graphs) of this level's shapes
+    await engine_run(engine, prompts, args.warmup_tokens, f"warm{n}")
+    batch_generator_run(loaded.model, prompts, args.warmup_tokens, prefill_chunk(args))
+    engine_tps, bg_tps, ids, total = [], [], [], 0
+    for r in range(args.repeats):  # the side going first alternates
+        for side in ("engine", "bg") if r % 2 == 0 else ("bg", "engine"):
+            if side == "bg":
+                wall, count = batch_generator_run(loaded.model, prompts, args.gen_len,
+                                                  prefill_chunk(args))
+                bg_tps.append(count / wall)
+            else:
+                wall, total, _, ids = await engine_run(engine, prompts, args.gen_len, f"c{n}-{r}")
+                engine_tps.append(total / wall)
+    row = dict(n=n, engine_tps=float(np.median(engine_tps)),
+               batch_generator_tps=float(np.median(bg_tps)), engine_tokens=total)
+    row.update(ratio=row["engine_tps"] / row["batch_generator_tps"],
+               engine_tps_spread=spread(engine_tps), batch_generator_tps_spread=spread(bg_tps),
+               pair_ratios=spread([e / b for e, b in zip(engine_tps, bg_tps)]))
+    return row, ids
+
+
 async def run_engine_side(loaded, args, res: Results, prompts_for) -> tuple[dict, list]:
     max_n = max([1] + args.concurrency)
     cfg = EngineConfig(max_num_seqs=max_n, max_num_batched_tokens=args.max_num_batched_tokens,
-                       prefill_chunk_size=max(512, args.prompt_len),
-                       kv_cache_memory_bytes=None)
+                       prefill_chunk_size=prefill_chunk(args), kv_cache_memory_bytes=None)
     engine = AsyncEngine(ModelConfig(model=res.model), cfg, loader=lambda _cfg: loaded)
     await engine.start()
     try:
         await engine_run(engine, prompts_for(1, 99), 8, "warm")
         reference_run(loaded.model, loaded.tokenizer, prompts_for(1, 99)[0], 8)  # warm-up
-        ref_runs = []
-        for r in range(args.repeats):  # interleaved: both sides see the same machine state
-            ref_runs.append(reference_run(loaded.model, loaded.tokenizer, prompts_for(1, 0)[0],
-                                          args.gen_len))
-            _, _, tps, ids = await engine_run(engine, prompts_for(1, 0), args.gen_len, f"b1-{r}")
-            res.engine_b1_tps = max(res.engine_b1_tps, tps)
-        res.reference_tps = max(tps for tps, _ in ref_runs)
-        engine_ids = {("b1", 0): ids[0]}
+        b1_ids, b1_ref_ids = await batch1_runs(engine, loaded, args, res, prompts_for(1, 0)[0])
+        engine_ids = {("b1", 0): b1_ids}
         for n in args.concurrency:
-            prompts = prompts_for(n, n)
-            # untimed: first-use compilation (CUDA kernels, cuDNN graphs) of this level's shapes
-            await engine_run(engine, prompts, args.warmup_tokens, f"warm{n}")
-            batch_generator_run(loaded.model, prompts, args.warmup_tokens)
-            row = dict(n=n, engine_tps=0.0, batch_generator_tps=0.0)
-            for r in range(args.repeats):  # alternating order; the best of each side is kept
-                for side in ("engine", "bg") if r % 2 == 0 else ("bg", "engine"):
-                    if side == "bg":
-                        wall, total = batch_generator_run(loaded.model, prompts, args.gen_len)
-                        row["batch_generator_tps"] = max(row["batch_generator_tps"],
-                                                         total / wall)
-                        continue
-                    wall, total, _, ids = await engine_run(engine, prompts, args.gen_len,
-                                                           f"c{n}-{r}")
-                    row["engine_tps"] = max(row["engine_tps"], total / wall)
-            row.update(engine_tokens=total, ratio=row["engine_tps"] / row["batch_generator_tps"])
+            row, ids = await concurrency_row(engine, loaded, args, n, prompts_for(n, n))
             res.concurrency.append(row)
             engine_ids.update({(f"c{n}", k): ids[k] for k in range(min(n, args.parity_checks))})
-        return engine_ids, ref_runs[0][1]
+        return engine_ids, b1_ref_ids
     finally:
         await engine.shutdown()
 
@@ -265,12 +315,14 @@ def main(argv=None) -> Results:
     device = f"{mx.default_device()} {mx.device_info().get('device_name', platform.processor())}"
     res = Results(device=device, model=loaded.name, dtype=loaded.capabilities.dtype,
                   prompt_len=args.prompt_len, gen_len=args.gen_len,
-                  weight_bytes=weight_bytes(loaded.model))
+                  weight_bytes=weight_bytes(loaded.model), repeats=args.repeats)
 
     def prompts_for(n: int, seed: int) -> list[list[int]]:
         return make_prompts(n, args.prompt_len, vocab, seed)
 
+    load_start = os.getloadavg()[0]
     engine_ids, b1_ref_ids = asyncio.run(run_engine_side(loaded, args, res, prompts_for))
+    res.load_average_1m_start_end = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     for (where, k), ids in engine_ids.items():
         prompt = prompts_for(1, 0)[0] if where == "b1" else prompts_for(int(where[1:]),
                                                                          int(where[1:]))[k]
@@ -285,20 +337,27 @@ def main(argv=None) -> Results:
     return res
 
 
+def fmt(values: dict, digits: int = 1) -> str:
+    return (f"{values['median']:.{digits}f} [{values['min']:.{digits}f}-"
+            f"{values['max']:.{digits}f}]")
+
+
 def report(res: Results, args) -> None:
     print(f"device: {res.device}   model: {res.model} ({res.dtype}, "
           f"{res.weight_bytes / 1e9:.2f} GB of weights)")
     print(f"prompt {res.prompt_len} tokens, generate {res.gen_len} tokens, greedy")
-    print(f"batch 1 decode: mlx-lm {res.reference_tps:8.1f} tok/s   engine "
-          f"{res.engine_b1_tps:8.1f} tok/s   ratio {res.engine_b1_ratio:.3f}")
+    print(f"medians of {res.repeats} interleaved runs [min-max]")
+    print(f"batch 1 decode: mlx-lm {fmt(res.reference_tps_spread)} tok/s   engine "
+          f"{fmt(res.engine_b1_tps_spread)} tok/s   ratio {res.engine_b1_ratio:.3f} "
+          f"(per pair {fmt(res.engine_b1_pair_ratios, 2)})")
     if res.bandwidth_fraction is not None:
         limit = args.bandwidth_gbs * 1e9 / res.weight_bytes
         print(f"bandwidth limit at {args.bandwidth_gbs:.0f} GB/s: {limit:.1f} tok/s; engine "
               f"reaches {res.bandwidth_fraction:.1%}")
     for row in res.concurrency:
-        print(f"concurrency {row['n']:4d}: engine {row['engine_tps']:9.1f} tok/s   "
-              f"BatchGenerator {row['batch_generator_tps']:9.1f} tok/s   "
-              f"ratio {row['ratio']:.3f}")
+        print(f"concurrency {row['n']:4d}: engine {fmt(row['engine_tps_spread'])} tok/s   "
+              f"BatchGenerator {fmt(row['batch_generator_tps_spread'])} tok/s   "
+              f"ratio {row['ratio']:.3f} (per pair {fmt(row['pair_ratios'], 2)})")
     same = sum(p["identical"] for p in res.parity)
     diffs = [p["first_difference"] for p in res.parity if not p["identical"]]
     print(f"greedy parity with single-stream mlx-lm: {same}/{len(res.parity)} requests "

@@ -124,9 +124,12 @@ async def main_async(args) -> dict:
             for name, case in prepared.items():
                 await run_one(engine, f"warm-{name}", case, 2)  # compile / warm caches
             runs: dict[str, list[dict]] = {name: [] for name in prepared}
-            for r in range(args.repeats):  # interleaved, so every case sees the same machine
-                for name, case in prepared.items():
-                    runs[name].append(await run_one(engine, f"{name}-{r}", case, args.gen_len))
+            names = list(prepared)
+            # interleaved, the first case rotating, so every case sees the same machine
+            for r in range(args.repeats):
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    runs[name].append(await run_one(engine, f"{name}-{r}", prepared[name],
+                                                    args.gen_len))
             results = {name: summarize(rs) for name, rs in runs.items()}
             for name, res in results.items():
                 print(name, res, flush=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # a type name only: config imports nothing from the package at run time
     from mlxserve.multimodal.media_config import MediaConfig
+    from mlxserve.serving.limits import RequestLimits
 
 
 @dataclass(frozen=True)
@@ -60,5 +61,15 @@ class ServerConfig:
     reasoning_parser: str | None = None  # a registered name, "auto" or None
     tool_call_parser: str | None = None  # a registered name, "auto" or None
     enable_auto_tool_choice: bool = False
+    accept_vendor_model_names: bool = False  # claude-* / gpt-* names mean the served model
+    response_store_entries: int = 256  # Responses API: stored responses kept (LRU)
     log_level: str = "info"
     media: "MediaConfig | None" = None  # image/video limits; None: MediaConfig() defaults
+    # Running in production (limits, load shedding, deadlines, draining, metrics, logs).
+    request_limits: "RequestLimits | None" = None  # None: RequestLimits() defaults
+    max_concurrent_requests: int | None = None  # requests in flight beyond this get 503
+    request_timeout_s: float | None = None  # deadline of every request; None: none
+    allowed_origins: tuple[str, ...] = ()  # CORS; empty: no CORS headers at all
+    shutdown_grace_s: float = 30.0  # SIGTERM: how long requests in flight may finish
+    metrics_require_api_key: bool = False  # /metrics and /metrics/json behind --api-key
+    log_prompts: bool = False  # prompt text in the access log

@@ -43,3 +43,10 @@ class ModelLoadError(MlxserveError):
 class EngineOverloaded(MlxserveError):
     status = 503
     code = "engine_overloaded"
+
+
+class RequestTimedOut(MlxserveError):
+    """A request ran past its deadline (--request-timeout or its `timeout` field)."""
+
+    status = 408
+    code = "request_timeout"

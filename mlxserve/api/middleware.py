@@ -14,15 +14,17 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PUBLIC_PATHS = ("/health", "/version")
+PUBLIC_PATHS = ("/health", "/ready", "/version")
+METRICS_PATHS = ("/metrics", "/metrics/json")
 
 
-async def send_error(send: Send, scope: Scope, status: int, message: str, code: str) -> None:
+async def send_error(send: Send, scope: Scope, status: int, message: str, code: str,
+                     extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     """An error answered before routing, in the protocol of the requested path."""
     body = json.dumps(render_error(scope.get("path", ""), status, message, None, code)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *extra_headers]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -88,9 +90,11 @@ class BodySizeLimit:
 class ApiKeyCheck:
     """401 unless the bearer token (or x-api-key) is one of ``api_keys``."""
 
-    def __init__(self, app: ASGIApp, api_keys: tuple[str, ...]):
+    def __init__(self, app: ASGIApp, api_keys: tuple[str, ...],
+                 public_paths: tuple[str, ...] = PUBLIC_PATHS):
         self.app = app
         self.api_keys = tuple(k.encode() for k in api_keys)
+        self.public_paths = public_paths
 
     def _presented(self, scope: Scope) -> bytes:
         for name, value in scope.get("headers", []):
@@ -105,7 +109,7 @@ class ApiKeyCheck:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or not self.api_keys
-                or scope.get("path", "") in PUBLIC_PATHS or scope.get("method") == "OPTIONS"):
+                or scope.get("path", "") in self.public_paths or scope.get("method") == "OPTIONS"):
             await self.app(scope, receive, send)
             return
         if not self._allowed(self._presented(scope)):

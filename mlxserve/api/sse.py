@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
@@ -11,27 +11,45 @@ from fastapi.responses import StreamingResponse
 from mlxserve.api.errors import error_body
 from mlxserve.errors import MlxserveError
 
+ErrorEvents = Callable[[MlxserveError], list[str]]
+
+
+def _json(body: Any) -> str:
+    return json.dumps(body, ensure_ascii=False, separators=(',', ':'))
+
 
 def sse_data(body: Any) -> str:
-    return f"data: {json.dumps(body, ensure_ascii=False, separators=(',', ':'))}\n\n"
+    return f"data: {_json(body)}\n\n"
+
+
+def sse_event(name: str, body: Any) -> str:
+    """A named event (Anthropic and the Responses API name each event)."""
+    return f"event: {name}\ndata: {_json(body)}\n\n"
 
 
 def sse_done() -> str:
     return "data: [DONE]\n\n"
 
 
-async def _with_error_event(events: AsyncIterator[str]) -> AsyncIterator[str]:
+def openai_error_events(e: MlxserveError) -> list[str]:
+    return [sse_data(error_body(e.status, e.message, e.param, e.code)), sse_done()]
+
+
+async def _with_error_event(events: AsyncIterator[str], error_events: ErrorEvents
+                            ) -> AsyncIterator[str]:
     """Once the 200 is sent, a failure can only be told as an error event."""
     try:
         async for event in events:
             yield event
     except MlxserveError as e:
-        yield sse_data(error_body(e.status, e.message, e.param, e.code))
-        yield sse_done()
+        for event in error_events(e):
+            yield event
     finally:
         await events.aclose()
 
 
-def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(_with_error_event(events), media_type="text/event-stream",
+def sse_response(events: AsyncIterator[str], error_events: ErrorEvents = openai_error_events
+                 ) -> StreamingResponse:
+    return StreamingResponse(_with_error_event(events, error_events),
+                             media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -10,10 +10,13 @@ from mlxserve.config import ServerConfig
 from mlxserve.errors import MlxserveError
 from mlxserve.multimodal.media_config import MediaConfig
 from mlxserve.serving.generation import GenerationService, ServingSettings
+from mlxserve.serving.limits import RequestLimits
 from mlxserve.serving.params import ContextLimits
 from mlxserve.serving.parser_setup import ServingSetupError, resolve_parser_settings
 
 log = logging.getLogger("mlxserve.api")
+
+VENDOR_MODEL_PREFIXES = ("claude-", "gpt-")
 
 
 def context_length(engine: Any) -> int:
@@ -41,10 +44,12 @@ def served_models(engine: Any, config: ServerConfig) -> ServedModels:
     accepted = set(names) | {model.name, model.path}
     if model_config is not None and getattr(model_config, "model", None):
         accepted.add(model_config.model)
-    return ServedModels(names, frozenset(a for a in accepted if a))
+    prefixes = VENDOR_MODEL_PREFIXES if config.accept_vendor_model_names else ()
+    return ServedModels(names, frozenset(a for a in accepted if a), prefixes)
 
 
-def build_service(engine: Any, config: ServerConfig) -> GenerationService:
+def build_service(engine: Any, config: ServerConfig, observer: Any = None
+                  ) -> GenerationService:
     model_config = getattr(engine, "model_config", None)
     template = read_chat_template(getattr(model_config, "chat_template", None))
     parsers = resolve_parser_settings(config.reasoning_parser, config.tool_call_parser,
@@ -54,17 +59,19 @@ def build_service(engine: Any, config: ServerConfig) -> GenerationService:
     settings = ServingSettings(limits=limits, max_n=config.max_n, chat_template=template,
                                default_chat_template_kwargs=dict(
                                    config.default_chat_template_kwargs),
-                               parsers=parsers, media=config.media or MediaConfig())
-    return GenerationService(engine, settings)
+                               parsers=parsers, media=config.media or MediaConfig(),
+                               request_limits=config.request_limits or RequestLimits(),
+                               request_timeout_s=config.request_timeout_s)
+    return GenerationService(engine, settings, observer)
 
 
-async def start_serving(state: ApiState) -> None:
+async def start_serving(state: ApiState, observer: Any = None) -> None:
     """Start the engine and fill ``state``; a failure is recorded, never raised."""
     try:
         if not getattr(state.engine, "ready", False):
             await state.engine.start()
         state.models = served_models(state.engine, state.server_config)
-        state.service = build_service(state.engine, state.server_config)
+        state.service = build_service(state.engine, state.server_config, observer)
         log.info("serving %s", ", ".join(state.models.names))
     except MlxserveError as e:
         state.startup_error = e.message

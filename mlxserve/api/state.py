@@ -22,6 +22,9 @@ class ServerNotReady(MlxserveError):
 class ServedModels:
     names: tuple[str, ...]  # shown in /v1/models; the first is used in responses
     accepted: frozenset[str]  # also the model's path and the alias it was loaded by
+    # --accept-vendor-model-names: any claude-* / gpt-* name means the served model, for
+    # agents that hard-code the names of hosted models
+    vendor_prefixes: tuple[str, ...] = ()
 
     @property
     def primary(self) -> str:
@@ -29,6 +32,8 @@ class ServedModels:
 
     def resolve(self, requested: str | None) -> str:
         if requested is None or requested == "" or requested in self.accepted:
+            return self.primary
+        if self.vendor_prefixes and requested.startswith(self.vendor_prefixes):
             return self.primary
         raise ModelNotFound(f"The model '{requested}' does not exist", param="model",
                             code="model_not_found")

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 
 from mlxserve.cli.media_args import MediaArgsError, add_media_args, media_config
+from mlxserve.cli.production_args import (ProductionArgsError, add_production_args,
+                                          production_engine, production_options)
 from mlxserve.config import EngineConfig, ModelConfig, ServerConfig
 
 DEFAULT_MODEL = ModelConfig().model
@@ -58,8 +60,12 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tool-call-parser", default=None, metavar="NAME|auto")
     parser.add_argument("--enable-auto-tool-choice", action="store_true")
     parser.add_argument("--api-key", action="append", default=[], metavar="KEY")
+    parser.add_argument("--accept-vendor-model-names", action="store_true",
+                        help="any claude-* or gpt-* model name means the served model "
+                             "(for agents that hard-code hosted model names)")
     parser.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
     add_media_args(parser)
+    add_production_args(parser)
     parser.add_argument("--log-level", default=defaults.log_level,
                         choices=["critical", "error", "warning", "info", "debug"])
 
@@ -105,6 +111,7 @@ def serve_configs(args: argparse.Namespace) -> ServeConfigs:
     _positive(args.max_request_bytes, "--max-request-bytes")
     if args.enable_auto_tool_choice and not args.tool_call_parser:
         raise CliError("--enable-auto-tool-choice needs --tool-call-parser")
+    production, engine = _production(args, engine)
     server = ServerConfig(
         host=args.host, port=args.port, served_model_names=tuple(args.served_model_name),
         api_keys=tuple(args.api_key), max_request_bytes=args.max_request_bytes,
@@ -112,7 +119,8 @@ def serve_configs(args: argparse.Namespace) -> ServeConfigs:
                                                   "--default-chat-template-kwargs"),
         reasoning_parser=args.reasoning_parser, tool_call_parser=args.tool_call_parser,
         enable_auto_tool_choice=args.enable_auto_tool_choice, log_level=args.log_level,
-        media=_media_config(args),
+        accept_vendor_model_names=args.accept_vendor_model_names,
+        media=_media_config(args), **production,
     )
     return ServeConfigs(model, engine, server)
 
@@ -121,4 +129,11 @@ def _media_config(args: argparse.Namespace):
     try:
         return media_config(args)
     except MediaArgsError as e:
+        raise CliError(str(e)) from None
+
+
+def _production(args: argparse.Namespace, engine: EngineConfig) -> tuple[dict, EngineConfig]:
+    try:
+        return production_options(args), production_engine(engine, args)
+    except ProductionArgsError as e:
         raise CliError(str(e)) from None

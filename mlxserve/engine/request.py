@@ -17,12 +17,13 @@ FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 FINISH_ABORT = "abort"
 FINISH_ERROR = "error"
+GREEDY_BELOW = 1e-5  # a temperature below this samples greedily
 MAX_PROMPT_LOGPROBS = 20
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 1.0  # 0 = greedy
+    temperature: float = 1.0  # 0 (or below GREEDY_BELOW) = greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     min_p: float = 0.0
@@ -36,7 +37,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        """Temperatures below GREEDY_BELOW are greedy: logits / temperature would overflow
+        float32 (1e-38 answered nothing but EOS), and above it they are greedy in effect."""
+        return self.temperature < GREEDY_BELOW
 
     def validate(self, vocab_size: int | None = None) -> None:
         def bad(param: str, why: str) -> InvalidRequest:
@@ -184,6 +187,10 @@ class EngineDelta:
     completion_tokens: int = 0
     cached_tokens: int = 0
     error: str | None = None  # set with finish_reason == "error"
+    # the typed error (an MlxserveError) that refused the request before it ran: the
+    # client raises it, so an engine-side refusal (a full queue) is a 503, not a stream
+    refused: Exception | None = None
+    queue_time_s: float | None = None  # on the first delta: seconds it waited to be scheduled
 
     @property
     def finished(self) -> bool:

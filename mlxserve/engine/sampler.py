@@ -107,8 +107,14 @@ def _gumbel_noise(row_keys: list[int], vocab: int) -> mx.array:
     keys = mx.array(row_keys, dtype=mx.uint32)[:, None]
     index = mx.arange(vocab, dtype=mx.uint32)[None, :] * mx.array(0x9E3779B1, dtype=mx.uint32)
     bits = _fmix32(_fmix32(keys ^ index) + keys)
-    uniform = (bits >> 8).astype(mx.float32) * (2.0 ** -24) + 2.0 ** -25  # in (0, 1)
-    return -mx.log(-mx.log(uniform))
+    return -mx.log(-mx.log(_open_uniform(bits)))
+
+
+def _open_uniform(bits: mx.array) -> mx.array:
+    """uint32 bits → float32 strictly inside (0, 1): (2k + 1) / 2^24 for the top 23 bits k.
+    Every value is exact in float32 (24-bit significand), from 2^-24 to 1 - 2^-24; 24 bits
+    would round their top value to 1.0, whose noise is +inf."""
+    return (bits >> 9).astype(mx.float32) * (2.0 ** -23) + 2.0 ** -24
 
 
 def _row_values(rows: list[RowSampler], name: str, default: float) -> mx.array:
@@ -117,10 +123,16 @@ def _row_values(rows: list[RowSampler], name: str, default: float) -> mx.array:
 
 
 def _filter_top_k(scaled: mx.array, rows: list[RowSampler]) -> mx.array:
+    """Keep each row's k best (rows without top_k keep all): the k-th value comes from a
+    partition at the largest k, not a sort of the whole vocabulary."""
     vocab = scaled.shape[-1]
-    ks = [min(r.params.top_k, vocab) if r.params.top_k > 0 else vocab for r in rows]
-    desc = -mx.sort(-scaled, axis=-1)
-    kth = mx.take_along_axis(desc, mx.array(ks, dtype=mx.int32)[:, None] - 1, axis=-1)
+    ks = [min(r.params.top_k, vocab) if r.params.top_k > 0 and not r.params.greedy else 0
+          for r in rows]
+    k_max = max(ks)
+    best = -mx.sort(mx.partition(-scaled, kth=k_max - 1, axis=-1)[:, :k_max], axis=-1)
+    kth = mx.take_along_axis(best, mx.array([max(k, 1) for k in ks], dtype=mx.int32)[:, None] - 1,
+                             axis=-1)
+    kth = mx.where(mx.array(ks)[:, None] > 0, kth, -mx.inf)
     return mx.where(scaled < kth, -mx.inf, scaled)
 
 
@@ -143,7 +155,9 @@ def _filter_min_p(scaled: mx.array, rows: list[RowSampler]) -> mx.array:
 def _draw(logits: mx.array, rows: list[RowSampler]) -> mx.array:
     """Sampled token per row (greedy rows get an argmax; their noise is zero)."""
     temps = _row_values(rows, "temperature", 1.0)[:, None]
-    scaled = logits / temps
+    # shifted so the best token is 0: large logits over a small temperature keep their
+    # precision next to the noise (greedy params cover temperatures that would overflow)
+    scaled = (logits - mx.max(logits, axis=-1, keepdims=True)) / temps
     if any(r.params.top_k > 0 and not r.params.greedy for r in rows):
         scaled = _filter_top_k(scaled, rows)
     if any(r.params.top_p < 1.0 and not r.params.greedy for r in rows):
@@ -196,14 +210,6 @@ def apply_token_mask(logits: mx.array, allowed: mx.array) -> mx.array:
     return mx.where(flags.astype(mx.bool_), logits, mx.array(-mx.inf, logits.dtype))
 
 
-def _keep_allowed(tokens: mx.array, masked: mx.array, allowed: mx.array) -> mx.array:
-    """A drawn token the mask forbids (noise that is inf or NaN lands anywhere) is
-    replaced by the best allowed one, so a constrained row never leaves its grammar."""
-    word = mx.take_along_axis(allowed, (tokens >> 5)[:, None].astype(mx.int32), axis=1)[:, 0]
-    ok = ((word >> (tokens & 31)) & 1).astype(mx.bool_)
-    return mx.where(ok, tokens, mx.argmax(masked, axis=-1).astype(mx.uint32))
-
-
 def sample(logits: mx.array, rows: list[RowSampler], allowed: mx.array | None = None
            ) -> SampleResult:
     """Pick one token per row of ``logits`` (B, V); records each row's token.
@@ -222,8 +228,6 @@ def sample(logits: mx.array, rows: list[RowSampler], allowed: mx.array | None = 
             tokens = mx.argmax(adjusted, axis=-1).astype(mx.uint32)
         else:
             tokens = _draw(adjusted, rows)
-            if allowed is not None:
-                tokens = _keep_allowed(tokens, adjusted, allowed)
     chosen, top_ids, top_vals = _logprob_outputs(raw.astype(mx.float32), tokens, rows)
     for i, r in enumerate(rows):
         r.record(tokens, i)

@@ -6,6 +6,11 @@ stop strings, max_tokens and the context length, and yields the text that is saf
 Text that could still turn into a stop string is held back (only the longest suffix that is
 a prefix of some stop string); a matched stop string and anything after it never reach the
 output, also when the string spans several tokens.
+
+Each step also says how many output tokens its text covers (``StepText.tokens``), so their
+logprobs go out with that text: a token counts once text from where its own text starts
+is released. Tokens of held-back text that a stop string then cuts, and token stops (EOS,
+stop_token_ids), are never covered: logprobs describe exactly the returned text.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ class StepText:
     text: str
     finish_reason: str | None = None
     stop_reason: str | int | None = None
+    tokens: int = 0  # output tokens, in order, whose text this step released
 
 
 def _held_suffix_len(text: str, stops: tuple[str, ...]) -> int:
@@ -62,22 +68,39 @@ class OutputStream:
         self.max_total = max_model_len
         self.num_tokens = 0
         self.held = ""  # detokenized text not sent yet
+        self.text_len = 0  # characters detokenized so far (sent + held)
+        self.sent_len = 0  # characters sent so far (a prefix of the detokenized text)
+        self.token_starts: list[int] = []  # where each not yet covered token's text starts
 
     def add_token(self, token: int) -> StepText:
         """Account for one output token; returns the text to send and the finish, if any."""
         self.num_tokens += 1
         if token in self.stop_ids:
-            return StepText(self._flush_final(), FINISH_STOP, token)
+            return self._covering(StepText(self._flush_final(), FINISH_STOP, token))
+        self.token_starts.append(self.text_len)
         self.detokenizer.add_token(token)
-        self.held += self.detokenizer.last_segment
+        self._hold(self.detokenizer.last_segment)
         out = self._release_checking_stops()
-        if out.finish_reason is not None:
-            return out
-        if self.num_tokens >= self.max_tokens or (
+        if out.finish_reason is None and (self.num_tokens >= self.max_tokens or (
             len(self.request.prompt_tokens) + self.num_tokens >= self.max_total
-        ):
-            return StepText(out.text + self._flush_final(), FINISH_LENGTH)
-        return out
+        )):
+            out = StepText(out.text + self._flush_final(), FINISH_LENGTH)
+        return self._covering(out)
+
+    def _hold(self, segment: str) -> None:
+        self.held += segment
+        self.text_len += len(segment)
+
+    def _covering(self, step: StepText) -> StepText:
+        """``step`` with the count of tokens its text covers; at the end, the tokens whose
+        text was never sent are dropped."""
+        self.sent_len += len(step.text)
+        covered = sum(1 for start in self.token_starts if start < self.sent_len)
+        del self.token_starts[:covered]
+        if step.finish_reason is not None:
+            self.token_starts.clear()
+        step.tokens = covered
+        return step
 
     def _release_checking_stops(self) -> StepText:
         if not self.stop_strings:
@@ -104,7 +127,7 @@ class OutputStream:
     def _flush_final(self) -> str:
         """All remaining text (end of output): detokenizer tail plus held text."""
         self.detokenizer.finalize()
-        self.held += self.detokenizer.last_segment
+        self._hold(self.detokenizer.last_segment)
         text, self.held = self.held, ""
         if self.stop_strings:
             hit = self._first_stop(text)

@@ -18,6 +18,7 @@ class ModelCapabilities:
     has_mtp: bool = False  # multi-token-prediction heads present in the weights
     template_has_tools: bool = False  # chat template renders a `tools` list
     template_has_thinking: bool = False  # chat template takes an enable_thinking switch
+    template_has_reasoning_effort: bool = False  # chat template takes reasoning_effort
     template_opens_thinking: bool = False  # template ends the prompt inside <think>
     has_chat_template: bool = False
     quantization: str = "none"  # e.g. "none", "affine-4bit", "gguf-q4_1"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from mlxserve.config import ModelConfig
 from mlxserve.errors import ModelLoadError
+from mlxserve.extras import vision_extra_missing_reason
 from mlxserve.models.loaded import LoadedModel
 from mlxserve.models.source import KIND_HF_FOLDER, KIND_HUB, ModelSource, resolve_source
 
@@ -20,8 +21,24 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     if _is_vlm_folder(folder):
         from mlxserve.models.vlm import load_vlm
 
+        require_vision_extra(source.name)
+
         return load_vlm(folder, source.name, cfg.dtype)
     return load_hf_folder(folder, cfg, source.name, quant_hint)
+
+
+def require_vision_extra(name: str) -> None:
+    """Raise when ``name`` (a vision-language model) cannot be served for want of the
+    vision extra: one clear start-up error instead of an ImportError."""
+    reason = vision_extra_missing_reason()
+    if reason is not None:
+        raise ModelLoadError(f"{name} is a vision-language model and {reason}")
+
+
+def check_folder_servable(folder: str, name: str) -> None:
+    """Before anything loads: a local VLM folder needs the vision extra."""
+    if _is_vlm_folder(folder):
+        require_vision_extra(name)
 
 
 def _is_vlm_folder(folder: str) -> bool:

@@ -27,6 +27,13 @@ class GenerationFailed(MlxserveError):
     code = "generation_failed"
 
 
+class RequestAborted(GenerationFailed):
+    """The server aborted the request (shutdown): 503, so a client may retry elsewhere."""
+
+    status = 503
+    code = "request_aborted"
+
+
 @dataclass
 class Usage:
     prompt_tokens: int = 0
@@ -45,6 +52,7 @@ class MessageDelta:
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # on the first delta, if asked
     finish_reason: str | None = None  # stop | length | tool_calls
     stop_reason: str | int | None = None
     usage: Usage | None = None  # set on the last delta
@@ -68,6 +76,7 @@ class CompletedMessage:
     tool_calls: list[ToolCall] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     usage: Usage = field(default_factory=Usage)
@@ -97,13 +106,14 @@ class OutputAssembler:
         if delta.finish_reason == FINISH_ERROR:
             raise GenerationFailed(delta.error or "generation failed")
         if delta.finish_reason == FINISH_ABORT:
-            raise GenerationFailed("the request was aborted by the server")
+            raise RequestAborted("the request was aborted by the server")
         parsed = self._parse(delta.text, delta.finished)
         if parsed.tool_calls:
             self._emitted_tool_call = True
         out = MessageDelta(
             content=parsed.content, reasoning=parsed.reasoning, tool_calls=parsed.tool_calls,
             token_ids=list(delta.token_ids), logprobs=delta.logprobs,
+            prompt_logprobs=delta.prompt_logprobs,
         )
         if delta.finished:
             out.finish_reason = delta.finish_reason
@@ -132,6 +142,8 @@ def add_delta(message: CompletedMessage, delta: MessageDelta) -> None:
         _merge_tool_call(message.tool_calls, part)
     if delta.logprobs is not None:
         message.logprobs = (message.logprobs or []) + list(delta.logprobs)
+    if delta.prompt_logprobs is not None:
+        message.prompt_logprobs = delta.prompt_logprobs
     if delta.finish_reason is not None:
         message.finish_reason = delta.finish_reason
         message.stop_reason = delta.stop_reason

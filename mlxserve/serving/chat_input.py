@@ -30,6 +30,11 @@ class GenerationOptions:
     logprobs: bool = False
     top_logprobs: int = 0
     structured: StructuredOutput | None = None  # the output must match this (a grammar)
+    # True: max_tokens is a cap, lowered to what fits the context (Anthropic clients send
+    # far more than a local model holds); False: a prompt + max_tokens over it is a 400.
+    clamp_max_tokens: bool = False
+    prompt_logprobs: int | None = None  # logprobs of the prompt tokens, k alternatives each
+    timeout: float | None = None  # seconds for the whole request; None: the server's
 
 
 @dataclass
@@ -40,11 +45,15 @@ class ChatInput:
     options: GenerationOptions = field(default_factory=GenerationOptions)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None  # False: a forced tool choice makes one call
+    parallel_tool_calls: bool = True  # False: at most one call in the answer
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     n: int = 1
     video_fps: float | None = None  # None: the server default (MediaConfig)
     video_max_frames: int | None = None
+    # Reasoning switches, applied where the chat template has them (enable_thinking,
+    # reasoning_effort); None leaves the template's default. chat_template_kwargs win.
+    thinking: bool | None = None
+    reasoning_effort: str | None = None
 
 
 @dataclass
@@ -55,3 +64,8 @@ class CompletionInput:
     options: GenerationOptions = field(default_factory=GenerationOptions)
     echo: bool = False
     n: int = 1
+
+    @property
+    def score_only(self) -> bool:
+        """``max_tokens: 0``: score the (echoed) prompt, generate nothing."""
+        return self.options.max_tokens == 0

@@ -6,18 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mlxserve.engine.request import GenerateRequest, MultimodalInputs
+from mlxserve.engine.request import FINISH_ABORT, FINISH_ERROR, GenerateRequest, MultimodalInputs
 from mlxserve.errors import InvalidRequest
+from mlxserve.extras import vision_extra_missing_reason
 from mlxserve.multimodal.media_config import MediaConfig
+from mlxserve.serving import telemetry
 from mlxserve.serving.assembler import MessageDelta, OutputAssembler
 from mlxserve.serving.chat_input import ChatInput, CompletionInput, GenerationOptions
 from mlxserve.structured.constraint import GrammarConstraint
 from mlxserve.structured.spec import StructuredOutput
-from mlxserve.serving.media import (MediaRequestOptions, arrange_for_model,
+from mlxserve.serving.deadlines import request_deadline, until_deadline
+from mlxserve.serving.limits import (RequestLimits, check_chat_limits, check_option_limits,
+                                     check_total_tokens)
+from mlxserve.serving.media import (MediaRef, MediaRequestOptions, arrange_for_model,
                                     check_media_limits, extract_media, load_media)
 from mlxserve.serving.messages import normalize_messages
 from mlxserve.serving.params import (ContextLimits, check_n, choice_sampling, resolve_sampling,
@@ -38,6 +44,8 @@ class ServingSettings:
     default_chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     parsers: ParserSettings = field(default_factory=ParserSettings)
     media: MediaConfig = field(default_factory=MediaConfig)  # limits for image/video parts
+    request_limits: RequestLimits = field(default_factory=RequestLimits)
+    request_timeout_s: float | None = None  # deadline of every request (None: none)
 
 
 @dataclass
@@ -49,12 +57,28 @@ class PreparedPrompt:
     requests: list[GenerateRequest]
     tool_setup: ToolSetup | None = None
     prompt_opens_reasoning: bool = False
+    score_only: bool = False  # max_tokens 0: the one token the engine generates is dropped
+    arrival: float = field(default_factory=time.monotonic)  # when the HTTP request came
+    deadline: float | None = None  # time.monotonic() past which it fails (408)
+
+
+def _media_refused(ref: MediaRef) -> InvalidRequest:
+    """The 400 for a media part sent to a text model; names the extra when it is missing."""
+    reason = vision_extra_missing_reason()
+    if reason is None:
+        return InvalidRequest(f"{ref.part}: this model does not accept {ref.kind} input",
+                              param="messages")
+    return InvalidRequest(f"{ref.part}: this server cannot read {ref.kind} input: {reason}, "
+                          "and serve a vision-language model", param="messages",
+                          code="vision_extra_not_installed")
 
 
 class GenerationService:
-    def __init__(self, engine: Any, settings: ServingSettings):
+    def __init__(self, engine: Any, settings: ServingSettings,
+                 observer: telemetry.RequestObserver | None = None):
         self._engine = engine
         self.settings = settings
+        self._observer = observer  # told each choice's tokens and end (metrics)
         self._running: set[str] = set()  # ids of the engine requests being streamed
         self._grammars: GrammarCompiler | None = None  # made on the first structured request
 
@@ -95,6 +119,7 @@ class GenerationService:
         for i in range(n):
             req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt),
                                   choice_sampling(sampling, i), stop, multimodal,
+                                  prompt_logprobs=options.prompt_logprobs,
                                   constraint=constraint.fork() if constraint else None)
             check = getattr(self._engine, "check", None)
             if check is not None:
@@ -104,11 +129,22 @@ class GenerationService:
             requests.append(req)
         return requests
 
+    def _reasoning_kwargs(self, chat: ChatInput) -> dict[str, Any]:
+        """The request's reasoning switches, for the templates that take them."""
+        capabilities = self._engine.model.capabilities
+        kwargs: dict[str, Any] = {}
+        if chat.thinking is not None and capabilities.template_has_thinking:
+            kwargs["enable_thinking"] = chat.thinking
+        if chat.reasoning_effort is not None and getattr(
+                capabilities, "template_has_reasoning_effort", False):
+            kwargs["reasoning_effort"] = chat.reasoning_effort
+        return kwargs
+
     def _render_chat(self, messages: list, chat: ChatInput,
                      template_tools: list[dict] | None) -> str:
         messages = normalize_messages(messages)
-        kwargs = merge_template_kwargs(self.settings.default_chat_template_kwargs,
-                                       chat.chat_template_kwargs)
+        defaults = {**self.settings.default_chat_template_kwargs, **self._reasoning_kwargs(chat)}
+        kwargs = merge_template_kwargs(defaults, chat.chat_template_kwargs)
         return render_chat_prompt(self.tokenizer, messages, template_tools, kwargs,
                                   self.settings.chat_template)
 
@@ -116,15 +152,47 @@ class GenerationService:
         opener = getattr(self.tokenizer, "think_start", None)
         return bool(opener) and prompt_text.rstrip().endswith(opener)
 
+    def _check_output_budget(self, prompts: list[PreparedPrompt]) -> None:
+        requests = [r for p in prompts for r in p.requests]
+        check_total_tokens(len(requests), max(r.stop.max_tokens for r in requests),
+                           self.settings.request_limits)
+
+    @staticmethod
+    def _note_prompt(prepared: PreparedPrompt) -> PreparedPrompt:
+        http = telemetry.current_http.get()
+        if http is not None:
+            http.add_prompt(len(prepared.token_ids), prepared.text)
+        return prepared
+
     async def prepare_chat(self, chat: ChatInput, base_id: str) -> PreparedPrompt:
+        arrival = telemetry.arrival_time()
         check_n(chat.n, self.settings.max_n)
-        tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers)
+        check_chat_limits(chat, self.settings.request_limits)
+        deadline = request_deadline(chat.options.timeout, self.settings.request_timeout_s,
+                                    arrival)
+        ids, text, multimodal, tool_setup = await self._chat_prompt(chat)
         constraint = await self._chat_constraint(chat, tool_setup)
+        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal,
+                                  constraint)
+        prepared = PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text),
+                                  arrival=arrival, deadline=deadline)
+        self._check_output_budget([prepared])
+        return self._note_prompt(prepared)
+
+    async def count_chat_tokens(self, chat: ChatInput) -> int:
+        """The prompt tokens the engine would see for ``chat`` (media tokens included)."""
+        ids, _, _, _ = await self._chat_prompt(chat)
+        return len(ids)
+
+    async def _chat_prompt(self, chat: ChatInput
+                           ) -> tuple[list[int], str, MultimodalInputs | None, ToolSetup]:
+        """The templated, tokenized prompt of ``chat`` and its media inputs."""
+        tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers,
+                                chat.parallel_tool_calls)
         messages, media = extract_media(chat.messages)
         vision = getattr(self._engine.model, "vision", None)
         if media and vision is None:
-            raise InvalidRequest(f"{media[0].part}: this model does not accept {media[0].kind} "
-                                 "input", param="messages")
+            raise _media_refused(media[0])
         check_media_limits(media, self.settings.media)
         images: list = []
         videos: list = []
@@ -141,9 +209,7 @@ class GenerationService:
         if media:
             ids, multimodal = await asyncio.to_thread(self._prepare_media, ids, images,
                                                       videos, vision)
-        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal,
-                                  constraint)
-        return PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text))
+        return ids, text, multimodal, tool_setup
 
     def _prepare_media(self, ids: list[int], images: list, videos: list, vision: Any
                        ) -> tuple[list[int], MultimodalInputs]:
@@ -165,22 +231,51 @@ class GenerationService:
                                  param="prompt")
         return ids, decode_tokens(self.tokenizer, ids)
 
+    def tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
+        return encode_prompt_text(self.tokenizer, text, add_special_tokens=add_special_tokens)
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        return self._tokenize_completion_prompt(token_ids)[1]  # ids checked first
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        """The special tokens and chat template (vLLM's /tokenizer_info fields)."""
+        tok = self.tokenizer
+        template = self.settings.chat_template or getattr(tok, "chat_template", None)
+        info = {name: getattr(tok, name, None)
+                for name in ("eos_token", "bos_token", "pad_token", "unk_token")}
+        info.update(tokenizer_class=type(getattr(tok, "_tokenizer", tok)).__name__,
+                    chat_template=template if isinstance(template, str) else None,
+                    model_max_length=self.settings.limits.context_length)
+        return info
+
     async def prepare_completions(self, completion: CompletionInput, base_id: str
                                   ) -> list[PreparedPrompt]:
+        arrival = telemetry.arrival_time()
         check_n(completion.n, self.settings.max_n)
+        check_option_limits(completion.options, self.settings.request_limits)
+        deadline = request_deadline(completion.options.timeout,
+                                    self.settings.request_timeout_s, arrival)
         if not completion.prompts:
             raise InvalidRequest("'prompt' must not be empty", param="prompt")
         if len(completion.prompts) * completion.n > 64:
             raise InvalidRequest("too many prompts times 'n' (at most 64 in one request)",
                                  param="prompt")
-        constraint = await self._constraint(completion.options.structured)
+        options = completion.options
+        if completion.score_only:  # the engine always samples after the prefill
+            if not completion.echo:
+                raise InvalidRequest("'max_tokens' must be at least 1 (0 only with 'echo', "
+                                     "to score the prompt)", param="max_tokens")
+            options = replace(options, max_tokens=1)
+        constraint = await self._constraint(options.structured)
         prepared = []
         for i, prompt in enumerate(completion.prompts):
             ids, text = await asyncio.to_thread(self._tokenize_completion_prompt, prompt)
-            requests = self._requests(base_id, i * completion.n, completion.n, ids,
-                                      completion.options, constraint=constraint)
-            prepared.append(PreparedPrompt(ids, text, requests))
-        return prepared
+            requests = self._requests(base_id, i * completion.n, completion.n, ids, options,
+                                      constraint=constraint)
+            prepared.append(PreparedPrompt(ids, text, requests, score_only=completion.score_only,
+                                           arrival=arrival, deadline=deadline))
+        self._check_output_budget(prepared)
+        return [self._note_prompt(p) for p in prepared]
 
     async def _abort(self, request_id: str) -> None:
         result = self._engine.abort(request_id)
@@ -197,26 +292,51 @@ class GenerationService:
 
     async def stream(self, request: GenerateRequest, prepared: PreparedPrompt
                      ) -> AsyncIterator[MessageDelta]:
-        """MessageDelta objects of one engine request; aborts it if the consumer leaves."""
+        """MessageDelta objects of one engine request; aborts it if the consumer leaves,
+        it fails or it runs past its deadline (then RequestTimedOut, a 408)."""
         parser = make_output_parser(self.settings.parsers, prepared.tool_setup,
                                     prepared.prompt_opens_reasoning)
         assembler = OutputAssembler(parser)
         deltas = self._engine.generate(request)
+        record = telemetry.ChoiceRecord(prepared.arrival, len(request.prompt_tokens))
         finished = False
         self._running.add(request.request_id)
         try:
-            async for delta in deltas:
+            async for delta in until_deadline(deltas, prepared.deadline, prepared.arrival):
                 finished = delta.finished
-                yield assembler.feed(delta)
+                self._observe(record, delta)
+                message = assembler.feed(delta)
+                record.outcome = message.finish_reason or record.outcome
+                yield _without_output(message) if prepared.score_only else message
                 if finished:
                     break
         finally:
             self._running.discard(request.request_id)
+            telemetry.record_finish(record, record.outcome, self._observer)
             if not finished:
                 await asyncio.shield(self._abort(request.request_id))
             close = getattr(deltas, "aclose", None)
             if close is not None:
                 await close()
 
+    def _observe(self, record: telemetry.ChoiceRecord, delta: Any) -> None:
+        """Book a delta's tokens and, for a failed one, how it failed."""
+        if delta.token_ids:
+            telemetry.record_tokens(record, len(delta.token_ids), self._observer)
+        queued = getattr(delta, "queue_time_s", None)
+        if queued is not None:
+            record.queue_time_s = queued
+        if delta.finish_reason in (FINISH_ERROR, FINISH_ABORT):
+            record.outcome = delta.finish_reason
+
     def stats(self) -> Any:
         return self._engine.stats()
+
+
+def _without_output(delta: MessageDelta) -> MessageDelta:
+    """A score-only request's delta: its prompt logprobs, none of the generated token."""
+    out = MessageDelta(prompt_logprobs=delta.prompt_logprobs)
+    if delta.finish_reason is not None:
+        out.finish_reason = "length"
+        out.usage = replace(delta.usage, completion_tokens=0)
+    return out

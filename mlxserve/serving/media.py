@@ -15,7 +15,6 @@ from typing import Any
 
 from mlxserve.errors import InvalidRequest
 from mlxserve.multimodal.fetch import fetch_media
-from mlxserve.multimodal.image import decode_image
 from mlxserve.multimodal.media_config import MediaConfig
 from mlxserve.multimodal.video import DecodedVideo, decode_video, resolve_video_sampling
 
@@ -68,7 +67,8 @@ def extract_media(messages: Any) -> tuple[Any, list[MediaRef]]:
             if isinstance(part, dict) and part.get("type") == "image":
                 raise InvalidRequest(f"messages[{i}].content[{j}]: send images as "
                                      "'image_url' parts", param="messages")
-            kind = _PART_KINDS.get(part.get("type")) if isinstance(part, dict) else None
+            part_type = part.get("type") if isinstance(part, dict) else None
+            kind = _PART_KINDS.get(part_type) if isinstance(part_type, str) else None
             if kind is None:
                 parts.append(part)
                 continue
@@ -95,6 +95,8 @@ def load_media(refs: list[MediaRef], options: MediaRequestOptions, config: Media
                ) -> list[Any]:
     """Fetch and decode every media item, in prompt order: Pillow images and
     ``DecodedVideo`` clips (blocking: run it in a worker thread)."""
+    from mlxserve.multimodal.image import decode_image  # lazy: Pillow is the vision extra
+
     sampling = resolve_video_sampling(options.video_fps, options.video_max_frames, config)
     decoded: list[Any] = []
     for ref in refs:

@@ -59,6 +59,8 @@ def resolve_stop(options: GenerationOptions, prompt_len: int, limits: ContextLim
     max_tokens = options.max_tokens
     if max_tokens is None:
         max_tokens = default_max_tokens(prompt_len, limits)
+    elif options.clamp_max_tokens and max_tokens > 0:
+        max_tokens = min(max_tokens, default_max_tokens(prompt_len, limits))
     params = StopParams(
         max_tokens=max_tokens,
         stop=tuple(options.stop),

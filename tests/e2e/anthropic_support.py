@@ -27,3 +27,13 @@ def assert_anthropic_error(response: httpx.Response, status: int, kind: str) -> 
     for leak in LEAKS:
         assert leak not in message
     return message
+
+
+def sse_events(response: httpx.Response) -> list[tuple[str, dict]]:
+    """(event name, data) of each server-sent event of a finished response."""
+    out = []
+    for chunk in response.text.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in chunk.splitlines() if ": " in line)
+        if "data" in lines:
+            out.append((lines.get("event", ""), json.loads(lines["data"])))
+    return out

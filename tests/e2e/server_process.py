@@ -45,26 +45,31 @@ class ServerProcess:
                 self.process.wait()
 
 
-def run_cli(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
-    """`python -m mlxserve.cli.main ARGS`, captured."""
+def run_cli(args: list[str], timeout: float = 180, env: dict | None = None
+            ) -> subprocess.CompletedProcess:
+    """`python -m mlxserve.cli.main ARGS`, captured (``env``: the whole environment)."""
     return subprocess.run([sys.executable, "-m", "mlxserve.cli.main", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def start_server(model: str, extra_args: list[str] = (), timeout: float = 300) -> ServerProcess:
-    """Start a server and wait until /health answers 200 (raises with its log if not)."""
+def start_server(model: str, extra_args: list[str] = (), timeout: float = 300,
+                 env: dict | None = None,
+                 launcher: tuple[str, ...] = ("-m", "mlxserve.cli.main")) -> ServerProcess:
+    """Start a server and wait until /ready answers 200 (raises with its log if not).
+    ``launcher``: what python runs (a script path for a server with a test loader)."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="mlxserve-e2e-", suffix=".log", delete=False)
-    cmd = [sys.executable, "-m", "mlxserve.cli.main", "serve", model, "--host", "127.0.0.1",
+    cmd = [sys.executable, *launcher, "serve", model, "--host", "127.0.0.1",
            "--port", str(port), "--log-level", "warning", *extra_args]
-    process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                               env=env)
     server = ServerProcess(process, port, log.name)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited ({process.returncode}):\n{server.log_tail()}")
         try:
-            if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{server.base_url}/ready", timeout=2).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass

@@ -80,7 +80,9 @@ def test_chat_logprobs_shape_and_agreement(tiny_client):
         assert len(entry.top_logprobs) == 3
         # greedy: the chosen token is the most likely one
         assert entry.logprob == pytest.approx(max(t.logprob for t in entry.top_logprobs))
-        assert entry.bytes == list(entry.token.encode("utf-8"))
+        assert bytes(entry.bytes).decode("utf-8", "replace") == entry.token
+    raw = bytes(b for entry in entries for b in entry.bytes)
+    assert raw.decode("utf-8", "replace") == full.choices[0].message.content
     streamed = []
     for chunk in tiny_client.chat.completions.create(stream=True, **request):
         for choice in chunk.choices:

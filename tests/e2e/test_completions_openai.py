@@ -87,9 +87,11 @@ def test_completion_logprobs(tiny_client):
                                           temperature=0, logprobs=2)
     lp = full.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 5
-    assert "".join(lp.tokens) == full.choices[0].text or full.choices[0].finish_reason
-    assert lp.text_offset[0] == 0
-    assert all(len(top) <= 2 for top in lp.top_logprobs)
+    assert "".join(lp.tokens) == full.choices[0].text  # '\x00' (byte token 'Ā') included
+    assert lp.text_offset == [sum(map(len, lp.tokens[:i])) for i in range(5)]
+    # the 2 best alternatives, plus the sampled token when it is not among them
+    assert all(len(top) <= 3 and top[tok] == v
+               for top, tok, v in zip(lp.top_logprobs, lp.tokens, lp.token_logprobs))
     assert all(v <= 0 for v in lp.token_logprobs)
 
 

@@ -1,5 +1,5 @@
-"""/health answers 503 while the model loads, 200 after; API routes say so in OpenAI's
-error shape. The app runs in-process under uvicorn with a real engine whose loader waits
+"""While the model loads /ready answers 503 and /health (live) 200 "loading"; after, both
+200; API routes say so in OpenAI's error shape. The app runs in-process under uvicorn with a real engine whose loader waits
 on a gate."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def wait_for(url: str, status: int, timeout: float = 60) -> httpx.Response:
         time.sleep(0.1)
 
 
-def test_health_is_503_until_the_model_is_loaded(tiny_model_path):
+def test_ready_is_503_until_the_model_is_loaded(tiny_model_path):
     gate = threading.Event()
 
     def gated_loader(config: ModelConfig):
@@ -45,13 +45,15 @@ def test_health_is_503_until_the_model_is_loaded(tiny_model_path):
     thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        loading = wait_for(f"{base}/health", 503)
+        loading = wait_for(f"{base}/ready", 503)
         assert loading.json()["error"]["code"] == "model_not_ready"
+        assert httpx.get(f"{base}/health").json() == {"status": "loading"}
         models = httpx.get(f"{base}/v1/models")
         assert models.status_code == 503 and models.json()["error"]["message"]
         assert httpx.get(f"{base}/version").status_code == 200
         gate.set()
-        assert wait_for(f"{base}/health", 200).json()["status"] == "ok"
+        assert wait_for(f"{base}/ready", 200).json()["status"] == "ready"
+        assert httpx.get(f"{base}/health").json()["status"] == "ok"
         assert httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
     finally:
         gate.set()

@@ -57,3 +57,15 @@ def test_a_row_draws_the_same_tokens_in_any_batch():
         batched.append(int(np.array(out.tokens)[3]))
     assert alone == batched
     assert len(set(alone)) > 1
+
+
+def test_tiny_positive_temperatures_sample_the_greedy_token():
+    """logits / 1e-38 overflows float32 (and 5e-324 is 0 in float32): such temperatures must
+    still give the argmax, never the first token whose scaled logit became +inf."""
+    rng = np.random.default_rng(3)
+    logits = mx.array((rng.standard_normal((16, 512)) * 4 + 10).astype(np.float32))
+    for temperature in (1e-38, 1e-45, 5e-324, 1e-7):
+        rows = [RowSampler(SamplingParams(temperature=temperature), [0], 512, s)
+                for s in range(16)]
+        tokens = np.array(sample(logits, rows).tokens)
+        np.testing.assert_array_equal(tokens, np.array(logits).argmax(axis=-1))

@@ -60,3 +60,28 @@ def test_token_stops_and_length(tokenizer):
     steps = [out.add_token(t) for t in ids[:2]]
     assert steps[-1].finish_reason == "length"
     assert "".join(s.text for s in steps) == tokenizer.decode(ids[:2])
+
+
+def _covered(steps) -> int:
+    return sum(s.tokens for s in steps)
+
+
+def test_each_step_covers_the_tokens_of_the_text_it_releases(tokenizer):
+    out = _stream(tokenizer, max_tokens=6)
+    ids = tokenizer.encode("中国 ok")  # byte tokens: each character spans several of them
+    steps = [out.add_token(t) for t in ids[:6]]
+    text = "".join(s.text for s in steps)
+    assert text.startswith("中国") and steps[-1].finish_reason == "length"
+    assert [s.tokens for s in steps][:3] == [0, 0, 3]  # covered once "中" is released
+    assert _covered(steps) == 6
+
+
+def test_tokens_cut_by_a_stop_string_or_a_stop_token_are_never_covered(tokenizer):
+    out = _stream(tokenizer, stop=[" 11"])
+    steps = _feed(out, tokenizer, "x 9, 10, 11, 12")
+    done = next(i for i, s in enumerate(steps) if s.finish_reason)
+    assert "".join(s.text for s in steps[: done + 1]) == "x 9, 10,"
+    assert _covered(steps[: done + 1]) == len(tokenizer.encode("x 9, 10,"))
+    eos = _stream(tokenizer)
+    steps = _feed(eos, tokenizer, "hi") + [eos.add_token(999)]
+    assert steps[-1].finish_reason == "stop" and _covered(steps) == len(tokenizer.encode("hi"))

@@ -14,6 +14,7 @@ from mlxserve.api.openai.chat_encode import (
 )
 from mlxserve.api.openai.chat_schemas import ChatCompletionRequest
 from mlxserve.api.openai.logprobs_encode import TokenTexts
+from mlxserve.api.openai.prompt_logprobs_encode import vllm_prompt_logprobs
 from mlxserve.api.sse import sse_response
 from mlxserve.api.state import ready_state
 from mlxserve.serving.streams import collect_all, merge_indexed, start_streams
@@ -41,4 +42,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         messages = await unless_disconnected(request, collect_all(streams))
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED)
-    return JSONResponse(chat_response(meta, messages, texts))
+    response = chat_response(meta, messages, texts)
+    if body.prompt_logprobs is not None:  # vLLM's shape: once per response, not per choice
+        response["prompt_logprobs"] = vllm_prompt_logprobs(messages[0].prompt_logprobs,
+                                                           body.prompt_logprobs, texts)
+    return JSONResponse(response)

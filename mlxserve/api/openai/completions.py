@@ -35,13 +35,14 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     streams = [service.stream(r, p) for p in prompts for r in p.requests]
     echo_texts = [p.text if completion.echo else "" for p in prompts for _ in p.requests]
     texts = TokenTexts(service.tokenizer)
+    asked = body.prompt_logprobs_asked()
     try:
         if body.stream:
             started = await unless_disconnected(request, start_streams(streams))
             encoder = CompletionChunkEncoder(meta, texts, body.include_usage())
             return sse_response(completion_event_stream(encoder, prompts, echo_texts,
-                                                        merge_indexed(started)))
+                                                        merge_indexed(started), asked))
         results = await unless_disconnected(request, collect_all(streams))
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED)
-    return JSONResponse(completion_response(meta, prompts, results, echo_texts, texts))
+    return JSONResponse(completion_response(meta, prompts, results, echo_texts, texts, asked))

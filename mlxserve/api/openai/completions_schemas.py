@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import field_validator
 
+from mlxserve.api.openai.prompt_logprobs_encode import PromptLogprobsAsked
 from mlxserve.api.openai.sampling_fields import SamplingFields
 from mlxserve.errors import InvalidRequest
 from mlxserve.serving.chat_input import CompletionInput
@@ -45,6 +46,10 @@ class CompletionRequest(SamplingFields):
                 raise InvalidRequest("'prompt' has an empty token list", param="prompt")
         return list(prompt)
 
+    def prompt_logprobs_asked(self) -> PromptLogprobsAsked:
+        echo_top = self.logprobs if self.echo and self.logprobs is not None else None
+        return PromptLogprobsAsked(echo_top, self.prompt_logprobs)
+
     def to_completion_input(self) -> CompletionInput:
         if self.suffix:
             raise InvalidRequest("'suffix' is not supported", param="suffix")
@@ -52,10 +57,9 @@ class CompletionRequest(SamplingFields):
         if logprobs is not None and not 0 <= logprobs <= MAX_LEGACY_LOGPROBS:
             raise InvalidRequest(f"'logprobs' must be between 0 and {MAX_LEGACY_LOGPROBS}",
                                  param="logprobs")
-        if self.echo and logprobs is not None:
-            raise InvalidRequest("'echo' together with 'logprobs' is not supported yet "
-                                 "(prompt logprobs)", param="echo")
         options = self.to_options(self.max_tokens if self.max_tokens is not None else 16,
                                   logprobs is not None, logprobs or 0)
+        if self.echo and logprobs is not None:  # the echoed prompt carries its logprobs
+            options.prompt_logprobs = max(options.prompt_logprobs or 0, logprobs)
         return CompletionInput(prompts=self._prompts(), options=options,
                                echo=bool(self.echo), n=1 if self.n is None else self.n)

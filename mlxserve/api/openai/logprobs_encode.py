@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from mlxserve.engine.request import TokenLogprob
+from mlxserve.models.detokenizer import TokenBytes
 
 
 class TokenTexts:
-    """Text of single token ids, decoded once per response."""
+    """Text of single token ids, decoded once per response; ``raw`` gives their bytes."""
 
     def __init__(self, tokenizer: Any):
         self._tokenizer = tokenizer
         self._cache: dict[int, str] = {}
+        self.raw = TokenBytes(tokenizer)
 
     def __call__(self, token_id: int) -> str:
         text = self._cache.get(token_id)
@@ -24,7 +26,7 @@ class TokenTexts:
 
 def _chat_entry(texts: TokenTexts, token_id: int, logprob: float) -> dict[str, Any]:
     text = texts(token_id)
-    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+    return {"token": text, "logprob": logprob, "bytes": list(texts.raw(token_id))}
 
 
 def chat_logprobs(items: list[TokenLogprob] | None, texts: TokenTexts) -> dict | None:
@@ -38,6 +40,14 @@ def chat_logprobs(items: list[TokenLogprob] | None, texts: TokenTexts) -> dict |
     return {"content": content, "refusal": None}
 
 
+def _legacy_top(texts: TokenTexts, item: TokenLogprob) -> dict[str, float]:
+    """The position's alternatives plus the sampled token (OpenAI: up to logprobs + 1
+    entries), so ``logprobs: 0`` gives the sampled token alone, never null."""
+    top = {texts(t): lp for t, lp in item.top}
+    top[texts(item.token_id)] = item.logprob  # it wins over an alternative of equal text
+    return top
+
+
 def completion_logprobs(items: list[TokenLogprob] | None, texts: TokenTexts,
                         text_offset_start: int) -> dict | None:
     if items is None:
@@ -48,7 +58,7 @@ def completion_logprobs(items: list[TokenLogprob] | None, texts: TokenTexts,
         text = texts(item.token_id)
         tokens.append(text)
         token_logprobs.append(item.logprob)
-        tops.append({texts(t): lp for t, lp in item.top} if item.top else None)
+        tops.append(_legacy_top(texts, item))
         offsets.append(offset)
         offset += len(text)
     return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": tops,

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from mlxserve.api.openai.structured_fields import StructuredFields
+from mlxserve.engine.request import MAX_PROMPT_LOGPROBS
 from mlxserve.errors import InvalidRequest
 from mlxserve.serving.chat_input import GenerationOptions
 
@@ -38,6 +39,8 @@ class SamplingFields(StructuredFields):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: Any = None  # accepted and ignored
+    prompt_logprobs: int | None = None  # vLLM's field: logprobs of the prompt tokens
+    timeout: float | None = None  # seconds for the whole request (bounded by the server's)
 
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
@@ -53,10 +56,19 @@ class SamplingFields(StructuredFields):
     def _stop(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()
-        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-        if len(stops) > 16:
-            raise InvalidRequest("'stop' takes at most 16 strings", param="stop")
-        return stops
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def checked_prompt_logprobs(self) -> int | None:
+        k = self.prompt_logprobs
+        if k is None:
+            return None
+        if not 0 <= k <= MAX_PROMPT_LOGPROBS:
+            raise InvalidRequest(f"'prompt_logprobs' must be between 0 and {MAX_PROMPT_LOGPROBS}",
+                                 param="prompt_logprobs")
+        if self.stream:  # as vLLM
+            raise InvalidRequest("'prompt_logprobs' is not available with 'stream': true",
+                                 param="prompt_logprobs")
+        return k
 
     def to_options(self, max_tokens: int | None, logprobs: bool, top_logprobs: int
                    ) -> GenerationOptions:
@@ -71,4 +83,5 @@ class SamplingFields(StructuredFields):
             seed=self.seed, stop=self._stop(), stop_token_ids=tuple(self.stop_token_ids or ()),
             ignore_eos=bool(self.ignore_eos), logprobs=logprobs, top_logprobs=top_logprobs,
             structured=self.structured_output(),
+            prompt_logprobs=self.checked_prompt_logprobs(), timeout=self.timeout,
         )

@@ -1,0 +1,77 @@
+"""POST /v1/responses request body. Fields that cannot apply here (include, store of
+encrypted reasoning, prompt_cache_key, client_metadata, truncation, service_tier, ...) are accepted and ignored; wrong types are 400s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from mlxserve.api.openai.responses_input import (
+    ResponseTools, input_items, items_to_messages, response_tool_choice, response_tools,
+)
+from mlxserve.errors import InvalidRequest
+from mlxserve.serving.chat_input import ChatInput, GenerationOptions
+
+EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
+NO_REASONING = ("none", "minimal")
+
+
+class ResponsesRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str | None = None
+    input: Any  # a string or an array of items (checked by input_items)
+    instructions: str | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None  # checked by response_tool_choice
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stream: bool | None = False
+    store: bool | None = True
+    previous_response_id: str | None = None
+    reasoning: dict[str, Any] | None = None
+    text: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+    def items(self) -> list[dict]:
+        """This request's own input items."""
+        return input_items(self.input)
+
+    def _check_text_format(self) -> None:
+        kind = ((self.text or {}).get("format") or {}).get("type", "text")
+        if kind in ("json_schema", "json_object"):
+            raise InvalidRequest(f"text.format '{kind}' (structured outputs) is not supported "
+                                 "yet", param="text.format")
+        if kind != "text":
+            raise InvalidRequest("text.format type must be 'text'", param="text.format")
+
+    def _reasoning(self) -> tuple[bool | None, str | None]:
+        effort = (self.reasoning or {}).get("effort")
+        if effort is None:
+            return None, None
+        if effort in NO_REASONING:
+            return False, None
+        if effort not in EFFORTS:
+            raise InvalidRequest("reasoning.effort must be none, minimal, low, medium, high "
+                                 "or xhigh", param="reasoning.effort")
+        return None, EFFORTS[effort]
+
+    def tool_set(self) -> ResponseTools:
+        return response_tools(self.tools)
+
+    def to_chat_input(self, conversation: list[dict], tools: ResponseTools) -> ChatInput:
+        """``conversation``: the earlier items (previous_response_id) and this input."""
+        self._check_text_format()
+        messages = items_to_messages(conversation)
+        if self.instructions:
+            messages.insert(0, {"role": "system", "content": self.instructions})
+        thinking, effort = self._reasoning()
+        options = GenerationOptions(max_tokens=self.max_output_tokens,
+                                    temperature=self.temperature, top_p=self.top_p)
+        return ChatInput(messages=messages, options=options, tools=tools.tools,
+                         tool_choice=response_tool_choice(self.tool_choice),
+                         parallel_tool_calls=self.parallel_tool_calls is not False,
+                         thinking=thinking, reasoning_effort=effort)

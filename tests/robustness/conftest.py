@@ -1,0 +1,51 @@
+"""Session-scoped real servers for the robustness tests: one on a real tiny model whose
+forward fails for a marked prompt (fault_server.py), one with tight limits."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+
+from robust_support import API_KEY, FAULT_SERVER, TINY_CONTEXT, TINY_NAME  # noqa: E402
+from server_process import start_server  # noqa: E402
+from tiny_models import make_tiny_model  # noqa: E402
+
+# Tight limits, each reachable by a small request (tests/robustness/test_limits.py).
+TIGHT_LIMITS = {"--max-messages": 4, "--max-content-parts": 4, "--max-tools": 2,
+                "--max-tool-schema-bytes": 400, "--max-json-depth": 12,
+                "--max-stop-strings": 2, "--max-stop-string-chars": 8,
+                "--max-logit-bias": 2, "--max-total-tokens": 64,
+                "--max-header-bytes": 4096}
+ALLOWED_ORIGIN = "http://allowed.example"
+
+
+@pytest.fixture(scope="session")
+def robust_model_path(tmp_path_factory) -> str:
+    return str(make_tiny_model(tmp_path_factory.mktemp("robust-tiny"), "qwen2"))
+
+
+@pytest.fixture(scope="session")
+def robust_server(robust_model_path):
+    """Default limits; a small step budget so long prompts prefill over several steps."""
+    server = start_server(robust_model_path, [
+        "--served-model-name", TINY_NAME, "--max-model-len", str(TINY_CONTEXT),
+        "--max-num-batched-tokens", "64", "--log-level", "info"],
+        launcher=(FAULT_SERVER,))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tight_server(robust_model_path):
+    limits = [str(a) for pair in TIGHT_LIMITS.items() for a in pair]
+    server = start_server(robust_model_path, [
+        "--served-model-name", TINY_NAME, "--max-model-len", str(TINY_CONTEXT),
+        "--max-concurrent-requests", "2", "--allowed-origins", ALLOWED_ORIGIN,
+        "--api-key", API_KEY, "--metrics-require-api-key", "--log-prompts",
+        "--log-level", "info", *limits])
+    yield server
+    server.stop()
