@@ -244,6 +244,7 @@ class EngineCore:
         if state is None:  # finished or aborted while its token was in flight
             return
         state.commit(out.token_id)
+        self.scheduler.commit(out.request_id, 1)
         self._total_generated += 1
         step = state.output.add_token(out.token_id)
         delta = EngineDelta(
