@@ -41,6 +41,8 @@ class EngineStats:
     running: int = 0
     waiting: int = 0
     total_finished: int = 0
+    total_aborted: int = 0  # ended by an abort or a consumer that left (also counted above)
+    total_generated_tokens: int = 0  # output tokens sampled, over all requests
     kv_tokens_used: int = 0
     kv_tokens_total: int = 0
 
@@ -80,6 +82,8 @@ class EngineCore:
         self._outbox = Outbox()
         self._seeds = random.Random(engine_config.seed)
         self._total_finished = 0
+        self._total_aborted = 0
+        self._total_generated = 0
         self._steps = 0
 
     # ---- other threads ------------------------------------------------------------
@@ -240,6 +244,7 @@ class EngineCore:
         if state is None:  # finished or aborted while its token was in flight
             return
         state.commit(out.token_id)
+        self._total_generated += 1
         step = state.output.add_token(out.token_id)
         delta = EngineDelta(
             request_id=out.request_id, token_ids=[out.token_id], text=step.text,
@@ -256,9 +261,13 @@ class EngineCore:
 
     def _consumer_gone(self, request_id: str) -> None:
         """Its consumer is gone (the event loop closed): stop computing for it."""
+        if request_id in self._active:
+            self._total_aborted += 1
         self._retire(request_id)
 
     def _finish(self, request_id: str, reason: str, error: str | None = None) -> None:
+        if reason == FINISH_ABORT and (request_id in self._active or request_id in self._waiting):
+            self._total_aborted += 1
         waiting = self._waiting.pop(request_id, None)
         state = self._retire(request_id)
         sink = state.sink if state is not None else waiting.sink if waiting else None
@@ -292,7 +301,8 @@ class EngineCore:
         self.stats = EngineStats(
             running=len(s.running), waiting=len(s.waiting),
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
-            kv_tokens_total=s.kv_tokens_total,
+            kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
+            total_generated_tokens=self._total_generated,
         )
 
 
