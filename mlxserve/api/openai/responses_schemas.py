@@ -1,6 +1,5 @@
 """POST /v1/responses request body. Fields that cannot apply here (include, store of
-encrypted reasoning, prompt_cache_key, client_metadata, parallel_tool_calls, truncation,
-service_tier, ...) are accepted and ignored; wrong types are 400s."""
+encrypted reasoning, prompt_cache_key, client_metadata, truncation, service_tier, ...) are accepted and ignored; wrong types are 400s."""
 
 from __future__ import annotations
 
