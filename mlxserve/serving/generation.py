@@ -174,6 +174,8 @@ class GenerationService:
         constraint = await self._chat_constraint(chat, tool_setup)
         requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal,
                                   constraint)
+        for other in requests[1:]:  # a chat reply carries its prompt's logprobs once
+            other.prompt_logprobs = None
         prepared = PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text),
                                   arrival=arrival, deadline=deadline)
         self._check_output_budget([prepared])
