@@ -145,6 +145,8 @@ class GenerationService:
                                     arrival)
         ids, text, multimodal, tool_setup = await self._chat_prompt(chat)
         requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal)
+        for other in requests[1:]:  # a chat reply carries its prompt's logprobs once
+            other.prompt_logprobs = None
         prepared = PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text),
                                   arrival=arrival, deadline=deadline)
         self._check_output_budget([prepared])
