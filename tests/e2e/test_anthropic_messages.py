@@ -97,17 +97,20 @@ def test_count_tokens_equals_the_engine_prompt_tokens(client):
 
 def test_claude_code_shaped_request_is_accepted(default_server):
     """What Claude Code sends: betas, x-api-key, thinking, effort, cache_control, context
-    management, metadata, a server tool it cannot run here, max_tokens far over the
-    context, ?beta=true."""
+    management, metadata, system messages inside messages (one empty), a deferred tool and
+    a server tool it cannot run here, max_tokens far over the context, ?beta=true."""
     body = {
-        "model": MODEL, "max_tokens": 128000, "stream": True, "messages": QUESTION,
+        "model": MODEL, "max_tokens": 128000, "stream": True,
+        "messages": [*QUESTION, {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                     {"role": "system", "content": [], "output_config": {"effort": "medium"}}],
         "system": SYSTEM, "thinking": {"type": "adaptive", "display": "omitted"},
         "output_config": {"effort": "medium"}, "metadata": {"user_id": "user_1"},
         "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
         "tools": [{"name": "Read", "description": "Read a file", "input_schema": {
             "type": "object", "properties": {"file_path": {"type": "string"}},
             "required": ["file_path"]}, "cache_control": {"type": "ephemeral"}},
-            {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}],
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+            {"name": "Later", "input_schema": {"type": "object"}, "defer_loading": True}],
         **GREEDY,
     }
     headers = {"x-api-key": "sk-anything", "anthropic-version": "2023-06-01",
