@@ -4,6 +4,8 @@ the current SDK no longer has it)."""
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import httpx
 import pytest
@@ -127,3 +129,15 @@ def test_unknown_model_is_anthropic_404(default_server):
                     {"model": "claude-opus-5-5", "max_tokens": 4, "messages": QUESTION})
     assert "does not exist" in assert_anthropic_error(response, 404, "not_found_error")
     assert httpx.get(f"{default_server.base_url}/health").status_code == 200
+
+
+CITY_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"},
+                                                "country": {"type": "string"}},
+               "required": ["city", "country"], "additionalProperties": False}
+
+
+def test_output_config_format_constrains_the_answer(client):
+    message = ask(client, max_tokens=60, output_config={
+        "format": {"type": "json_schema", "schema": CITY_SCHEMA}})
+    value = json.loads(message.content[0].text)
+    assert set(value) == {"city", "country"} and all(isinstance(v, str) for v in value.values())

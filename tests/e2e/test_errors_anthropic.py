@@ -50,8 +50,10 @@ BAD_MESSAGES = [
     pytest.param(body(messages=user({"type": "image", "source": {
         "type": "base64", "media_type": "image/png", "data": PNG_1PX}})), "image",
         id="image-on-a-text-model"),
-    pytest.param(body(output_config={"format": {"type": "json_schema", "schema": {}}}),
-                 "not supported yet", id="structured-output"),
+    pytest.param(body(output_config={"format": {"type": "json_schema"}}),
+                 "output_config.format", id="structured-output-without-schema"),
+    pytest.param(body(output_config={"format": {"type": "xml"}}),
+                 "output_config.format", id="structured-output-of-unknown-type"),
     pytest.param(body(tool_choice={"type": "sometimes"}), "tool_choice", id="bad-tool-choice"),
     pytest.param(body(thinking={"type": "maybe"}), "thinking", id="bad-thinking"),
     pytest.param(body(tools=[{"name": "x"}]), "input_schema", id="tool-without-schema"),
