@@ -92,7 +92,7 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MlxserveError)
     async def _mlxserve(request: Request, exc: MlxserveError) -> JSONResponse:
-        if exc.status >= 500:
+        if exc.status >= 500 and exc.status != 503:  # 503s (loading, shed, shutdown): expected
             log.error("request failed: %s", exc.message)
         return mlxserve_error_response(exc, request.url.path)
 
