@@ -98,6 +98,8 @@ QWEN3_VL_VIDEO_PREPROCESSOR = {
 
 # A Qwen-VL style chat template: content may be a string or a list of typed parts.
 QWEN_VL_TEMPLATE = (
+    "{% if tools %}{{ '<|im_start|>system\\n# Tools\\n' }}{% for tool in tools %}"
+    "{{ tool | tojson }}{{ '\\n' }}{% endfor %}{{ '<|im_end|>\\n' }}{% endif %}"
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}"

@@ -22,6 +22,7 @@ from mlxserve.errors import MlxserveError
 
 log = logging.getLogger("mlxserve.api")
 
+
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                403: "permission_error", 404: "not_found_error", 413: "invalid_request_error",
                429: "rate_limit_error", 503: "server_overloaded"}
@@ -66,27 +67,62 @@ def mlxserve_error_response(error: MlxserveError, path: str = "") -> JSONRespons
     return error_response(error.status, error.message, error.param, error.code, path)
 
 
-def _location(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
-    return ".".join(parts)
+# pydantic names the member of a union it tried as a location step ("stop.str"); these
+# are the words for the members our request models use.
+UNION_MEMBER_WORDS = {"str": "a string", "list[str]": "an array of strings",
+                      "dict[str,any]": "an object", "int": "an integer", "float": "a number",
+                      "bool": "a boolean", "list[int]": "an array of integers"}
+
+
+def _location(loc: tuple) -> list[str]:
+    return [str(p) for p in loc if p != "body"]
+
+
+def _union_message(field: str, errors: list[dict]) -> str | None:
+    """"'stop' must be a string or an array of strings" when every error is one union
+    member of the same field failing; None otherwise."""
+    members = []
+    for error in errors:
+        where = _location(tuple(error.get("loc", ())))
+        if len(where) < 2 or where[0] != field or where[1] not in UNION_MEMBER_WORDS:
+            return None
+        if UNION_MEMBER_WORDS[where[1]] not in members:
+            members.append(UNION_MEMBER_WORDS[where[1]])
+    return f"'{field}' must be {' or '.join(members)}" if len(members) > 1 else None
 
 
 def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    """(message, param): ``param`` is the top-level field, as OpenAI reports it."""
     errors = exc.errors()
     if not errors:
         return "the request body is not valid", None
     first = errors[0]
-    where = _location(tuple(first.get("loc", ())))
+    path = _location(tuple(first.get("loc", ())))
+    param = path[0] if path else None
+    where = ".".join(step for step in path if step not in UNION_MEMBER_WORDS)
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
     if first.get("type") == "missing":
-        return f"'{where}' is required", where or None
-    if not where and first.get("type") in ("model_attributes_type", "dict_type"):
+        return f"'{where}' is required", param
+    if not path and first.get("type") in ("model_attributes_type", "dict_type"):
         return "the request body must be a JSON object (Content-Type: application/json)", None
+    if param is not None:
+        union = _union_message(param, [e for e in errors if _location(tuple(e.get("loc", ())))[:1] == [param]])
+        if union is not None:
+            return union, param
     reason = first.get("msg", "is not valid")
     if first.get("type") == "value_error":
         reason = reason.removeprefix("Value error, ")
-    return (f"'{where}': {reason}" if where else reason), where or None
+    return (f"'{where}': {reason}" if where else reason), param
+
+
+def unreadable_body_message(cause: BaseException | None) -> str:
+    """Why FastAPI could not parse a body (its own message says only that it could not)."""
+    if isinstance(cause, RecursionError):
+        return "the request body is nested too deeply to be parsed"
+    if isinstance(cause, UnicodeDecodeError):
+        return "the request body is not valid UTF-8"
+    return "the request body is not valid JSON"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -103,6 +139,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not read the body (nesting, not UTF-8)
+            return error_response(400, unreadable_body_message(exc.__cause__), None,
+                                  "invalid_request", request.url.path)
         code = "not_found" if exc.status_code == 404 else None
         return error_response(exc.status_code, str(exc.detail), None, code, request.url.path)
 

@@ -8,12 +8,14 @@
 
 ``generate`` validates the request before anything runs (raises ``InvalidRequest`` /
 ``EngineOverloaded``). If the consumer stops iterating or is cancelled, the request is
-aborted. Only plain Python objects cross to the engine thread.
+aborted. Only plain Python objects cross to the engine thread; the deltas of one engine
+step arrive in one hand-off per event loop (``_LoopHub``), not one wake-up per token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import AsyncIterator
 
 from mlxserve.config import EngineConfig, ModelConfig
@@ -31,6 +33,7 @@ class AsyncEngine:
         self._core = EngineCore(model_config, self.engine_config, loader)
         self._ready = False
         self._closed = False
+        self._hubs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # ---- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -74,7 +77,9 @@ class AsyncEngine:
 
     # ---- requests -----------------------------------------------------------------
     def check(self, request: GenerateRequest) -> None:
-        """Raise the typed error this request would get, without running it."""
+        """Raise the typed error this request would get, without running it (a quick check
+        from this thread; the engine thread decides: a request it refuses raises the same
+        typed error, e.g. EngineOverloaded, on the stream's first iteration)."""
         if not self.ready:
             raise EngineOverloaded("the engine is not running")
         vocab = self.model.capabilities.vocab_size or None
@@ -87,25 +92,61 @@ class AsyncEngine:
         return self._stream(request)
 
     async def _stream(self, request: GenerateRequest) -> AsyncIterator[EngineDelta]:
-        loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[EngineDelta] = asyncio.Queue()
-
-        def sink(delta: EngineDelta) -> None:
-            loop.call_soon_threadsafe(deltas.put_nowait, delta)
-
-        self._core.submit_add(request, sink)
+        self._core.submit_add(request, _QueueSink(self._hub(), deltas))
         finished = False
+        first = True
         try:
             while not finished:
                 delta = await deltas.get()
                 finished = delta.finished
+                if first and delta.refused is not None:  # refused on the engine side
+                    raise delta.refused
+                first = False
                 yield delta
         finally:
             if not finished:
                 self._core.submit_abort(request.request_id)
 
+    def _hub(self) -> _LoopHub:
+        """The hand-off point of the running event loop (one wake-up per engine step)."""
+        loop = asyncio.get_running_loop()
+        hub = self._hubs.get(loop)
+        if hub is None:
+            hub = self._hubs[loop] = _LoopHub(loop)
+        return hub
+
     def abort(self, request_id: str) -> None:
         self._core.submit_abort(request_id)
+
+
+class _LoopHub:
+    """Called on the engine thread with one step's ``(sink, delta)`` pairs for this loop:
+    a single ``call_soon_threadsafe`` puts them all in their queues."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+
+    def __call__(self, items: list) -> None:
+        self._loop.call_soon_threadsafe(_dispatch, items)
+
+
+def _dispatch(items: list) -> None:
+    for sink, delta in items:
+        sink.queue.put_nowait(delta)
+
+
+class _QueueSink:
+    """One request's sink: its queue, reached through its loop's hub."""
+
+    __slots__ = ("hub", "queue")
+
+    def __init__(self, hub: _LoopHub, deltas: asyncio.Queue):
+        self.hub = hub
+        self.queue = deltas
+
+    def __call__(self, delta: EngineDelta) -> None:  # a single delta, outside a step
+        self.hub([(self, delta)])
 
 
 __all__ = ["AsyncEngine", "EngineStats", "MlxserveError"]

@@ -1,9 +1,15 @@
-"""The engine's owner thread: load the model, then loop schedule → run → update.
+"""The engine's owner thread: load the model, then loop schedule → launch → collect → update.
 
 All MLX work happens on this thread (MLX streams are per-thread). Other threads talk to it
 only through ``submit_*`` (a queue of plain commands); outputs leave through each
-request's ``sink`` callable, which the asyncio client makes thread-safe. One request's
-failure finishes that request with ``finish_reason="error"``; the loop keeps going.
+request's ``sink``. Sinks that share a ``hub`` (the asyncio client's: one per event loop)
+get a step's deltas in one hand-off, ``hub(list of (sink, delta))``, instead of one
+thread-safe call per token.
+
+Failures stay with their request: a bad add is answered with an error delta (with the
+HTTP status the refusal means: 503 for a full queue), a failed prefill / decode / lazy
+read-back finishes only the rows the runner names, and the loop itself catches anything
+else, fails what was running and goes on (waiting requests keep waiting).
 """
 
 from __future__ import annotations
@@ -14,17 +20,18 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from mlxserve.config import EngineConfig, ModelConfig
+from mlxserve.engine.delivery import Outbox, error_delta
 from mlxserve.engine.request import (FINISH_ABORT, FINISH_ERROR, FINISH_STOP, EngineDelta,
                                      GenerateRequest)
+from mlxserve.engine.request_state import DeltaSink, RequestState, Submitted
 from mlxserve.engine.scheduler import Scheduler, SeqState
 from mlxserve.engine.stops import NullDetokenizer, OutputStream
 
 log = logging.getLogger(__name__)
-DeltaSink = Callable[[EngineDelta], None]
 _CLEAR_CACHE_EVERY = 256  # steps, as mlx_lm.stream_generate does per tokens
 _BURST_WAIT_S = 0.001  # on waking from idle, so requests sent together prefill together
 
@@ -34,6 +41,8 @@ class EngineStats:
     running: int = 0
     waiting: int = 0
     total_finished: int = 0
+    total_aborted: int = 0  # ended by an abort or a consumer that left (also counted above)
+    total_generated_tokens: int = 0  # output tokens sampled, over all requests
     kv_tokens_used: int = 0
     kv_tokens_total: int = 0
 
@@ -53,17 +62,6 @@ class _Shutdown:
     pass
 
 
-@dataclass
-class _Active:
-    request: GenerateRequest
-    sink: DeltaSink
-    output: OutputStream
-    completion_tokens: int = 0
-    uncovered_logprobs: list = field(default_factory=list)  # their text is not sent yet
-    added_at: float = 0.0  # time.monotonic() when it reached this thread
-    queue_time_s: float | None = None  # added → first prefill chunk scheduled
-
-
 class EngineCore:
     """Owns the model, scheduler and runner; lives on one thread started by ``start``."""
 
@@ -79,9 +77,13 @@ class EngineCore:
         self.scheduler: Scheduler | None = None
         self.max_model_len = 0
         self.stats = EngineStats()
-        self._active: dict[str, _Active] = {}
+        self._waiting: dict[str, Submitted] = {}
+        self._active: dict[str, RequestState] = {}
+        self._outbox = Outbox()
         self._seeds = random.Random(engine_config.seed)
         self._total_finished = 0
+        self._total_aborted = 0
+        self._total_generated = 0
         self._steps = 0
 
     # ---- other threads ------------------------------------------------------------
@@ -113,7 +115,8 @@ class EngineCore:
             with wired_limit(self.loaded.model, [self.runner.stream]):
                 self._loop()
         finally:
-            self._fail_all("the engine stopped", FINISH_ABORT)
+            self._fail_all("the engine stopped", FINISH_ABORT, waiting=True)
+            self._outbox.flush()
 
     def _load(self) -> None:
         import mlx.core as mx
@@ -137,7 +140,7 @@ class EngineCore:
         )
         model = loaded.model
         self.runner = Runner(model, caps.vocab_size or loaded.config.get("vocab_size"),
-                             lambda: _make_cache(model))
+                             lambda: _make_cache(model), merge_floor_tokens=max(1, total // 32))
         try:  # compile the batch paths' kernels now, not while the first requests wait
             self.runner.warm_up()
         except Exception:  # e.g. a model whose forward needs more than token ids
@@ -149,15 +152,16 @@ class EngineCore:
 
     def _loop(self) -> None:
         while True:
-            idle = not self.scheduler.has_work() and not self.runner.has_pending
-            if not self._drain_inbox(block=idle):
-                return
             try:
+                idle = not self.scheduler.has_work() and not self.runner.has_pending
+                if not self._drain_inbox(block=idle):
+                    return
                 self._step()
-            except Exception as e:  # bookkeeping bug: fail what runs, keep serving
+            except Exception as e:  # a bookkeeping bug: fail what runs, keep serving
                 log.exception("engine step failed")
                 self.runner.reset()
                 self._fail_all(f"internal error: {type(e).__name__}", FINISH_ERROR)
+            self._outbox.flush()
 
     def _drain_inbox(self, block: bool) -> bool:
         """Apply queued commands; False when asked to shut down."""
@@ -177,37 +181,43 @@ class EngineCore:
                 self._finish(cmd.request_id, FINISH_ABORT)
 
     def _add(self, request: GenerateRequest, sink: DeltaSink) -> None:
+        """Queue a request; any refusal (or bug) is answered on its sink, never raised."""
+        rid = request.request_id
         try:
             request.validate(self.runner.vocab_size, self.max_model_len)
-            seq = SeqState(request.request_id, len(request.prompt_tokens), request.stop.max_tokens)
+            seq = SeqState(rid, len(request.prompt_tokens), request.stop.max_tokens)
             self.scheduler.add(seq)
-        except Exception as e:  # the client validated already; report, never raise here
-            _send(sink, _error_delta(request.request_id, str(getattr(e, "message", e))))
+        except Exception as e:  # the client validated already: a race or a bad request
+            self._outbox.put(sink, error_delta(rid, e))
             return
         seed = request.sampling.seed
         if seed is None:
             seed = self._seeds.getrandbits(63)
-        self.runner.add(request, seed)
+        self._waiting[rid] = Submitted(request, sink, seed, added_at=time.monotonic())
+        self._publish_stats()
+
+    def _admit(self, request_id: str) -> None:
+        """The scheduler admitted a request: its state, cache and detokenizer now."""
+        submitted = self._waiting.pop(request_id)
+        request = submitted.request
         proto = self._detokenizer_proto
         # OutputStream resets it, so a copy of the prototype starts clean
         detokenizer = copy.copy(proto) if proto is not None else NullDetokenizer()
-        output = OutputStream(request, detokenizer,
-                              self.loaded.eos_token_ids, self.max_model_len)
-        self._active[request.request_id] = _Active(request, sink, output,
-                                                   added_at=time.monotonic())
-        self._publish_stats()
+        output = OutputStream(request, detokenizer, self.loaded.eos_token_ids,
+                              self.max_model_len)
+        self._active[request_id] = RequestState(
+            request, submitted.sink, output, submitted.seed,
+            queue_time_s=time.monotonic() - submitted.added_at)
+        self.runner.add(request, submitted.seed)
 
     def _step(self) -> None:
         plan = self.scheduler.schedule()
-        self._note_scheduled(plan)
-        try:
-            outputs, failures = self.runner.run(plan)
-        except Exception as e:  # a batched step failed: fail the running requests, go on
-            log.exception("engine step failed")
-            self.runner.reset()
-            self._fail_all(f"{type(e).__name__}: {e}", FINISH_ERROR)
-            return
-        for failure in failures:
+        for chunk in plan.prefills:
+            if chunk.request_id in self._waiting:
+                self._admit_guarded(chunk.request_id)
+        failures = self.runner.launch(plan)
+        outputs, late = self.runner.collect(leave=1)
+        for failure in failures + late:
             self._finish(failure.request_id, FINISH_ERROR, error=failure.error)
         for out in outputs:
             try:
@@ -222,54 +232,68 @@ class EngineCore:
             mx.clear_cache()
         self._publish_stats()
 
-    def _note_scheduled(self, plan) -> None:
-        now = time.monotonic()
-        for chunk in plan.prefills:
-            active = self._active.get(chunk.request_id)
-            if active is not None and active.queue_time_s is None:
-                active.queue_time_s = now - active.added_at
+    def _admit_guarded(self, request_id: str) -> None:
+        try:
+            self._admit(request_id)
+        except Exception as e:
+            log.exception("admitting request %s failed", request_id)
+            self._finish(request_id, FINISH_ERROR, error=f"{type(e).__name__}: {e}")
 
     def _update(self, out) -> None:
-        active = self._active.get(out.request_id)
-        if active is None:  # finished or aborted while its token was in flight
+        state = self._active.get(out.request_id)
+        if state is None:  # finished or aborted while its token was in flight
             return
-        active.completion_tokens += 1
-        step = active.output.add_token(out.token_id)
+        state.commit(out.token_id)
+        self._total_generated += 1
+        step = state.output.add_token(out.token_id)
         delta = EngineDelta(
             request_id=out.request_id, token_ids=[out.token_id], text=step.text,
-            logprobs=_covered_logprobs(active, out.logprob, step.tokens + _scored_stop(active, step)),
+            logprobs=state.covered_logprobs(out.logprob, step.tokens + _scored_stop(state, step)),
             prompt_logprobs=out.prompt_logprobs,
             finish_reason=step.finish_reason, stop_reason=step.stop_reason,
-            prompt_tokens=len(active.request.prompt_tokens),
-            completion_tokens=active.completion_tokens,
-            queue_time_s=active.queue_time_s if active.completion_tokens == 1 else None,
+            prompt_tokens=len(state.request.prompt_tokens),
+            completion_tokens=state.completion_tokens,
+            queue_time_s=state.queue_time_s if state.completion_tokens == 1 else None,
         )
         if step.finish_reason is not None:
             self._retire(out.request_id)
-        if not _send(active.sink, delta) and step.finish_reason is None:
-            self._retire(out.request_id)  # the consumer is gone: stop computing for it
+        self._outbox.put(state.sink, delta, on_gone=self._consumer_gone)
+
+    def _consumer_gone(self, request_id: str) -> None:
+        """Its consumer is gone (the event loop closed): stop computing for it."""
+        if request_id in self._active:
+            self._total_aborted += 1
+        self._retire(request_id)
 
     def _finish(self, request_id: str, reason: str, error: str | None = None) -> None:
-        active = self._retire(request_id)
-        if active is None:
+        if reason == FINISH_ABORT and (request_id in self._active or request_id in self._waiting):
+            self._total_aborted += 1
+        waiting = self._waiting.pop(request_id, None)
+        state = self._retire(request_id)
+        sink = state.sink if state is not None else waiting.sink if waiting else None
+        if sink is None:
             return
-        _send(active.sink, EngineDelta(
+        if waiting is not None:
+            self._total_finished += 1
+        request = state.request if state is not None else waiting.request
+        self._outbox.put(sink, EngineDelta(
             request_id=request_id, finish_reason=reason, error=error,
-            prompt_tokens=len(active.request.prompt_tokens),
-            completion_tokens=active.completion_tokens,
+            prompt_tokens=len(request.prompt_tokens),
+            completion_tokens=state.completion_tokens if state is not None else 0,
         ))
 
-    def _retire(self, request_id: str) -> _Active | None:
-        active = self._active.pop(request_id, None)
+    def _retire(self, request_id: str) -> RequestState | None:
+        state = self._active.pop(request_id, None)
         self.scheduler.finish(request_id)
         self.runner.release(request_id)
-        if active is not None:
+        if state is not None:
             self._total_finished += 1
-            self._publish_stats()
-        return active
+        return state
 
-    def _fail_all(self, message: str, reason: str) -> None:
-        for request_id in list(self._active):
+    def _fail_all(self, message: str, reason: str, waiting: bool = False) -> None:
+        """Finish every running request (and the waiting ones when ``waiting``)."""
+        ids = list(self._active) + (list(self._waiting) if waiting else [])
+        for request_id in ids:
             self._finish(request_id, reason, error=message if reason == FINISH_ERROR else None)
 
     def _publish_stats(self) -> None:
@@ -277,41 +301,17 @@ class EngineCore:
         self.stats = EngineStats(
             running=len(s.running), waiting=len(s.waiting),
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
-            kv_tokens_total=s.kv_tokens_total,
+            kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
+            total_generated_tokens=self._total_generated,
         )
 
 
-def _send(sink: DeltaSink, delta: EngineDelta) -> bool:
-    """Hand a delta to its consumer; False when the consumer is gone (its loop closed)."""
-    try:
-        sink(delta)
-        return True
-    except Exception:  # e.g. RuntimeError: event loop is closed
-        log.debug("dropped a delta of request %s: consumer gone", delta.request_id)
-        return False
-
-
-def _covered_logprobs(active: _Active, logprob, covered: int) -> list | None:
-    """The logprobs of the tokens whose text goes out now (None when not requested)."""
-    if logprob is None:
-        return None
-    pending = active.uncovered_logprobs
-    pending.append(logprob)
-    out = pending[:covered]
-    del pending[:covered]
-    return out
-
-
-def _scored_stop(active: _Active, step) -> int:
+def _scored_stop(state: RequestState, step) -> int:
     """1 when a scoring request (one asking for prompt logprobs) ends on a token stop: its
     logprobs then keep that token too, one entry per generated token as vLLM gives (lm-eval
     drops the last entry of an echoed prompt's, taking it for the generated token)."""
     token_stop = step.finish_reason == FINISH_STOP and isinstance(step.stop_reason, int)
-    return int(token_stop and active.request.prompt_logprobs is not None)
-
-
-def _error_delta(request_id: str, message: str) -> EngineDelta:
-    return EngineDelta(request_id=request_id, finish_reason=FINISH_ERROR, error=message)
+    return int(token_stop and state.request.prompt_logprobs is not None)
 
 
 def _make_cache(model) -> list:

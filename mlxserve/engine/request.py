@@ -187,6 +187,9 @@ class EngineDelta:
     completion_tokens: int = 0
     cached_tokens: int = 0
     error: str | None = None  # set with finish_reason == "error"
+    # the typed error (an MlxserveError) that refused the request before it ran: the
+    # client raises it, so an engine-side refusal (a full queue) is a 503, not a stream
+    refused: Exception | None = None
     queue_time_s: float | None = None  # on the first delta: seconds it waited to be scheduled
 
     @property

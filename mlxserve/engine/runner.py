@@ -1,50 +1,53 @@
-"""Runs one scheduled step on the model (MLX, engine thread only).
+"""Runs the scheduled steps on the model (MLX, engine thread only).
 
-Prefill runs per request on the request's own cache (chunked by the scheduler). Decode
-runs every decoding request in one batch: when requests join or leave, their per-layer
-caches are merged (``Cache.merge``), extended (``extend``) or filtered (``filter``) with
-mlx-lm's batch cache classes (KV, rotating/sliding-window, arrays/SSM caches). A batch of
-one keeps the request's plain cache, so batch 1 runs exactly the ops of
-``mlx_lm.stream_generate``. A batch whose rows all sit at the same position (same cache
-length, e.g. prompts of one length sent together) runs on plain ``KVCache`` objects holding
-all rows: no attention mask and a scalar RoPE offset, so the fused decode attention kernel
-is used; a ``BatchKVCache`` with per-row offsets needs a mask, which on CUDA falls back to
-unfused attention (~20% more time per step at 8-64 rows on a 0.6B model).
+The step contract: ``launch(plan)`` builds this step's graph and starts it
+(``mx.async_eval``); ``collect(leave)`` reads back every launched step but the newest
+``leave`` ones. ``run(plan)`` = launch, then collect the step before (pipelined as
+``stream_generate``: the device computes step t while the host reads back t-1). A decode
+step's inputs are the previous step's still-lazy tokens, so nothing waits in between.
 
-Pipelining as in ``stream_generate``: ``run(plan)`` builds and starts (``mx.async_eval``)
-this step's graph, whose decode inputs are the previous step's still-lazy tokens, and only
-then reads the previous step's tokens back. So ``run`` returns the outputs of the
-*previous* call; call ``run`` with an empty plan to flush the last ones.
+Prefill runs per request on the request's own caches (engine/prefill.py), or for several
+whole short prompts in one forward into a new batch. Decode runs every decoding row in
+``BatchCache`` objects (cache/batch_kv.py), one forward each: a request joins a batch by
+having its own caches copied into a free slot, leaves by a one-row move. Rows join the
+first batch whose buffers would not hold much more than its rows' tokens (so one long
+row does not pad a hundred short ones); otherwise they start a batch of their own.
 
 Structured outputs: a row whose request has a ``constraint`` needs its grammar's token mask
 before its token can be sampled, and that mask depends on the row's previous token. So a
-step with constrained rows is started in two parts: the forward passes (async_eval of the
-logits), then, while the device runs them, the previous tokens are read back, committed to
-the constraints and the masks filled on the CPU; only then is the masked sampling started.
-A step without constrained rows samples in the same graph as before (they pay nothing).
+step with constrained rows is started in two parts: ``launch`` starts the forward passes
+(async_eval of the logits); ``collect``, after reading back the previous step, commits
+those tokens to the constraints, fills the masks on the CPU and only then starts the
+masked sampling. A step without constrained rows samples in the same graph (they pay
+nothing).
 
-Prefill from embeddings (the vision hook): a request whose ``multimodal.encode`` is set
-gets ``encode(model) -> (embeddings (L, hidden), position_ids (3, L) | None, extras)``
-called once, on this thread, before its first prefill chunk. Chunks then feed
-``embeddings[start:start+n]`` instead of token ids (``input_embeddings=`` in mlx-lm's
-calling convention); when position ids are given, the model must also accept
-``position_ids=`` (a models/ adapter for M-RoPE families provides it).
+Failures stay with the rows that caused them: a prefill, a group prefill, a batch's
+decode, each is built, started and read back under its own guard; a failure fails only
+the rows of that piece (``StepFailure``), the others go on.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import mlx.core as mx
 import numpy as np
-from mlx_lm.models.cache import BatchKVCache, KVCache
 
-from mlxserve.engine.prompt_logprobs import forward_logprobs, read_prompt_logprobs
+from mlxserve.cache.batch_kv import BatchCache, mergeable
+from mlxserve.engine.model_step import forward
+from mlxserve.engine.prefill import prefill_chunk, prefill_together
+from mlxserve.engine.prompt_logprobs import read_prompt_logprobs
 from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams, TokenLogprob
+from mlxserve.engine.row import Row
 from mlxserve.engine.sampler import RowSampler, SampleResult, sample
 from mlxserve.engine.scheduler import PrefillChunk, StepPlan
 from mlxserve.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
+MERGE_FLOOR_TOKENS = 1 << 16  # batches this small always merge (padding is cheap there)
 
 
 @dataclass
@@ -66,33 +69,11 @@ class StepFailure:
 
 
 @dataclass
-class _Row:
-    request: GenerateRequest
-    sampler: RowSampler
-    cache: list | None  # own per-layer cache; None while merged into the decode batch
-    prompt: mx.array
-    embeddings: mx.array | None = None
-    position_ids: mx.array | None = None
-    vision_extras: Any = None  # models.vlm.VisionExtras (rope delta, deepstack features)
-    last_token: mx.array | None = None  # lazy (1,) token, input of its next decode
-    prompt_lp: list = field(default_factory=list)  # PromptLogprobChunk per forward so far
-
-
-@dataclass
-class _DecodeBatch:
-    ids: list[str]
-    caches: list  # per layer: the request's own caches when ``plain``, else batch caches
-    tokens: mx.array | None  # (B,) lazy last tokens (None until a masked sample starts)
-    plain: bool = False  # unbatched cache classes: one request's own caches (exactly
-    # stream_generate's ops), or KVCaches holding several rows at one common position
-
-
-@dataclass
 class _MaskedSample:
     """A sample that waits for its rows' grammar masks (filled while the forward runs)."""
 
     logits: mx.array
-    rows: list[_Row]
+    rows: list[Row]
     assign: Callable[[mx.array], None]  # hands the sampled tokens to their batch / row
 
 
@@ -114,17 +95,20 @@ class _Pending:
 
 
 class Runner:
-    def __init__(self, model: Any, vocab_size: int, make_cache, stream=None):
+    def __init__(self, model: Any, vocab_size: int, make_cache, stream=None,
+                 merge_floor_tokens: int = MERGE_FLOOR_TOKENS):
         self.model = model
         self.vocab_size = vocab_size
         self._make_cache = make_cache
+        self._prototype: list | None = None
+        self.merge_floor_tokens = merge_floor_tokens
         self.stream = stream if stream is not None else mx.new_stream(mx.default_device())
-        self.rows: dict[str, _Row] = {}
-        self.batch: _DecodeBatch | None = None
-        self.joining: list[_DecodeBatch] = []  # batch-prefilled groups, join at next decode
-        self.pending: list[_Pending] = []
+        self.rows: dict[str, Row] = {}
+        self.batches: list[BatchCache] = []  # decoding rows, one forward per batch
+        self.joining: list[BatchCache] = []  # batch-prefilled rows, join at next decode
+        self.launched: deque[list[_Pending]] = deque()
         # grammar failures found while starting a masked sample; reported with the next
-        # step's results, so the tokens read back before them are delivered first
+        # collect, so the tokens read back before them are delivered first
         self.late_failures: list[StepFailure] = []
         self.failed: set[str] = set()  # requests whose grammar failure was reported
 
@@ -132,100 +116,79 @@ class Runner:
     def add(self, request: GenerateRequest, seed: int) -> None:
         sampler = RowSampler(request.sampling, request.prompt_tokens, self.vocab_size, seed)
         prompt = mx.array(request.prompt_tokens, dtype=mx.uint32)
-        self.rows[request.request_id] = _Row(request, sampler, self._make_cache(), prompt)
+        self.rows[request.request_id] = Row(request, sampler, self._make_cache(), prompt)
 
     def release(self, request_id: str) -> None:
-        """Forget a request; its cache leaves the decode batch at the next decode step
-        (at once when no request is left)."""
+        """Forget a request; its row leaves its batch at the next launch."""
         self.rows.pop(request_id, None)
         self.failed.discard(request_id)
         if not self.rows:
-            self.batch = None
-            self.joining = []
+            self.batches, self.joining = [], []
 
     def reset(self) -> None:
-        """Drop the decode batch and in-flight results (after a failed step)."""
+        """Drop every row, batch and in-flight result."""
         self.rows.clear()
-        self.batch = None
-        self.joining = []
-        self.pending = []
-        self.late_failures = []
-        self.failed = set()
+        self.batches, self.joining = [], []
+        self.launched.clear()
+        self.late_failures, self.failed = [], set()
 
     @property
     def has_pending(self) -> bool:
-        return bool(self.pending)
+        return any(self.launched)
 
-    def warm_up(self) -> None:
-        """Run every batch path once on tiny prompts, then forget it all.
+    @property
+    def prototype(self) -> list:
+        if self._prototype is None:
+            self._prototype = self._make_cache()
+        return self._prototype
 
-        MLX's CUDA backend compiles some kernels (e.g. the gathers of ``BatchKVCache.filter``)
-        the first time they are used, which takes seconds; without this the first requests
-        that join or leave a batch would stall behind those compilations."""
-        greedy, sampled = SamplingParams(temperature=0.0), SamplingParams(
-            temperature=1.0, top_k=4, top_p=0.9, min_p=0.01, seed=0)
-        prompts = {"a": ([1, 2, 3], greedy), "b": ([4, 5], sampled), "c": ([6, 7, 8, 9], greedy),
-                   "d": ([1, 2], greedy), "e": ([3, 4], greedy)}
-        for rid, (tokens, params) in prompts.items():
-            self.add(GenerateRequest(f"__warm_up_{rid}", tokens, params,
-                                     StopParams(max_tokens=8)), seed=0)
-
-        def step(decodes: str, prefills: str = "") -> None:
-            plan = StepPlan(decodes=[f"__warm_up_{r}" for r in decodes])
-            for r in prefills:
-                n = len(prompts[r][0])
-                plan.prefills.append(PrefillChunk(f"__warm_up_{r}", 0, n, is_last=True))
-            _, failures = self.run(plan)
-            if failures:
-                raise RuntimeError(failures[0].error)
-
-        try:
-            step("", "ab")  # batched right-padded prefill
-            step("ab", "c")  # padded batch decode; one prompt prefilled alone
-            step("abc")  # a plain cache joins the batch
-            step("ac")  # one row leaves (filter) and takes its own cache (extract)
-            step("a")  # down to one row
-            step("", "de")  # aligned rows prefilled together
-            step("de")  # aligned batch on plain caches
-            step("d")  # a row leaves an aligned batch
-            step("")
-            mx.eval([a for p in self.pending for a in _result_arrays(p.result)])
-        finally:
-            self.reset()
+    def nbytes(self) -> int:
+        """Bytes the decode batches' buffers hold."""
+        return sum(b.nbytes for b in self.batches + self.joining)
 
     # ---- the step -----------------------------------------------------------------
     def run(self, plan: StepPlan) -> tuple[list[TokenOutput], list[StepFailure]]:
-        failures, self.late_failures = self.late_failures, []
+        failures = self.launch(plan)
+        outputs, late = self.collect(leave=1)
+        return outputs, failures + late
+
+    def launch(self, plan: StepPlan) -> list[StepFailure]:
+        """Build and start one step; returns the rows that failed while doing so."""
+        failures: list[StepFailure] = []
         started: list[_Pending] = []
         with mx.stream(self.stream):
             decode_ids = [i for i in plan.decodes if i in self.rows]
-            if decode_ids:
-                started.append(self._decode(decode_ids))
-            else:
-                self.batch = self._shrink(self.batch, set())
-            chunks = [c for c in plan.prefills if c.request_id in self.rows]
-            whole = [c for c in chunks if self._whole_prompt_text_chunk(c)]
-            if len(whole) >= 2:
-                self._prefill_group_guarded(whole, started, failures)
-            for chunk in chunks:
-                if len(whole) < 2 or chunk not in whole:
-                    self._prefill_guarded(chunk, started, failures)
-        arrays = [a for p in started for a in p.arrays()]
-        if arrays:
-            mx.async_eval(arrays)
-        outputs = self._read_back(self.pending)
-        masked = [p for p in started if p.masked is not None]
+            self._settle(decode_ids)
+            wanted = set(decode_ids)
+            for batch in list(self.batches):
+                self._guarded(batch.ids, lambda b=batch: self._decode(b, wanted), started,
+                              failures)
+            self._launch_prefills(plan, started, failures)
+        self.launched.append(self._start(started, failures))
+        return failures
+
+    def collect(self, leave: int = 0) -> tuple[list[TokenOutput], list[StepFailure]]:
+        """Read back launched steps, oldest first, keeping the newest ``leave`` in flight."""
+        outputs: list[TokenOutput] = []
+        failures, self.late_failures = self.late_failures, []
+        while len(self.launched) > leave:
+            for pending in self.launched.popleft():
+                try:
+                    outputs += _read_back(pending)
+                except Exception as e:  # a lazy failure: only this piece's rows
+                    log.exception("reading back a step failed")
+                    failures += self._fail_rows(pending.ids, e)
+        masked = [p for step in self.launched for p in step if p.masked is not None]
         if masked:
             self._commit(outputs)
             self.late_failures = self._start_masked(masked)
-        self.pending = started
         return outputs, failures
 
     # ---- structured outputs: masked sampling --------------------------------------
-    def _sample(self, ids: list[str], logits: mx.array, rows: list[_Row],
+    def _sample(self, ids: list[str], logits: mx.array, rows: list[Row],
                 assign: Callable[[mx.array], None]) -> _Pending:
         """Sample now, or (a constrained row among ``rows``) once the masks are known."""
-        pending = _Pending(list(ids), None, [_wanted_top(r) for r in rows])
+        pending = _Pending(list(ids), None, [r.wanted_top for r in rows])
         if any(r.request.constraint is not None for r in rows):
             pending.masked = _MaskedSample(logits, rows, assign)
             return pending
@@ -247,16 +210,73 @@ class Runner:
         for p in pending:
             work, p.masked = p.masked, None
             constraints = [r.request.constraint for r in work.rows]
-            words = (work.logits.shape[-1] + 31) // 32
-            allowed = mx.array(fill_masks(constraints, words).view(np.uint32))
-            p.result = sample(work.logits, [r.sampler for r in work.rows], allowed)
-            work.assign(p.result.tokens)
+            try:
+                with mx.stream(self.stream):
+                    words = (work.logits.shape[-1] + 31) // 32
+                    allowed = mx.array(fill_masks(constraints, words).view(np.uint32))
+                    p.result = sample(work.logits, [r.sampler for r in work.rows], allowed)
+                    work.assign(p.result.tokens)
+                    mx.async_eval(_result_arrays(p.result))
+            except Exception as e:  # only this piece's rows
+                log.exception("starting a masked sample failed")
+                failures += self._fail_rows(p.ids, e)
+                p.ids, p.result = [], SampleResult(mx.array([], dtype=mx.uint32), None, None,
+                                                   None)
+                continue
             for rid, c in zip(p.ids, constraints):
                 if c is not None and c.error is not None and rid not in self.failed:
                     self.failed.add(rid)
                     failures.append(StepFailure(rid, c.error))
-        mx.async_eval([a for p in pending for a in _result_arrays(p.result)])
         return failures
+
+    def _start(self, started: list[_Pending], failures: list[StepFailure]) -> list[_Pending]:
+        """``async_eval`` each piece alone, so an evaluation error names its own rows."""
+        kept = []
+        for pending in started:
+            try:
+                mx.async_eval(pending.arrays())
+                kept.append(pending)
+            except Exception as e:
+                log.exception("starting a step failed")
+                failures += self._fail_rows(pending.ids, e)
+        return kept
+
+    def _guarded(self, ids: list[str], build, started: list, failures: list) -> None:
+        ids = list(ids)
+        try:
+            pending = build()
+        except Exception as e:  # one piece's failure must not stop the step
+            log.debug("building a step piece failed", exc_info=True)
+            failures += self._fail_rows(ids, e)
+            return
+        if pending is not None:
+            started.append(pending)
+
+    def _fail_rows(self, ids: list[str], error: Exception) -> list[StepFailure]:
+        """Forget the failed rows, and every row sharing a batch (buffers) with them."""
+        doomed = list(ids)
+        for rid in ids:
+            row = self.rows.get(rid)
+            if row is not None and row.batch is not None:
+                doomed += [r for r in row.batch.ids if r not in doomed]
+                self.batches = [b for b in self.batches if b is not row.batch]
+                self.joining = [b for b in self.joining if b is not row.batch]
+        for rid in doomed:
+            self.rows.pop(rid, None)
+        return [StepFailure(rid, _describe(error)) for rid in doomed]
+
+    # ---- prefill ------------------------------------------------------------------
+    def _launch_prefills(self, plan: StepPlan, started: list, failures: list) -> None:
+        chunks = [c for c in plan.prefills if c.request_id in self.rows]
+        whole = [c for c in chunks if self._whole_prompt_text_chunk(c)]
+        together = whole if len(whole) >= 2 else []
+        if together:
+            ids = [c.request_id for c in together]
+            self._guarded(ids, lambda: self._prefill_together(ids), started, failures)
+        for chunk in chunks:
+            if chunk not in together:
+                self._guarded([chunk.request_id], lambda c=chunk: self._prefill(c),
+                              started, failures)
 
     def _whole_prompt_text_chunk(self, chunk: PrefillChunk) -> bool:
         row = self.rows[chunk.request_id]
@@ -265,261 +285,151 @@ class Runner:
         return (chunk.start == 0 and chunk.is_last and row.request.multimodal is None
                 and row.request.prompt_logprobs is None)
 
-    def _prefill_group_guarded(self, chunks: list[PrefillChunk], started: list,
-                               failures: list) -> None:
-        ids = [c.request_id for c in chunks]
-        try:
-            started.append(self._prefill_group(ids))
-        except Exception as e:
-            for rid in ids:
-                self.rows.pop(rid, None)
-                failures.append(StepFailure(rid, _describe(e)))
-
-    def _prefill_group(self, ids: list[str]) -> _Pending:
-        """Whole short prompts of several requests in one batched forward, as mlx-lm's
-        BatchGenerator does: right-padded prompt[:-1], then the last tokens together."""
-        rows = [self.rows[i] for i in ids]
-        caches = [type(layer[0]).merge(list(layer)) for layer in zip(*[r.cache for r in rows])]
-        heads = [r.request.prompt_tokens[:-1] for r in rows]
-        longest = max(len(h) for h in heads)
-        if longest > 0:
-            padding = [longest - len(h) for h in heads]
-            if max(padding) > 0:
-                for c in caches:
-                    c.prepare(lengths=[len(h) for h in heads], right_padding=padding)
-            tokens = mx.array([h + [0] * p for h, p in zip(heads, padding)], dtype=mx.uint32)
-            self.model(tokens, cache=caches)
-            if max(padding) > 0:
-                for c in caches:
-                    c.finalize()
-        last = mx.array([r.request.prompt_tokens[-1] for r in rows], dtype=mx.uint32)
-        logits = self.model(last[:, None], cache=caches)[:, -1, :]
-        for r in rows:
-            r.cache = None
-        group = _DecodeBatch(list(ids), caches, None, plain=False)
-        self.joining.append(group)
-        return self._sample(ids, logits, rows, lambda t: setattr(group, "tokens", t))
-
-    def _prefill_guarded(self, chunk: PrefillChunk, started: list, failures: list) -> None:
-        try:
-            pending = self._prefill(chunk)
-        except Exception as e:  # one request's bad input must not stop the step
-            self.rows.pop(chunk.request_id, None)
-            failures.append(StepFailure(chunk.request_id, _describe(e)))
-            return
-        if pending is not None:
-            started.append(pending)
-
     def _prefill(self, chunk: PrefillChunk) -> _Pending | None:
         row = self.rows[chunk.request_id]
-        if chunk.start == 0 and row.request.multimodal is not None:
-            self._encode_media(row)
-        end = chunk.start + chunk.length
-        if not chunk.is_last:  # logits unused (never computed) unless prompt logprobs
-            self._keep_prompt_logprobs(row, self._forward_chunk(row, chunk.start, end),
-                                       chunk.start)
-            mx.async_eval([c.state for c in row.cache]
-                          + (row.prompt_lp[-1].arrays() if row.prompt_lp else []))
+        logits = prefill_chunk(self.model, row, chunk)
+        if logits is None:
             return None
-        if chunk.length > 1:  # as stream_generate: the last token alone gives the logits,
-            logits = self._forward_chunk(row, chunk.start, end - 1)  # so no lm_head over
-            self._keep_prompt_logprobs(row, logits, chunk.start)  # the chunk
-        logits = self._forward_chunk(row, end - 1, end)
-        prompt_lp = {} if row.request.prompt_logprobs is None else {chunk.request_id: row.prompt_lp}
+        prompt_lp = {} if row.request.prompt_logprobs is None else {chunk.request_id:
+                                                                      row.prompt_lp}
         row.prompt_lp = []
-        pending = self._sample([chunk.request_id], logits[:, -1, :], [row],
+        pending = self._sample([chunk.request_id], logits, [row],
                                lambda t: setattr(row, "last_token", t))
         pending.prompt_logprobs = prompt_lp
         return pending
 
-    @staticmethod
-    def _keep_prompt_logprobs(row: _Row, logits: mx.array, start: int) -> None:
-        if row.request.prompt_logprobs is not None:
-            row.prompt_lp.append(forward_logprobs(logits[0], row.prompt, start,
-                                                  row.request.prompt_logprobs))
+    def _prefill_together(self, ids: list[str]) -> _Pending:
+        rows = [self.rows[i] for i in ids]
+        batch, logits = prefill_together(self.model, self.prototype, rows)
+        for r in rows:
+            r.cache, r.batch = None, batch
+        self.joining.append(batch)
+        return self._sample(ids, logits, rows, lambda t: setattr(batch, "tokens", t))
 
-    def _forward_chunk(self, row: _Row, start: int, end: int) -> mx.array:
-        if row.embeddings is None:
-            return self.model(row.prompt[start:end][None], cache=row.cache)
-        embeds = row.embeddings[start:end][None]
-        if row.position_ids is not None:
-            return self.model(row.prompt[start:end][None], cache=row.cache,
-                              input_embeddings=embeds,
-                              position_ids=row.position_ids[:, start:end][:, None],
-                              vision_extras=row.vision_extras)
-        return self.model(row.prompt[start:end][None], cache=row.cache,
-                          input_embeddings=embeds)
-
-    def _encode_media(self, row: _Row) -> None:
-        media = row.request.multimodal
-        if media.encode is None:
-            return
-        embeddings, position_ids, extras = media.encode(self.model)
-        if embeddings.shape[0] != len(row.request.prompt_tokens):
-            raise InvalidRequest("the media embeddings do not match the prompt length")
-        row.embeddings, row.position_ids = embeddings, position_ids
-        row.vision_extras = extras
-
-    def _decode(self, ids: list[str]) -> _Pending:
-        self._sync_batch(ids)
-        batch = self.batch
-        rows = [self.rows[i] for i in batch.ids]
-        # M-RoPE rows decode at cache offset + their prompt's rope delta.
-        deltas = [getattr(r.vision_extras, "rope_delta", 0) for r in rows]
-        if any(deltas):
-            logits = self.model(batch.tokens[:, None], cache=batch.caches, rope_deltas=deltas)
-        else:
-            logits = self.model(batch.tokens[:, None], cache=batch.caches)
-        return self._sample(batch.ids, logits[:, -1, :], rows,
-                            lambda t: setattr(batch, "tokens", t))
-
-    # ---- decode batch membership --------------------------------------------------
-    def _sync_batch(self, ids: list[str]) -> None:
-        wanted = set(ids)
-        self.batch = self._shrink(self.batch, wanted)
-        groups = [self._shrink(g, wanted) for g in self.joining]
-        self.joining = []
-        for group in groups:
-            if group is not None:
-                self._absorb(group)
-        current = set(self.batch.ids) if self.batch is not None else set()
-        singles = [i for i in ids if i not in current]
-        if singles:
-            self._join(singles)
-        if self.batch is not None and not self.batch.plain and self._aligned(self.batch):
-            _make_plain(self.batch)
-
-    def _aligned(self, batch: _DecodeBatch) -> bool:
-        """All rows hold the same number of cached tokens (so none is padded) and decode
-        with plain positions (no M-RoPE delta)."""
-        rows = [self.rows[i] for i in batch.ids]
-        if any(r.vision_extras is not None for r in rows):
-            return False
-        return len({len(r.request.prompt_tokens) + r.sampler.position for r in rows}) == 1
-
-    def _shrink(self, batch: _DecodeBatch | None, wanted: set[str]) -> _DecodeBatch | None:
-        """Keep the wanted rows of ``batch``: released or finished rows are dropped;
-        live rows that skip this decode get their own cache back."""
-        if batch is None:
-            return None
-        keep = [k for k, i in enumerate(batch.ids) if i in wanted and i in self.rows]
-        if len(keep) == len(batch.ids):
-            return batch
-        _unplain(batch)
-        plain = batch.plain
-        for k, rid in enumerate(batch.ids):
-            row = self.rows.get(rid)
-            if rid not in wanted and row is not None and not self._done_decoding(row):
-                row.cache = batch.caches if plain else [c.extract(k) for c in batch.caches]
-                row.last_token = batch.tokens[k : k + 1]
+    # ---- decode -------------------------------------------------------------------
+    def _decode(self, batch: BatchCache, wanted: set[str]) -> _Pending | None:
+        keep = [rid for rid in batch.ids if rid in wanted]
         if not keep:
             return None
-        index = mx.array(keep, dtype=mx.int32)
-        for c in batch.caches:
-            c.filter(index)
-        batch.tokens = batch.tokens[index]
-        batch.ids = [batch.ids[k] for k in keep]
-        if len(batch.ids) == 1:
-            batch.caches = [c.extract(0) for c in batch.caches]
-            batch.plain = True
-        return batch
+        rows = [self.rows[i] for i in batch.ids]
+        extra = {}
+        if any(r.rope_delta for r in rows):  # M-RoPE rows: cache offset + their delta
+            extra["rope_deltas"] = [r.rope_delta for r in rows]
+        if len(keep) < batch.size:
+            return self._decode_some(batch, keep, extra)
+        logits = forward(self.model, batch.tokens[:, None], batch.layers, **extra)[:, -1, :]
+        batch.advance(1)
+        return self._sample(batch.ids, logits, rows, lambda t: setattr(batch, "tokens", t))
 
-    @staticmethod
-    def _done_decoding(row: _Row) -> bool:
-        return row.sampler.position >= row.request.stop.max_tokens
+    def _decode_some(self, batch: BatchCache, keep: list[str], extra: dict) -> _Pending:
+        """Rows that skip this step (no token budget left) ride along: their results are
+        dropped, their lengths stay and their SSM state is restored."""
+        snapshot = batch.snapshot()
+        logits = forward(self.model, batch.tokens[:, None], batch.layers, **extra)[:, -1, :]
+        slots = mx.array([batch.slot(rid) for rid in keep], dtype=mx.int32)
+        kept = set(keep)
+        batch.restore(snapshot, [rid for rid in batch.ids if rid not in kept])
+        batch.advance(1, keep)
+        previous = batch.tokens
 
-    def _absorb(self, group: _DecodeBatch) -> None:
-        """Add a batch-prefilled group (batch caches) to the decode batch."""
-        batch = self.batch
-        if batch is None:
-            if group.plain or len(group.ids) > 1:
-                self.batch = group
-            else:
-                self.batch = _DecodeBatch(group.ids, [c.extract(0) for c in group.caches],
-                                          group.tokens, plain=True)
+        def assign(tokens: mx.array) -> None:
+            previous[slots] = tokens
+            batch.tokens = previous
+
+        return self._sample(keep, logits[slots], [self.rows[i] for i in keep], assign)
+
+    # ---- batch membership ---------------------------------------------------------
+    def _settle(self, decode_ids: list[str]) -> None:
+        """Before a decode: rows that are gone or done leave their batches; prefilled
+        rows and batches join."""
+        for batch in self.batches + self.joining:
+            for rid in list(batch.ids):
+                row = self.rows.get(rid)
+                if row is None or row.done_decoding:
+                    batch.remove(rid)
+                    if row is not None:
+                        row.batch = None
+        self.batches = [b for b in self.batches if b.size]
+        joining = [b for b in self.joining if b.size]
+        self.joining = []
+        for group in joining:
+            self._place_batch(group)
+        for rid in decode_ids:
+            row = self.rows[rid]
+            if row.batch is None and row.cache is not None and row.last_token is not None:
+                self._place_row(rid, row)
+
+    def _target(self, lengths: list[int]) -> BatchCache | None:
+        for batch in self.batches:
+            if mergeable(batch, lengths, floor_tokens=self.merge_floor_tokens):
+                return batch
+        return None
+
+    def _place_batch(self, group: BatchCache) -> None:
+        target = self._target(group.layout.lengths)
+        if target is None:
+            self.batches.append(group)
             return
-        for b in (batch, group):
-            _unplain(b, force=True)
-        for c, g in zip(batch.caches, group.caches):
-            c.extend(g)
-        batch.ids = batch.ids + group.ids
-        batch.tokens = mx.concatenate([batch.tokens, group.tokens])
+        target.absorb(group)
+        for rid in target.ids:
+            self.rows[rid].batch = target
 
-    def _join(self, joining: list[str]) -> None:
-        """Add rows that own a plain cache (prefilled alone) to the decode batch."""
-        rows = [self.rows[i] for i in joining]
-        tokens = mx.concatenate([r.last_token for r in rows])
-        if len(rows) == 1:
-            group = _DecodeBatch(list(joining), rows[0].cache, tokens, plain=True)
-        else:
-            merged = [type(layer[0]).merge(list(layer)) for layer in zip(*[r.cache for r in rows])]
-            group = _DecodeBatch(list(joining), merged, tokens)
-        for r in rows:
-            r.cache = None
-            r.last_token = None
-        if self.batch is None:
-            self.batch = group
-        else:
-            self._absorb(group)
+    def _place_row(self, rid: str, row: Row) -> None:
+        length = len(row.request.prompt_tokens)
+        target = self._target([length])
+        if target is None:
+            target = BatchCache(self.prototype)
+            self.batches.append(target)
+        target.append(rid, row.cache, length, row.last_token)
+        row.cache, row.last_token, row.batch = None, None, target
 
-    # ---- reading results back -----------------------------------------------------
-    def _read_back(self, pending: list[_Pending]) -> list[TokenOutput]:
-        outputs: list[TokenOutput] = []
-        for p in pending:
-            tokens = p.result.tokens.tolist()
-            chosen = p.result.logprobs.tolist() if p.result.logprobs is not None else None
-            top_ids = p.result.top_ids.tolist() if p.result.top_ids is not None else None
-            top_vals = (p.result.top_logprobs.tolist()
-                        if p.result.top_logprobs is not None else None)
-            for k, rid in enumerate(p.ids):
-                lp = None
-                if chosen is not None and p.want_logprobs[k] >= 0:
-                    n = p.want_logprobs[k]
-                    top = list(zip(top_ids[k][:n], top_vals[k][:n])) if n and top_ids else []
-                    lp = TokenLogprob(tokens[k], chosen[k], top)
-                chunks = p.prompt_logprobs.get(rid)
-                prompt_lp = read_prompt_logprobs(chunks) if chunks is not None else None
-                outputs.append(TokenOutput(rid, tokens[k], lp, prompt_lp))
-        return outputs
+    # ---- warm-up ------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Run every batch path once on tiny prompts, then forget it all (MLX's CUDA
+        back-end compiles some kernels on first use, which takes seconds)."""
+        greedy, sampled = SamplingParams(temperature=0.0), SamplingParams(
+            temperature=1.0, top_k=4, top_p=0.9, min_p=0.01, seed=0)
+        prompts = {"a": ([1, 2, 3], greedy), "b": ([4, 5], sampled), "c": ([6, 7, 8, 9], greedy),
+                   "d": ([1, 2], greedy), "e": ([3, 4], greedy)}
+        for rid, (tokens, params) in prompts.items():
+            self.add(GenerateRequest(f"__warm_up_{rid}", tokens, params,
+                                     StopParams(max_tokens=8)), seed=0)
+
+        def step(decodes: str, prefills: str = "") -> None:
+            plan = StepPlan(decodes=[f"__warm_up_{r}" for r in decodes])
+            for r in prefills:
+                n = len(prompts[r][0])
+                plan.prefills.append(PrefillChunk(f"__warm_up_{r}", 0, n, is_last=True))
+            _, failures = self.run(plan)
+            if failures:
+                raise RuntimeError(failures[0].error)
+
+        try:
+            for decodes, prefills in (("", "ab"), ("ab", "c"), ("abc", ""), ("ac", ""),
+                                      ("a", ""), ("", "de"), ("de", ""), ("d", ""), ("", "")):
+                step(decodes, prefills)
+            self.collect()
+        finally:
+            self.reset()
 
 
-def _make_plain(batch: _DecodeBatch) -> None:
-    """Aligned rows in ``BatchKVCache`` layers (no padding: the cache holds no left padding
-    once all rows have one length) move to ``KVCache`` layers sharing the same buffers."""
-    if not all(type(c) is BatchKVCache for c in batch.caches):
-        return
-    plain = []
-    for c in batch.caches:
-        keys, values, _, _, length = c.state
-        cache = KVCache()
-        cache.state = (keys, values, length)
-        plain.append(cache)
-    batch.caches = plain
-    batch.plain = True
-
-
-def _unplain(batch: _DecodeBatch, force: bool = False) -> None:
-    """Back to batch cache classes: a multi-row plain batch always (rows can only leave or
-    join a batch cache), a one-row plain batch when ``force`` (to be extended)."""
-    if not batch.plain or (len(batch.ids) == 1 and not force):
-        return
-    if len(batch.ids) == 1:
-        batch.caches = [type(c).merge([c]) for c in batch.caches]
-    else:
-        rows = len(batch.ids)
-        caches = []
-        for c in batch.caches:
-            cache = BatchKVCache([0] * rows)
-            cache.state = (c.keys, c.values, mx.array([c.offset] * rows),
-                           mx.array([0] * rows), c.offset)
-            caches.append(cache)
-        batch.caches = caches
-    batch.plain = False
-
-
-def _wanted_top(row: _Row) -> int:
-    p = row.sampler.params
-    return p.top_logprobs if (p.logprobs or p.top_logprobs) else -1
+def _read_back(pending: _Pending) -> list[TokenOutput]:
+    result = pending.result
+    tokens = result.tokens.tolist()
+    chosen = result.logprobs.tolist() if result.logprobs is not None else None
+    top_ids = result.top_ids.tolist() if result.top_ids is not None else None
+    top_vals = result.top_logprobs.tolist() if result.top_logprobs is not None else None
+    outputs = []
+    for k, rid in enumerate(pending.ids):
+        lp = None
+        if chosen is not None and pending.want_logprobs[k] >= 0:
+            n = pending.want_logprobs[k]
+            top = list(zip(top_ids[k][:n], top_vals[k][:n])) if n and top_ids else []
+            lp = TokenLogprob(tokens[k], chosen[k], top)
+        chunks = pending.prompt_logprobs.get(rid)
+        prompt_lp = read_prompt_logprobs(chunks) if chunks is not None else None
+        outputs.append(TokenOutput(rid, tokens[k], lp, prompt_lp))
+    return outputs
 
 
 def _result_arrays(result: SampleResult) -> list:

@@ -61,12 +61,18 @@ def has_mtp_heads(config: dict, folder: str) -> bool:
 
 def probe_caches(model) -> tuple[bool, bool]:
     """(cache_trimmable, has_sliding_window) from the caches mlx-lm builds for the model."""
-    from mlx_lm.models.cache import RotatingKVCache, can_trim_prompt_cache, make_prompt_cache
+    from mlx_lm.models.cache import make_prompt_cache
 
-    caches = make_prompt_cache(model)
+    return cache_kinds(make_prompt_cache(model))
+
+
+def cache_kinds(caches: list) -> tuple[bool, bool]:
+    """(cache_trimmable, has_sliding_window) of one request's per-layer caches. Sliding-
+    window layers count as trimmable: the engine's batch cache keeps their full history;
+    SSM / gated-delta state (per-row arrays, no per-token history) cannot be trimmed."""
     flat = _flatten_caches(caches)
-    sliding = any(isinstance(c, RotatingKVCache) for c in flat)
-    trimmable = can_trim_prompt_cache(caches)
+    sliding = any(getattr(c, "max_size", None) is not None for c in flat)
+    trimmable = not any(isinstance(getattr(c, "cache", None), list) for c in flat)
     return trimmable, sliding
 
 

@@ -221,6 +221,7 @@ def load_vlm(path: str, name: str | None = None, dtype: str = "auto") -> LoadedM
     from mlx_vlm.utils import load_model as vlm_load_model
 
     from mlxserve.backend import is_cpu_only
+    from mlxserve.models.probe import cache_kinds
     from mlxserve.models.vlm_decoder import VLMTextDecoder
 
     config = _read_json(path, "config.json")
@@ -241,12 +242,13 @@ def load_vlm(path: str, name: str | None = None, dtype: str = "auto") -> LoadedM
     else:
         vision = VisionFront(vlm, path, model_type, tokenizer)
     text = config.get("text_config") or config
+    trimmable, sliding = cache_kinds(vision.make_text_cache())
     caps = ModelCapabilities(
         model_type=model_type,
         context_length=int(text.get("max_position_embeddings") or 4096),
         vocab_size=int(text.get("vocab_size") or config.get("vocab_size") or 0),
         has_vision=True, has_video=True, mrope=vision.mrope,
-        has_sliding_window="sliding_window_pattern" in text,
+        cache_trimmable=trimmable, has_sliding_window=sliding,
         has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
         dtype=str(vlm.language_model.model.embed_tokens.weight.dtype).replace("mlx.core.", ""),
     )

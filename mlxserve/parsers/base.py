@@ -47,13 +47,48 @@ class ReasoningParser:
         raise NotImplementedError
 
 
+MAX_CALL_NAME_CHARS = 128
+NAME_PUNCTUATION = "_-.:"
+
+
+def is_plausible_call_name(name: str) -> bool:
+    """A function name a model could mean: a letter or ``_`` first, then letters, digits
+    and ``_-.:`` (namespaced names), at most 128 characters."""
+    if not name or len(name) > MAX_CALL_NAME_CHARS or not (name[0].isalpha() or name[0] == "_"):
+        return False
+    return all(char.isalnum() or char in NAME_PUNCTUATION for char in name)
+
+
+def tool_name(tool: dict) -> str | None:
+    """Name of an OpenAI (``{"function": {"name"}}``) or plain (``{"name"}``) tool."""
+    if not isinstance(tool, dict):
+        return None
+    function = tool.get("function", tool)
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def declared_tool_names(tools: list[dict]) -> frozenset[str]:
+    return frozenset(name for name in map(tool_name, tools) if name)
+
+
 class ToolParser:
-    """Splits (non-reasoning) content into plain content and tool calls."""
+    """Splits (non-reasoning) content into plain content and tool calls.
+
+    A call counts only when ``accepts_call_name`` says so: with tools declared, its name
+    must be one of them; without, a plausible identifier. Any other call markup is content.
+    """
 
     def __init__(self, tools: list[dict] | None = None):
         # OpenAI-format tools ({"type": "function", "function": {name, parameters}}),
         # used to type arguments where the format carries only strings.
         self.tools = tools or []
+        self.declared_names = declared_tool_names(self.tools)
+
+    def accepts_call_name(self, name: str) -> bool:
+        if self.declared_names:
+            return name in self.declared_names
+        return is_plausible_call_name(name)
 
     def feed(self, text: str) -> ParsedDelta:
         raise NotImplementedError

@@ -12,9 +12,14 @@ from .tools.arguments import tool_name
 
 
 class OutputParser:
-    def __init__(self, reasoning: ReasoningParser | None, tools: ToolParser | None):
+    """``max_calls`` (e.g. 1 for ``parallel_tool_calls: false``) keeps the first calls and
+    drops the markup of any later one."""
+
+    def __init__(self, reasoning: ReasoningParser | None, tools: ToolParser | None,
+                 max_calls: int | None = None):
         self.reasoning = reasoning
         self.tools = tools
+        self.max_calls = max_calls
 
     def feed(self, text: str) -> ParsedDelta:
         first = self.reasoning.feed(text) if self.reasoning else ParsedDelta(content=text)
@@ -32,7 +37,10 @@ class OutputParser:
             last = self.tools.finish()
             second.content += last.content
             second.tool_calls.extend(last.tool_calls)
-        return ParsedDelta(content=second.content, reasoning=first.reasoning, tool_calls=second.tool_calls)
+        calls = second.tool_calls
+        if self.max_calls is not None:
+            calls = [call for call in calls if call.index < self.max_calls]
+        return ParsedDelta(content=second.content, reasoning=first.reasoning, tool_calls=calls)
 
 
 def _choice_kind(tool_choice: str | dict | None) -> tuple[str, str | None]:

@@ -42,6 +42,7 @@ class ChatInput:
     options: GenerationOptions = field(default_factory=GenerationOptions)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True  # False: at most one call in the answer
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     n: int = 1
     video_fps: float | None = None  # None: the server default (MediaConfig)

@@ -158,7 +158,8 @@ class GenerationService:
     async def _chat_prompt(self, chat: ChatInput
                            ) -> tuple[list[int], str, MultimodalInputs | None, ToolSetup]:
         """The templated, tokenized prompt of ``chat`` and its media inputs."""
-        tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers)
+        tool_setup = plan_tools(chat.tools, chat.tool_choice, self.settings.parsers,
+                                chat.parallel_tool_calls)
         messages, media = extract_media(chat.messages)
         vision = getattr(self._engine.model, "vision", None)
         if media and vision is None:

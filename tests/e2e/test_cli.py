@@ -74,7 +74,6 @@ def test_serve_with_parsers_template_and_kwargs(tiny_model_path, tmp_path):
         messages = [{"role": "user", "content": "x"}]
         with_default = client.chat.completions.create(messages=messages, model=tiny_model_path,
                                                       max_tokens=2, temperature=0)
-        assert with_default is not None
         body = {"messages": messages, "max_tokens": 2}
         usage = {}
         for name, kwargs in (("default", None), ("off", {"greeting": ""}),
@@ -85,11 +84,18 @@ def test_serve_with_parsers_template_and_kwargs(tiny_model_path, tmp_path):
             assert response.status_code == 200, response.text
             usage[name] = response.json()["usage"]["prompt_tokens"]
         assert usage["off"] < usage["default"] < usage["long"]
+        assert with_default.usage.prompt_tokens == usage["default"]  # the server default kwargs
+        # This template does not render tools: the prompt is the same with them, and the
+        # random model's text comes through the hermes parser unchanged (no call in it).
         tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
             "type": "object", "properties": {"city": {"type": "string"}}}}}]
-        answer = client.chat.completions.create(messages=messages, model=tiny_model_path, max_tokens=8,
-                                                temperature=0, tools=tools, tool_choice="auto")
-        assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
+        plain, answer = (client.chat.completions.create(
+            messages=messages, model=tiny_model_path, max_tokens=8, temperature=0, **extra)
+            for extra in ({}, {"tools": tools, "tool_choice": "auto"}))
+        assert answer.usage.prompt_tokens == plain.usage.prompt_tokens
+        assert answer.choices[0].message.content == plain.choices[0].message.content
+        assert answer.choices[0].message.tool_calls is None
+        assert answer.choices[0].finish_reason == plain.choices[0].finish_reason
     finally:
         server.stop()
 
@@ -115,17 +121,16 @@ def test_sigint_while_requests_run_exits_at_once_without_traceback(tiny_model_pa
             waiter.start()
             time.sleep(0.5)
             server.process.send_signal(signal.SIGINT)
-            started = time.monotonic()
             rest = [line for line in lines if line]
         server.process.wait(timeout=20)
-        elapsed = time.monotonic() - started
         waiter.join(timeout=20)
     finally:
         server.stop()
     log = server.log_tail(20000)
     assert "Traceback" not in log and "terminate called" not in log, log
     assert server.process.returncode in (0, 130, -signal.SIGINT), log
-    assert elapsed < 4, log
+    # The requests were ended by the server, not cancelled by uvicorn's grace timeout.
+    assert "timeout graceful shutdown exceeded" not in log, log
     assert rest[-1] == "data: [DONE]" and "aborted by the server" in rest[-2]
     assert results["plain"].status_code == 503
     assert "aborted by the server" in results["plain"].json()["error"]["message"]

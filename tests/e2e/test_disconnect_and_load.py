@@ -10,17 +10,21 @@ import httpx
 import openai
 import pytest
 
-from e2e_support import TINY_NAME
+from e2e_support import GUARD_KEY, TINY_NAME
 
-LONG = {"model": TINY_NAME, "messages": [{"role": "user", "content": "Tell a long story."}],
-        "max_tokens": 480, "temperature": 0, "ignore_eos": True}
+# The guarded server has the tiny model's whole 4096-token context: 4000 tokens are many
+# seconds of work, so a request that ends early was aborted, not finished by itself.
+LONG_TOKENS = 4000
+LONG = {"model": "", "messages": [{"role": "user", "content": "Tell a long story."}],
+        "max_tokens": LONG_TOKENS, "temperature": 0, "ignore_eos": True}
+AUTH = {"Authorization": f"Bearer {GUARD_KEY}"}
 
 
 def engine_stats(server) -> dict:
-    return httpx.get(f"{server.base_url}/metrics/json", timeout=10).json()["engine"]
+    return httpx.get(f"{server.base_url}/metrics/json", headers=AUTH, timeout=10).json()["engine"]
 
 
-def wait_until_idle(server, timeout: float = 20.0) -> dict:
+def wait_until_idle(server, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     stats = engine_stats(server)
     while (stats["running"] or stats["waiting"]) and time.monotonic() < deadline:
@@ -29,31 +33,36 @@ def wait_until_idle(server, timeout: float = 20.0) -> dict:
     return stats
 
 
-def test_stream_disconnect_aborts_engine_request(tiny_server):
-    wait_until_idle(tiny_server)
-    finished_before = engine_stats(tiny_server).get("total_finished")
-    with httpx.Client(timeout=60) as client:
-        with client.stream("POST", f"{tiny_server.base_url}/v1/chat/completions",
+def _work_since(before: dict, after: dict) -> tuple[int, int]:
+    """(requests aborted, tokens generated) between two stats snapshots."""
+    return (after["total_aborted"] - before["total_aborted"],
+            after["total_generated_tokens"] - before["total_generated_tokens"])
+
+
+def test_stream_disconnect_aborts_engine_request(guarded_server):
+    before = wait_until_idle(guarded_server)
+    with httpx.Client(timeout=60, headers=AUTH) as client:
+        with client.stream("POST", f"{guarded_server.base_url}/v1/chat/completions",
                            json={**LONG, "stream": True}) as response:
             assert response.status_code == 200
             lines = response.iter_lines()
             seen = [line for _, line in zip(range(6), lines)]
             assert any(line.startswith("data: ") for line in seen)
-            busy = engine_stats(tiny_server)
-    stats = wait_until_idle(tiny_server)
+    stats = wait_until_idle(guarded_server)
     assert stats["running"] == 0 and stats["waiting"] == 0
-    assert busy["running"] + busy["waiting"] >= 1  # it was still generating when we left
-    if finished_before is not None:
-        assert stats["total_finished"] >= finished_before
+    aborted, generated = _work_since(before, stats)
+    assert aborted == 1 and generated < LONG_TOKENS
 
 
-def test_non_stream_disconnect_aborts_engine_request(tiny_server):
-    wait_until_idle(tiny_server)
+def test_non_stream_disconnect_aborts_engine_request(guarded_server):
+    before = wait_until_idle(guarded_server)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{tiny_server.base_url}/v1/chat/completions", json={**LONG, "n": 4},
-                   timeout=httpx.Timeout(60, read=0.3))
-    stats = wait_until_idle(tiny_server)
+        httpx.post(f"{guarded_server.base_url}/v1/chat/completions", json={**LONG, "n": 4},
+                   headers=AUTH, timeout=httpx.Timeout(60, read=0.3))
+    stats = wait_until_idle(guarded_server)
     assert stats["running"] == 0 and stats["waiting"] == 0
+    aborted, generated = _work_since(before, stats)
+    assert aborted == 4 and generated < 4 * LONG_TOKENS
 
 
 def test_32_concurrent_streaming_clients(tiny_server, tiny_client):

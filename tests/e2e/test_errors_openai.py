@@ -227,3 +227,53 @@ def test_lone_surrogate_in_text_is_400_not_500(tiny_server, path, body):
     error = assert_error(post(tiny_server, path, body), 400)
     assert "surrogate" in error["message"]
     assert post(tiny_server, "/v1/chat/completions", chat()).status_code == 200
+
+
+@pytest.mark.parametrize("fields, param, message", [
+    ({"stop": 5}, "stop", "'stop' must be a string or an array of strings"),
+    ({"tool_choice": 5}, "tool_choice", "'tool_choice' must be a string or an object"),
+    ({"logit_bias": {"1": "x"}}, "logit_bias", None),
+    ({"stream": True, "stream_options": {"include_usage": 3}}, "stream_options", None),
+])
+def test_error_param_is_the_request_field_not_a_validator_path(tiny_server, fields, param,
+                                                               message):
+    error = assert_error(post(tiny_server, "/v1/chat/completions", chat(**fields)), 400, param,
+                         "invalid_request")
+    assert ".str" not in error["message"] and "dict[" not in error["message"]
+    if message is not None:
+        assert error["message"] == message
+
+
+@pytest.mark.parametrize("body, words, code", [
+    # refused by the depth guard (--max-json-depth) before the body is parsed
+    (b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nesting depth",
+     "limit_exceeded"),
+    (b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', "not valid UTF-8",
+     "invalid_request"),
+])
+def test_unreadable_body_is_invalid_request_like_other_malformed_bodies(tiny_server, body,
+                                                                         words, code):
+    error = assert_error(post(tiny_server, "/v1/chat/completions", body), 400, code=code)
+    assert words in error["message"] and error["type"] == "invalid_request_error"
+    assert_error(post(tiny_server, "/v1/chat/completions", b"{not json"), 400,
+                 code="invalid_request")
+
+
+CALL = {"type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "tool", "tool_call_id": ["a"], "content": "r"}],
+    [{"role": "tool", "tool_call_id": {"id": "a"}, "content": "r"}],
+    [{"role": "tool", "tool_call_id": "a", "name": ["f"], "content": "r"}],
+    [{"role": "assistant", "tool_calls": [{**CALL, "id": ["a"]}]}],
+    [{"role": "assistant", "tool_calls": [{**CALL, "id": {"x": 1}}]}],
+    [{"role": "assistant", "content": "x", "reasoning_content": ["r"]}],
+])
+def test_non_string_tool_call_ids_are_400_naming_messages(tiny_client, messages):
+    with pytest.raises(openai.BadRequestError) as info:
+        tiny_client.chat.completions.create(
+            model=TINY_NAME, messages=[{"role": "user", "content": "hi"}, *messages],
+            max_tokens=2)
+    assert info.value.status_code == 400
+    assert info.value.body["param"] == "messages" and "must be a string" in info.value.body["message"]

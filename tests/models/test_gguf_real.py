@@ -109,8 +109,9 @@ def test_qwen_k_quant_parts_load_and_match_mlx_lm(qwen):
     prompt = chat_prompt(qwen, "What is the capital of France?")
     ours = greedy_tokens(qwen.model, prompt, 8)
     assert "Paris" in qwen.tokenizer.decode(ours)
+    # mlx-lm's own loader and generate on the converted folder: independent of the engine
     expected = mlx_lm_greedy_tokens(qwen.path, prompt, 8)
-    assert ours[: len(expected)] == expected
+    assert len(expected) >= 6 and ours[: len(expected)] == expected
 
 
 def test_qwen_tokenizer_equals_reference(qwen, qwen_gguf_file):

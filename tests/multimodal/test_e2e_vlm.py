@@ -151,12 +151,21 @@ def test_three_media_and_three_text_requests_at_once(client):
 
 
 def test_tools_are_kept_on_media_requests(client):
+    """The tools reach the chat template of a media request (its prompt grows by the
+    rendered tool block, the same growth as on a text request) and the image still counts."""
     tools = [{"type": "function", "function": {"name": "lookup", "description": "find",
                                                "parameters": {"type": "object"}}}]
-    reply = client.chat.completions.create(
-        model="tiny-vlm", tools=tools, max_tokens=3, temperature=0.0,
-        messages=[{"role": "user", "content": [_image(PNG_A), {"type": "text", "text": "?"}]}])
-    assert reply.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+    def prompt_tokens(content, **extra) -> int:
+        return client.chat.completions.create(
+            model="tiny-vlm", max_tokens=1, temperature=0.0,
+            messages=[{"role": "user", "content": content}], **extra).usage.prompt_tokens
+
+    media = [_image(PNG_A), {"type": "text", "text": "?"}]
+    tools_block = prompt_tokens("?", tools=tools) - prompt_tokens("?")
+    assert tools_block > 10
+    assert prompt_tokens(media, tools=tools) == prompt_tokens(media) + tools_block
+    assert prompt_tokens(media) == prompt_tokens("?") + 6 + 2  # 6 image tokens, start/end
 
 
 def _refused(client, content, *words, **extra) -> str:

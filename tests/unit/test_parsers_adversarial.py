@@ -1,5 +1,9 @@
 """Crafted inputs: long repeated markers, unbalanced brackets, nested quotes. Every parser
-must finish quickly (linear scanning, no backtracking) and fall back to content."""
+must scan linearly (no backtracking) and fall back to content, exactly.
+
+Speed is checked as a scaling ratio, never against a clock: the time for an input 10x
+longer must grow like 10x (linear), far from the 100x of a quadratic scan.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from mlxserve.parsers.pipeline import OutputParser
 from mlxserve.parsers.registry import make_reasoning_parser, make_tool_parser, tool_parser_names
 
 SIZE = 200_000
-TIME_LIMIT_S = 2.0
+SCALE = 10  # the long input is SCALE times the short one
+MAX_GROWTH = 5 * SCALE  # linear gives ~SCALE to 2.5 SCALE (caches, noise); quadratic ~SCALE**2
 
 
 def repeat(unit: str) -> str:
@@ -39,22 +44,51 @@ ADVERSARIAL = {
 }
 
 
-def run_timed(tool_name: str, reasoning: str | None, text: str, chunk: int):
+def run(tool_name: str, reasoning: str | None, text: str, chunk: int):
     parser = OutputParser(make_reasoning_parser(reasoning) if reasoning else None, make_tool_parser(tool_name, []))
-    started = time.perf_counter()
-    merged = parse_chunks(parser, [text[i : i + chunk] for i in range(0, len(text), chunk)])
-    return merged, time.perf_counter() - started
+    return parse_chunks(parser, [text[i : i + chunk] for i in range(0, len(text), chunk)])
+
+
+def best_time(tool_name: str, reasoning: str | None, text: str, chunk: int, repeats: int) -> float:
+    """Least CPU time of this process over ``repeats`` runs (CPU time, not wall time: the
+    time the machine's other work takes from us does not count)."""
+    times = []
+    for _ in range(repeats):
+        started = time.process_time()
+        run(tool_name, reasoning, text, chunk)
+        times.append(time.process_time() - started)
+    return min(times)
+
+
+def assert_linear(tool_name: str, reasoning: str | None, text: str, chunk: int) -> None:
+    """Time on ``text`` vs on its first tenth: the ratio of a linear scan is ~SCALE."""
+    short = text[: len(text) // SCALE]
+    ratio = best_time(tool_name, reasoning, text, chunk, 3) / max(
+        best_time(tool_name, reasoning, short, chunk, 5), 1e-4)
+    assert ratio < MAX_GROWTH, f"{tool_name}+{reasoning}: {SCALE}x the input took {ratio:.0f}x the time"
+
+
+def is_header_flood(tool_name: str, case: str) -> bool:
+    # a harmony header that never reaches <|message|> is markup only (no text to return)
+    return tool_name in ("gpt_oss", "harmony") and case == "harmony_headers"
 
 
 @pytest.mark.parametrize("tool_name", tool_parser_names())
 @pytest.mark.parametrize("case", sorted(ADVERSARIAL))
-def test_adversarial_input_whole_is_fast_and_safe(tool_name, case):
+def test_adversarial_input_is_returned_as_content(tool_name, case):
+    """No tools declared and no plausible call in the text: everything comes back as
+    content, character for character, and no tool call appears."""
     text = ADVERSARIAL[case]
-    merged, elapsed = run_timed(tool_name, None, text, len(text))
-    assert elapsed < TIME_LIMIT_S, f"{tool_name} on {case}: {elapsed:.2f}s"
-    produced = len(merged.content) + sum(len(call.arguments) for call in merged.tool_calls)
-    header_flood = tool_name in ("gpt_oss", "harmony") and case == "harmony_headers"
-    assert produced > 0 or header_flood  # an unfinished harmony header is markup only
+    merged = run(tool_name, None, text, len(text))
+    assert merged.tool_calls == [], f"{tool_name} on {case}: {[c.name[:40] for c in merged.tool_calls]}"
+    expected = "" if is_header_flood(tool_name, case) else text
+    assert merged.content == expected, f"{tool_name} on {case}: content differs"
+
+
+@pytest.mark.parametrize("tool_name", tool_parser_names())
+@pytest.mark.parametrize("case", sorted(ADVERSARIAL))
+def test_adversarial_input_whole_scans_linearly(tool_name, case):
+    assert_linear(tool_name, None, ADVERSARIAL[case], SIZE)
 
 
 @pytest.mark.parametrize(("tool_name", "reasoning"), [
@@ -63,21 +97,21 @@ def test_adversarial_input_whole_is_fast_and_safe(tool_name, case):
 ])
 @pytest.mark.parametrize("case", ["tool_call_open_brace", "open_braces", "nested_quotes", "mistral_args",
                                   "harmony_open_call", "partial_markers", "nested_calls"])
-def test_adversarial_input_streamed_is_fast(tool_name, reasoning, case):
-    text = ADVERSARIAL[case][: SIZE // 4]
-    _, elapsed = run_timed(tool_name, reasoning, text, 7)
-    assert elapsed < TIME_LIMIT_S, f"{tool_name}+{reasoning} on {case}: {elapsed:.2f}s"
+def test_adversarial_input_streamed_scans_linearly(tool_name, reasoning, case):
+    assert_linear(tool_name, reasoning, ADVERSARIAL[case][: SIZE // 4], 7)
 
 
 def test_unterminated_hermes_flood_is_returned_as_content():
     text = ADVERSARIAL["tool_call_open_brace"]
-    merged, _ = run_timed("hermes", None, text, 4096)
+    merged = run("hermes", None, text, 4096)
     assert merged.content == text and merged.tool_calls == []
 
 
 def test_long_valid_arguments_stream_in_linear_time():
     body = "x" * 100_000
     text = '<tool_call>{"name": "write", "arguments": {"text": "' + body + '"}}</tool_call>'
-    merged, elapsed = run_timed("hermes", "qwen3", text, 5)
-    assert elapsed < TIME_LIMIT_S
+    merged = run("hermes", "qwen3", text, 5)
     assert merged.tool_calls[0].name == "write" and body in merged.tool_calls[0].arguments
+    short = text.replace(body, body[: len(body) // SCALE])
+    ratio = best_time("hermes", "qwen3", text, 5, 2) / best_time("hermes", "qwen3", short, 5, 5)
+    assert ratio < MAX_GROWTH, f"{SCALE}x the arguments took {ratio:.0f}x the time"

@@ -148,3 +148,13 @@ def test_tool_choice_invalid(choice):
         apply_tool_choice(choice, TOOLS)
     assert error.value.param == "tool_choice"
     assert error.value.status == 400
+
+
+@pytest.mark.parametrize("step", [1, 5, 1000])
+def test_max_calls_keeps_the_first_call_only(step):
+    text = ('<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>\n'
+            '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>')
+    parser = OutputParser(None, make_tool_parser("hermes", TOOLS), max_calls=1)
+    merged = parse_chunks(parser, [text[i : i + step] for i in range(0, len(text), step)])
+    assert [(c.name, c.arguments) for c in merged.tool_calls] == [("get_weather", "{}")]
+    assert merged.content == ""

@@ -28,7 +28,8 @@ WEATHER_TOOL = {
         },
     },
 }
-TOOLS = [WEATHER_TOOL]
+TOOLS = [WEATHER_TOOL] + [{"type": "function", "function": {"name": name}}
+                          for name in ("write_file", "list_cities", "get_time")]
 
 
 def parse(name: str, text: str, step: int | None = None):
@@ -270,3 +271,52 @@ def test_hermes_bare_json_that_is_not_a_known_call_is_content():
 def test_qwen3_coder_function_without_outer_tool_call_tags():
     text = "Calling.\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\ndone"
     assert parse("qwen3_coder", text) == ("Calling.\n\ndone", [PARIS])
+
+
+def test_hermes_fenced_call_naming_a_tool_is_a_call():
+    # what Qwen2.5-Coder-0.5B answers under tool_choice "required": the call in a fence
+    fenced = '```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```'
+    assert parse("hermes", fenced) == ("", [PARIS])
+    assert parse("hermes", "Sure:\n" + fenced + "\nDone.") == ("Sure:\n\nDone.", [PARIS])
+    listed = '```\n[{"name": "get_weather", "arguments": {"city": "Paris"}},\n {"name": "get_weather", "arguments": {"city": "Rome"}}]\n```'
+    assert parse("hermes", listed) == ("", [PARIS, ROME])
+    commas = fenced.replace("}}\n", '}},\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n')
+    assert parse("hermes", commas) == ("", [PARIS, ROME])
+    assert parse("hermes", fenced[:-4]) == ("", [PARIS])  # the output ended before the fence closed
+
+
+@pytest.mark.parametrize("text", [
+    '```json\n{"name": "unknown_tool", "arguments": {"city": "Paris"}}\n```',
+    '```json\n{"answer": 42}\n```\nThat is all.',
+    '```python\nprint({"name": "get_weather"})\n```',
+    '```json\n{"name": "get_weather", "arguments": {"city": "Par',
+    '```json\n{"name": "get_weather", "arguments": {}} trailing\n```',
+    "Use ``` for fences, or `` ` `` for one tick.",
+])
+def test_hermes_fence_that_is_not_a_call_is_content(text):
+    assert parse("hermes", text) == (text, [])
+
+
+def test_hermes_comma_separated_bare_calls_are_all_parsed():
+    text = ('{"name": "get_weather", "arguments": {"city": "Paris"}},\n'
+            '{"name": "get_time", "arguments": {"city": "Paris"}}')
+    assert parse("hermes", text) == ("", [PARIS, ("get_time", {"city": "Paris"})])
+    assert parse("hermes", ', {"name": "get_weather", "arguments": {}}')[1] == []  # no call before
+
+
+UNDECLARED_CALLS = {
+    "hermes": '<tool_call>{"name": "launch_rockets", "arguments": {}}</tool_call>',
+    "qwen3_coder": "<tool_call>\n<function=launch_rockets>\n</function>\n</tool_call>",
+    "glm45": "<tool_call>launch_rockets\n<arg_key>a</arg_key><arg_value>1</arg_value></tool_call>",
+    "llama3_json": '{"name": "launch_rockets", "parameters": {}}',
+    "mistral": '[TOOL_CALLS]launch_rockets[ARGS]{"a": 1}',
+    "deepseek_v3": "<｜tool▁call▁begin｜>function<｜tool▁sep｜>launch_rockets\n```json\n{}\n```<｜tool▁call▁end｜>",
+    "pythonic": "[launch_rockets(a=1)]",
+    "gpt_oss": "<|channel|>commentary to=functions.launch_rockets<|message|>{}<|call|>",
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNDECLARED_CALLS))
+def test_call_of_an_undeclared_tool_is_content(name):
+    text = UNDECLARED_CALLS[name]
+    assert parse(name, text) == (text, [])

@@ -40,6 +40,7 @@ class CountTokensRequest(BaseModel):
             messages=anthropic_messages(self.system, self.messages),
             options=options or GenerationOptions(),
             tools=anthropic_tools(self.tools), tool_choice=anthropic_tool_choice(self.tool_choice),
+            parallel_tool_calls=not (self.tool_choice or {}).get("disable_parallel_tool_use"),
             thinking=thinking, reasoning_effort=effort,
         )
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from mlxserve.api.openai.logprobs_encode import TokenTexts, chat_logprobs
 from mlxserve.api.sse import sse_data, sse_done
-from mlxserve.serving.assembler import CompletedMessage, MessageDelta, Usage
+from mlxserve.serving.assembler import CompletedMessage, MessageDelta, ToolCallDelta, Usage
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,22 @@ def chat_response(meta: ResponseMeta, messages: list[CompletedMessage], texts: T
             "usage": usage_json(total_usage([m.usage for m in messages]))}
 
 
+def _tool_call_entries(calls: list[ToolCallDelta]) -> list[dict[str, Any]]:
+    """One entry per call index (OpenAI's chunk shape): the pieces of a call that arrive in
+    the same delta (id and name, then arguments) are joined."""
+    entries: dict[int, dict[str, Any]] = {}
+    for call in calls:
+        entry = entries.setdefault(call.index, {"index": call.index,
+                                                "function": {"arguments": ""}})
+        if call.id is not None:
+            entry["id"] = call.id
+            entry["type"] = "function"
+        if call.name is not None:
+            entry["function"]["name"] = call.name
+        entry["function"]["arguments"] += call.arguments
+    return list(entries.values())
+
+
 def _delta_json(delta: MessageDelta) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if delta.content:
@@ -68,26 +84,21 @@ def _delta_json(delta: MessageDelta) -> dict[str, Any]:
     if delta.reasoning:
         out["reasoning_content"] = delta.reasoning
     if delta.tool_calls:
-        calls = []
-        for call in delta.tool_calls:
-            entry: dict[str, Any] = {"index": call.index}
-            function: dict[str, Any] = {"arguments": call.arguments}
-            if call.id is not None:
-                entry["id"] = call.id
-                entry["type"] = "function"
-            if call.name is not None:
-                function["name"] = call.name
-            entry["function"] = function
-            calls.append(entry)
-        out["tool_calls"] = calls
+        out["tool_calls"] = _tool_call_entries(delta.tool_calls)
     return out
 
 
 class ChatChunkEncoder:
+    """Chunks of one streamed chat answer. The role chunk has no ``content``; a choice that
+    ends with neither text nor a tool call gets ``content: ""`` on its last chunk, so a
+    client folding the deltas gets the non-streamed message (``null`` beside tool calls,
+    ``""`` for an empty answer)."""
+
     def __init__(self, meta: ResponseMeta, texts: TokenTexts, include_usage: bool):
         self.meta = meta
         self.texts = texts
         self.include_usage = include_usage
+        self._answered: set[int] = set()  # choices that sent content or a tool call
 
     def chunk(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> str:
         body: dict[str, Any] = {"id": self.meta.id, "object": "chat.completion.chunk",
@@ -98,18 +109,21 @@ class ChatChunkEncoder:
         return sse_data(body)
 
     def role_chunk(self, index: int) -> str:
-        return self.chunk([{"index": index, "delta": {"role": "assistant", "content": ""},
+        return self.chunk([{"index": index, "delta": {"role": "assistant"},
                             "logprobs": None, "finish_reason": None}])
 
     def delta_chunks(self, index: int, delta: MessageDelta) -> list[str]:
         out = []
         body = _delta_json(delta)
+        if "content" in body or "tool_calls" in body:
+            self._answered.add(index)
         if body or delta.logprobs:
             out.append(self.chunk([{"index": index, "delta": body,
                                     "logprobs": chat_logprobs(delta.logprobs, self.texts),
                                     "finish_reason": None}]))
         if delta.finish_reason is not None:
-            out.append(self.chunk([{"index": index, "delta": {}, "logprobs": None,
+            last = {} if index in self._answered else {"content": ""}
+            out.append(self.chunk([{"index": index, "delta": last, "logprobs": None,
                                     "finish_reason": delta.finish_reason}]))
         return out
 

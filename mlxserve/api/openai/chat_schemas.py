@@ -50,7 +50,7 @@ class ChatCompletionRequest(SamplingFields):
         options = self.to_options(max_tokens, bool(self.logprobs), self.top_logprobs or 0)
         return ChatInput(
             messages=list(self.messages), options=options, tools=self.tools,
-            tool_choice=self.tool_choice,
+            tool_choice=self.tool_choice, parallel_tool_calls=self.parallel_tool_calls is not False,
             chat_template_kwargs=dict(self.chat_template_kwargs or {}),
             n=1 if self.n is None else self.n,
             video_fps=self.video_fps, video_max_frames=self.video_max_frames,

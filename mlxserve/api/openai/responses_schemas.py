@@ -1,6 +1,5 @@
 """POST /v1/responses request body. Fields that cannot apply here (include, store of
-encrypted reasoning, prompt_cache_key, client_metadata, parallel_tool_calls, truncation,
-service_tier, ...) are accepted and ignored; wrong types are 400s."""
+encrypted reasoning, prompt_cache_key, client_metadata, truncation, service_tier, ...) are accepted and ignored; wrong types are 400s."""
 
 from __future__ import annotations
 
@@ -74,4 +73,5 @@ class ResponsesRequest(BaseModel):
                                     temperature=self.temperature, top_p=self.top_p)
         return ChatInput(messages=messages, options=options, tools=tools.tools,
                          tool_choice=response_tool_choice(self.tool_choice),
+                         parallel_tool_calls=self.parallel_tool_calls is not False,
                          thinking=thinking, reasoning_effort=effort)

@@ -6,14 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-
-def tool_name(tool: dict) -> str | None:
-    """Name of an OpenAI (``{"function": {"name"}}``) or plain (``{"name"}``) tool."""
-    if not isinstance(tool, dict):
-        return None
-    function = tool.get("function", tool)
-    name = function.get("name") if isinstance(function, dict) else None
-    return name if isinstance(name, str) else None
+from ..base import tool_name
 
 
 def parameter_schemas(tools: list[dict], name: str) -> dict[str, dict]:

@@ -43,7 +43,7 @@ class GptOssToolParser(ToolParser):
         body, self._call_body = self._call_body, ""
         name = recipient[len(FUNCTIONS_PREFIX) :] if recipient.startswith(FUNCTIONS_PREFIX) else recipient
         arguments = arguments_json(body.strip() or "{}")
-        if arguments is None or not name:
+        if arguments is None or not self.accepts_call_name(name):
             delta.content += raw_header + MESSAGE + body + terminator
             return
         index = self._call_count

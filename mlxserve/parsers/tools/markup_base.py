@@ -4,7 +4,8 @@ Outside a block, text is content, except a tail that could be the start of a sta
 (held back until decided). Inside a block the subclass decides, from the buffered text,
 when the block is over and what it holds. A whole block is emitted at once: a delta with
 the call's index, id and name, then one with its arguments. A block that does not parse
-becomes content (markup falls back to text, never an exception).
+becomes content (markup falls back to text, never an exception), and so does a block
+whose calls name a function the parser does not accept (``ToolParser.accepts_call_name``).
 
 Whitespace between and after calls is dropped; other text between calls stays content.
 Formats without a start token (a bare JSON object or Python list) name ``openers``:
@@ -132,6 +133,8 @@ class MarkupToolParser(ToolParser):
         outcome = self._scan_block(self._block_marker, final)
         if outcome is None:
             return False
+        if not all(self.accepts_call_name(call.name) for call in outcome.calls):
+            outcome = BlockOutcome(outcome.length, content=self._buffer[: outcome.length])
         self._block_marker = None
         self._buffer = self._buffer[outcome.length :]
         if outcome.content:

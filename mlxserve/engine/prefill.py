@@ -1,0 +1,89 @@
+"""Prefill of one step (MLX, engine thread only): a request's prompt chunk on its own
+caches, or several whole short prompts in one right-padded forward into a new batch.
+
+A prompt prefilled alone runs on the request's own mlx-lm caches (``make_prompt_cache``),
+the exact ops of ``mlx_lm.stream_generate``; as there, the last prompt token runs alone so
+no ``lm_head`` is computed over the chunk. Prefill from embeddings (the vision hook): a
+request whose ``multimodal.encode`` is set gets ``encode(model) -> (embeddings (L, hidden),
+position_ids (3, L) | None, extras)`` called once before its first chunk; chunks then feed
+``embeddings[start:end]`` (``input_embeddings=``) and, for M-RoPE, ``position_ids=``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+
+from mlxserve.cache.batch_kv import BatchCache
+from mlxserve.engine.model_step import forward
+from mlxserve.engine.prompt_logprobs import forward_logprobs
+from mlxserve.engine.row import Row
+from mlxserve.engine.scheduler import PrefillChunk
+from mlxserve.errors import InvalidRequest
+
+
+def encode_media(model: Any, row: Row) -> None:
+    media = row.request.multimodal
+    if media is None or media.encode is None:
+        return
+    embeddings, position_ids, extras = media.encode(model)
+    if embeddings.shape[0] != len(row.request.prompt_tokens):
+        raise InvalidRequest("the media embeddings do not match the prompt length")
+    row.embeddings, row.position_ids, row.vision_extras = embeddings, position_ids, extras
+
+
+def forward_chunk(model: Any, row: Row, start: int, end: int) -> mx.array:
+    """Logits (1, n, V) of prompt positions [start, end) on the row's own caches."""
+    tokens = row.prompt[start:end][None]
+    if row.embeddings is None:
+        return forward(model, tokens, row.cache)
+    extra: dict = {"input_embeddings": row.embeddings[start:end][None]}
+    if row.position_ids is not None:
+        extra.update(position_ids=row.position_ids[:, start:end][:, None],
+                     vision_extras=row.vision_extras)
+    return forward(model, tokens, row.cache, **extra)
+
+
+def prefill_chunk(model: Any, row: Row, chunk: PrefillChunk) -> mx.array | None:
+    """Run one chunk; the (1, V) logits of the prompt's last token when it ends the prompt.
+    A chunk's logits are never computed unless the request wants prompt logprobs."""
+    if chunk.start == 0:
+        encode_media(model, row)
+    end = chunk.start + chunk.length
+    if not chunk.is_last:
+        keep_prompt_logprobs(row, forward_chunk(model, row, chunk.start, end), chunk.start)
+        mx.async_eval([c.state for c in row.cache]
+                      + (row.prompt_lp[-1].arrays() if row.prompt_lp else []))
+        return None
+    if chunk.length > 1:
+        logits = forward_chunk(model, row, chunk.start, end - 1)
+        keep_prompt_logprobs(row, logits, chunk.start)
+    return forward_chunk(model, row, end - 1, end)[:, -1, :]
+
+
+def keep_prompt_logprobs(row: Row, logits: mx.array, start: int) -> None:
+    if row.request.prompt_logprobs is not None:
+        row.prompt_lp.append(forward_logprobs(logits[0], row.prompt, start,
+                                              row.request.prompt_logprobs))
+
+
+def prefill_together(model: Any, prototype: list, rows: list[Row]) -> tuple[BatchCache,
+                                                                             mx.array]:
+    """Whole prompts of several text requests in one batched forward (as mlx-lm's
+    BatchGenerator): right-padded ``prompt[:-1]`` into fresh rows of a new batch, whose
+    per-row lengths then drop the padding, then the last tokens together.
+    Returns the batch and the (B, V) logits of the last tokens."""
+    batch = BatchCache.fresh(prototype, [r.request.request_id for r in rows])
+    heads = [r.request.prompt_tokens[:-1] for r in rows]
+    lengths = [len(h) for h in heads]
+    longest = max(lengths)
+    if longest > 0:
+        padded = mx.array([h + [0] * (longest - len(h)) for h in heads], dtype=mx.uint32)
+        batch.begin_padded(lengths)
+        forward(model, padded, batch.layers)
+        batch.end_padded(lengths)
+    last = mx.array([r.request.prompt_tokens[-1] for r in rows], dtype=mx.uint32)
+    logits = forward(model, last[:, None], batch.layers)[:, -1, :]
+    batch.advance(1)
+    return batch, logits
