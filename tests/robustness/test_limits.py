@@ -12,8 +12,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import ALLOWED_ORIGIN
-from robust_support import API_KEY, TINY_NAME, assert_error_format, assert_idle
+from robust_support import ALLOWED_ORIGIN, API_KEY, TINY_NAME, assert_error_format, assert_idle
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 HI = [{"role": "user", "content": "hi"}]
