@@ -244,6 +244,7 @@ class EngineCore:
         if state is None:  # finished or aborted while its token was in flight
             return
         state.commit(out.token_id)
+        self.scheduler.commit(out.request_id, 1)
         self._total_generated += 1
         step = state.output.add_token(out.token_id)
         delta = EngineDelta(
@@ -261,14 +262,13 @@ class EngineCore:
 
     def _consumer_gone(self, request_id: str) -> None:
         """Its consumer is gone (the event loop closed): stop computing for it."""
-        if request_id in self._active:
+        if self._retire(request_id) is not None:
             self._total_aborted += 1
-        self._retire(request_id)
 
     def _finish(self, request_id: str, reason: str, error: str | None = None) -> None:
-        if reason == FINISH_ABORT and (request_id in self._active or request_id in self._waiting):
-            self._total_aborted += 1
         waiting = self._waiting.pop(request_id, None)
+        if reason == FINISH_ABORT and (waiting is not None or request_id in self._active):
+            self._total_aborted += 1
         state = self._retire(request_id)
         sink = state.sink if state is not None else waiting.sink if waiting else None
         if sink is None:

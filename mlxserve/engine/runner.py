@@ -38,6 +38,7 @@ import numpy as np
 
 from mlxserve.cache.batch_kv import BatchCache, mergeable
 from mlxserve.engine.model_step import forward
+from mlxserve.engine.penalties import PenaltyTable
 from mlxserve.engine.prefill import prefill_chunk, prefill_together
 from mlxserve.engine.prompt_logprobs import read_prompt_logprobs
 from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams, TokenLogprob
@@ -107,6 +108,7 @@ class Runner:
         self.batches: list[BatchCache] = []  # decoding rows, one forward per batch
         self.joining: list[BatchCache] = []  # batch-prefilled rows, join at next decode
         self.launched: deque[list[_Pending]] = deque()
+        self.penalties = PenaltyTable(vocab_size)  # counts and biases of every row
         # grammar failures found while starting a masked sample; reported with the next
         # collect, so the tokens read back before them are delivered first
         self.late_failures: list[StepFailure] = []
@@ -114,19 +116,24 @@ class Runner:
 
     # ---- request lifecycle --------------------------------------------------------
     def add(self, request: GenerateRequest, seed: int) -> None:
-        sampler = RowSampler(request.sampling, request.prompt_tokens, self.vocab_size, seed)
+        sampler = RowSampler(request.sampling, request.prompt_tokens, self.vocab_size, seed,
+                             self.penalties)
         prompt = mx.array(request.prompt_tokens, dtype=mx.uint32)
         self.rows[request.request_id] = Row(request, sampler, self._make_cache(), prompt)
 
     def release(self, request_id: str) -> None:
         """Forget a request; its row leaves its batch at the next launch."""
-        self.rows.pop(request_id, None)
+        row = self.rows.pop(request_id, None)
+        if row is not None:
+            row.sampler.release()
         self.failed.discard(request_id)
         if not self.rows:
             self.batches, self.joining = [], []
 
     def reset(self) -> None:
         """Drop every row, batch and in-flight result."""
+        for row in self.rows.values():
+            row.sampler.release()
         self.rows.clear()
         self.batches, self.joining = [], []
         self.launched.clear()
@@ -178,9 +185,9 @@ class Runner:
                 except Exception as e:  # a lazy failure: only this piece's rows
                     log.exception("reading back a step failed")
                     failures += self._fail_rows(pending.ids, e)
+        self._commit(outputs)  # also when no masked sample starts now: rows skip decodes
         masked = [p for step in self.launched for p in step if p.masked is not None]
         if masked:
-            self._commit(outputs)
             self.late_failures = self._start_masked(masked)
         return outputs, failures
 
@@ -262,7 +269,9 @@ class Runner:
                 self.batches = [b for b in self.batches if b is not row.batch]
                 self.joining = [b for b in self.joining if b is not row.batch]
         for rid in doomed:
-            self.rows.pop(rid, None)
+            row = self.rows.pop(rid, None)
+            if row is not None:
+                row.sampler.release()
         return [StepFailure(rid, _describe(error)) for rid in doomed]
 
     # ---- prefill ------------------------------------------------------------------

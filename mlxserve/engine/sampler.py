@@ -13,17 +13,20 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from mlxserve.engine.penalties import PenaltyTable, table_for
 from mlxserve.engine.request import SamplingParams
 
 _KEY_MIX = 0x9E3779B97F4A7C15
 _U64 = (1 << 64) - 1
+_NEUTRAL = SamplingParams()  # penalties off, no bias
 
 
 class RowSampler:
-    """The sampling state of one request: its params, random stream and penalty counts."""
+    """The sampling state of one request: its params, random stream and, when it uses
+    penalties or a logit_bias, its slot in the shared ``PenaltyTable``."""
 
     def __init__(self, params: SamplingParams, prompt_tokens: list[int], vocab_size: int,
-                 seed: int):
+                 seed: int, table: PenaltyTable | None = None):
         self.params = params
         self.seed = seed
         self.position = 0  # output tokens sampled so far
@@ -31,48 +34,26 @@ class RowSampler:
         p = params
         self.has_penalties = (p.repetition_penalty != 1.0 or p.presence_penalty != 0.0
                               or p.frequency_penalty != 0.0)
-        self.bias = None
-        if p.logit_bias:
-            ids = mx.array([int(t) for t in p.logit_bias], dtype=mx.uint32)
-            vals = mx.array([float(v) for v in p.logit_bias.values()], dtype=mx.float32)
-            self.bias = mx.zeros((vocab_size,), mx.float32).at[ids].add(vals)
-        self.counts = None  # output-token counts (V,), for presence / frequency
-        self.seen = None  # prompt + output counts (V,), for the repetition penalty
-        if self.has_penalties:
-            self.counts = mx.zeros((vocab_size,), mx.float32)
-            prompt = mx.array(prompt_tokens, dtype=mx.uint32)
-            self.seen = mx.zeros((vocab_size,), mx.float32).at[prompt].add(1.0)
+        self.table: PenaltyTable | None = None
+        self.slot: int | None = None
+        if self.has_penalties or p.logit_bias:
+            self.table = table if table is not None else table_for(vocab_size)
+            self.slot = self.table.allocate(prompt_tokens, p.logit_bias)
 
     @property
     def processes_logits(self) -> bool:
-        return self.bias is not None or self.has_penalties
+        return self.slot is not None
+
+    def release(self) -> None:
+        """Give the penalty slot back (the request has ended)."""
+        if self.slot is not None:
+            self.table.release(self.slot)
+            self.slot = None
 
     def noise_key(self) -> int:
         """32-bit key of this row's noise for its current output position: a function of
         (seed, position) only."""
         return _fmix64((self.seed * _KEY_MIX + self.position) & _U64) & 0xFFFFFFFF
-
-    def adjust(self, logits: mx.array) -> mx.array:
-        """Apply logit_bias and penalties to this row's (V,) float32 logits."""
-        if self.has_penalties:
-            p = self.params
-            if p.repetition_penalty != 1.0:
-                rp = p.repetition_penalty
-                penalised = mx.where(logits > 0, logits / rp, logits * rp)
-                logits = mx.where(self.seen > 0, penalised, logits)
-            logits = logits - p.frequency_penalty * self.counts
-            logits = logits - p.presence_penalty * (self.counts > 0)
-        if self.bias is not None:
-            logits = logits + self.bias
-        return logits
-
-    def record(self, tokens: mx.array, row: int) -> None:
-        """Account for the token just sampled (row ``row`` of the lazy (B,) ``tokens``)."""
-        self.position += 1
-        if self.has_penalties:
-            token = tokens[row : row + 1]
-            self.counts = self.counts.at[token].add(1.0)
-            self.seen = self.seen.at[token].add(1.0)
 
 
 @dataclass
@@ -170,11 +151,36 @@ def _draw(logits: mx.array, rows: list[RowSampler]) -> mx.array:
 
 
 def _adjust_rows(logits: mx.array, rows: list[RowSampler]) -> mx.array:
-    if not any(r.processes_logits for r in rows):
+    """Penalties and logit_bias of every row at once: one gather from the shared table;
+    rows without them get neutral values (penalty 1 and 0, no bias)."""
+    users = [r for r in rows if r.slot is not None]
+    if not users:
         return logits
-    adjusted = [r.adjust(logits[i]) if r.processes_logits else logits[i]
-                for i, r in enumerate(rows)]
-    return mx.stack(adjusted)
+    counts, seen, bias = users[0].table.rows([r.slot or 0 for r in rows])
+    p = [r.params if r.slot is not None else _NEUTRAL for r in rows]
+    rp = _column([q.repetition_penalty for q in p])
+    penalised = mx.where(logits > 0, logits / rp, logits * rp)
+    logits = mx.where(seen > 0, penalised, logits)
+    logits = logits - _column([q.frequency_penalty for q in p]) * counts
+    logits = logits - _column([q.presence_penalty for q in p]) * (counts > 0)
+    has_bias = mx.array([bool(q.logit_bias) for q in p])[:, None]
+    return logits + mx.where(has_bias, bias, 0.0)
+
+
+def _column(values: list[float]) -> mx.array:
+    return mx.array(values, dtype=mx.float32)[:, None]
+
+
+def _record(tokens: mx.array, rows: list[RowSampler]) -> None:
+    """Advance every row's position; count the tokens of rows with penalties (one scatter)."""
+    users = []
+    for k, r in enumerate(rows):
+        r.position += 1
+        if r.has_penalties:
+            users.append(k)
+    if users:
+        index = mx.array(users, dtype=mx.int32)
+        rows[users[0]].table.record([rows[k].slot for k in users], tokens[index])
 
 
 def _logprob_outputs(logits: mx.array, tokens: mx.array, rows: list[RowSampler]):
@@ -229,6 +235,5 @@ def sample(logits: mx.array, rows: list[RowSampler], allowed: mx.array | None = 
         else:
             tokens = _draw(adjusted, rows)
     chosen, top_ids, top_vals = _logprob_outputs(raw.astype(mx.float32), tokens, rows)
-    for i, r in enumerate(rows):
-        r.record(tokens, i)
+    _record(tokens, rows)
     return SampleResult(tokens, chosen, top_ids, top_vals)

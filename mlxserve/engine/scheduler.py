@@ -33,6 +33,7 @@ class SeqState:
     max_tokens: int
     num_prefilled: int = 0  # prompt tokens handed to the runner so far
     num_scheduled_output: int = 0  # output tokens whose computation has been scheduled
+    num_committed: int = 0  # output tokens read back and accepted
 
     @property
     def kv_reservation(self) -> int:
@@ -58,11 +59,15 @@ class PrefillChunk:
 @dataclass
 class StepPlan:
     prefills: list[PrefillChunk] = field(default_factory=list)
-    decodes: list[str] = field(default_factory=list)  # request ids, one token each
+    decodes: list[str] = field(default_factory=list)  # request ids
+    # tokens a decode row computes this step when more than one (a verify step: its last
+    # token plus k proposals); absent = 1
+    decode_tokens: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_tokens(self) -> int:
-        return len(self.decodes) + sum(c.length for c in self.prefills)
+        decode = sum(self.decode_tokens.get(rid, 1) for rid in self.decodes)
+        return decode + sum(c.length for c in self.prefills)
 
     @property
     def empty(self) -> bool:
@@ -126,14 +131,28 @@ class Scheduler:
                 return s
         return None
 
-    def schedule(self) -> StepPlan:
+    def commit(self, request_id: str, accepted: int, computed: int = 1) -> None:
+        """``accepted`` of the ``computed`` output tokens scheduled for a request were
+        kept (a verify step keeps a prefix of its proposals): the rest are unscheduled."""
+        seq = self.running.get(request_id)
+        if seq is not None:
+            seq.num_committed += accepted
+            seq.num_scheduled_output -= computed - accepted
+
+    def schedule(self, proposals: dict[str, int] | None = None) -> StepPlan:
+        """``proposals``: draft tokens per request to verify this step (each costs one
+        more token of budget and of the request's max_tokens)."""
         plan = StepPlan()
         budget = self.max_num_batched_tokens
         for seq in self.running.values():
             if budget > 0 and seq.wants_decode:
+                left = seq.max_tokens - seq.num_scheduled_output
+                width = min(1 + (proposals or {}).get(seq.request_id, 0), budget, left)
                 plan.decodes.append(seq.request_id)
-                seq.num_scheduled_output += 1
-                budget -= 1
+                if width > 1:
+                    plan.decode_tokens[seq.request_id] = width
+                seq.num_scheduled_output += width
+                budget -= width
         for seq in self.running.values():
             if budget > 0 and not seq.prefill_done:
                 budget -= self._schedule_prefill(seq, budget, plan)

@@ -1,9 +1,18 @@
-"""A 1,000-request soak on a tiny model: the process memory does not grow."""
+"""A 1,000-request soak on a tiny model: the process memory does not grow.
+
+RSS alone only shows KV-sized leaks; the Python objects mlxserve allocates (traced) and
+MLX's active memory are checked to the byte range a per-request leak would exceed."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import random
+import tracemalloc
+
+import mlx.core as mx
+import mlxserve
 
 import pytest
 from engine_support import collect, reference_model, run_with_engine
@@ -15,6 +24,8 @@ WARM_UP = 200
 TOTAL = 1000
 CONCURRENCY = 32
 RSS_TOLERANCE_MB = 40
+FRAMES = 12  # traceback depth kept by tracemalloc: deep enough to reach a mlxserve frame
+HEAP_TOLERANCE_B = 32 * 1024  # 40 bytes per request: a leaked object per request shows
 
 
 def _rss_mb() -> float:
@@ -23,6 +34,14 @@ def _rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _engine_heap() -> int:
+    """Bytes of live Python objects allocated with a mlxserve frame on the stack (the test's
+    own task and result objects left out)."""
+    package = tracemalloc.Filter(True, f"{os.path.dirname(mlxserve.__file__)}/*", all_frames=True)
+    traces = tracemalloc.take_snapshot().filter_traces([package])
+    return sum(stat.size for stat in traces.statistics("filename"))
 
 
 def _request(k: int, vocab: int, rng: random.Random) -> GenerateRequest:
@@ -50,10 +69,15 @@ def test_thousand_requests_do_not_grow_memory(tiny_dir):
                 finishes.append((await collect(engine, req))["finish"])
 
         await asyncio.gather(*(one(r) for r in requests[:WARM_UP]))
-        before = _rss_mb()
+        tracemalloc.start(FRAMES)
+        before = _rss_mb(), _engine_heap(), mx.get_active_memory()
         await asyncio.gather(*(one(r) for r in requests[WARM_UP:]))
-        after = _rss_mb()
-        print(f"RSS after warm-up {before:.1f} MB, after {TOTAL} requests {after:.1f} MB")
+        gc.collect()
+        after = _rss_mb(), _engine_heap(), mx.get_active_memory()
+        tracemalloc.stop()
+        print(f"after warm-up / after {TOTAL} requests: RSS {before[0]:.1f} / {after[0]:.1f} MB,"
+              f" mlxserve's Python heap {before[1]} / {after[1]} B,"
+              f" MLX active memory {before[2]} / {after[2]} B")
         return finishes, before, after, engine.stats()
 
     config = EngineConfig(max_num_seqs=CONCURRENCY, max_num_batched_tokens=256,
@@ -61,4 +85,6 @@ def test_thousand_requests_do_not_grow_memory(tiny_dir):
     finishes, before, after, stats = run_with_engine(path, body, config)
     assert len(finishes) == TOTAL and set(finishes) <= {"stop", "length"}
     assert stats.total_finished == TOTAL and stats.running == 0 and stats.kv_tokens_used == 0
-    assert after - before < RSS_TOLERANCE_MB, f"RSS grew from {before:.0f} to {after:.0f} MB"
+    assert after[0] - before[0] < RSS_TOLERANCE_MB, f"RSS grew from {before[0]:.0f} MB"
+    assert after[1] - before[1] < HEAP_TOLERANCE_B, "mlxserve keeps Python objects per request"
+    assert after[2] == before[2], "MLX arrays outlive their requests"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 import numpy as np
+import pytest
 
 from mlxserve.engine.request import SamplingParams
 from mlxserve.engine.sampler import RowSampler, sample
@@ -69,3 +70,43 @@ def test_tiny_positive_temperatures_sample_the_greedy_token():
                 for s in range(16)]
         tokens = np.array(sample(logits, rows).tokens)
         np.testing.assert_array_equal(tokens, np.array(logits).argmax(axis=-1))
+
+
+def _openai_penalised(logits: np.ndarray, counts: np.ndarray, frequency: float,
+                      presence: float) -> np.ndarray:
+    """OpenAI's definition: mu[j] - c[j] * frequency - (c[j] > 0) * presence, with c[j]
+    the times token j was generated so far (prompt tokens do not count)."""
+    return logits - counts * frequency - (counts > 0) * presence
+
+
+@pytest.mark.parametrize("frequency,presence", [(0.6, 0.0), (0.0, 1.2), (0.4, 0.3),
+                                                (-0.5, 0.0), (0.0, -2.0), (2.0, 2.0)])
+def test_frequency_and_presence_penalties_follow_openai_on_known_counts(frequency, presence):
+    logits = np.array([5.0, 4.13, 3.57, 3.31, 0.0, -1.0], dtype=np.float32)  # no ties
+    params = SamplingParams(temperature=0.0, frequency_penalty=frequency,
+                            presence_penalty=presence)
+    row = RowSampler(params, [0, 0, 1, 1, 1], len(logits), 0)  # prompt counts for nothing
+    counts, picked, expected = np.zeros(len(logits)), [], []
+    for _ in range(12):
+        expected.append(int(np.argmax(_openai_penalised(logits, counts, frequency, presence))))
+        picked.append(int(np.array(sample(mx.array(logits[None]), [row]).tokens)[0]))
+        counts[picked[-1]] += 1
+    assert picked == expected
+    if frequency > 0 or presence > 0:
+        assert len(set(picked)) > 1  # the penalty moved greedy off its favourite
+
+
+def test_repetition_penalty_scales_prompt_and_output_tokens_by_sign():
+    """HF's rule, over prompt and output: a seen token's positive logit is divided by the
+    penalty, a negative one multiplied (so both become less likely)."""
+    for logits in ([3.5, 4.0, 1.0, -2.0], [-1.0, -0.8, -3.0, -2.5]):
+        logits = np.array(logits, dtype=np.float32)
+        row = RowSampler(SamplingParams(temperature=0.0, repetition_penalty=2.0), [1], 4, 0)
+        seen, picked, expected = {1}, [], []
+        for _ in range(4):
+            mask = np.isin(np.arange(4), list(seen))
+            want = np.where(mask, np.where(logits > 0, logits / 2.0, logits * 2.0), logits)
+            expected.append(int(np.argmax(want)))
+            picked.append(int(np.array(sample(mx.array(logits[None]), [row]).tokens)[0]))
+            seen.add(picked[-1])
+        assert picked == expected and picked[0] == 0  # the prompt's token 1 lost its lead

@@ -155,3 +155,25 @@ def test_every_request_completes_within_limits(prompts, budget, chunk, seqs):
                 s.finish(rid)
     assert not s.has_work() and s.kv_tokens_used == 0
     assert outputs == {f"r{i}": m for i, (_, m) in enumerate(prompts)}
+
+
+def test_verify_steps_take_budget_and_commit_unschedules_rejected_tokens():
+    """A row verifying k proposals computes k + 1 tokens (budget and max_tokens alike);
+    committing fewer accepted tokens gives the rest back, so the request still produces
+    exactly max_tokens."""
+    s = make(budget=16)
+    s.add(seq("a", 4, max_tokens=10))
+    s.add(seq("b", 4, max_tokens=10))
+    s.schedule()  # both prefills (each schedules its first output token)
+    plan = s.schedule(proposals={"a": 3})
+    assert plan.decodes == ["a", "b"] and plan.decode_tokens == {"a": 4}
+    assert plan.num_tokens == 5
+    s.commit("a", 1 + 2, computed=4)  # the prefill's token was committed before
+    assert s.running["a"].num_scheduled_output == 1 + 3
+    produced = 1 + 3  # the prefill's token and the accepted ones
+    while s.running["a"].wants_decode:
+        plan = s.schedule(proposals={"a": 5})
+        width = plan.decode_tokens.get("a", 1)
+        s.commit("a", width, computed=width)
+        produced += width
+    assert produced == 10 and s.running["a"].num_scheduled_output == 10
