@@ -189,6 +189,8 @@ class PrefixCache:
         doomed = [i for i, e in self._entries.items() if not e.locks]
         for entry_id in doomed:
             self._remove(entry_id)
+        # fresh tables: a dict keeps its grown size after deletes
+        self._entries, self._index = OrderedDict(self._entries), dict(self._index)
         return len(doomed)
 
     # ---- reporting ----------------------------------------------------------------
