@@ -34,5 +34,6 @@ async def clear_cache(request: Request) -> JSONResponse:
     refused = _not_ready(request)
     if refused is not None:
         return refused
-    dropped = await api_state(request).engine.clear_prefix_cache()
+    clear = getattr(api_state(request).engine, "clear_prefix_cache", None)
+    dropped = await clear() if clear is not None else 0
     return JSONResponse({"dropped_entries": dropped})
