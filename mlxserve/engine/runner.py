@@ -185,9 +185,9 @@ class Runner:
                 except Exception as e:  # a lazy failure: only this piece's rows
                     log.exception("reading back a step failed")
                     failures += self._fail_rows(pending.ids, e)
+        self._commit(outputs)  # also when no masked sample starts now: rows skip decodes
         masked = [p for step in self.launched for p in step if p.masked is not None]
         if masked:
-            self._commit(outputs)
             self.late_failures = self._start_masked(masked)
         return outputs, failures
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlxserve.structured.spec import StructuredOutput
+
 
 @dataclass
 class GenerationOptions:
@@ -27,6 +29,7 @@ class GenerationOptions:
     ignore_eos: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
+    structured: StructuredOutput | None = None  # the output must match this (a grammar)
     # True: max_tokens is a cap, lowered to what fits the context (Anthropic clients send
     # far more than a local model holds); False: a prompt + max_tokens over it is a 400.
     clamp_max_tokens: bool = False

@@ -18,6 +18,8 @@ from mlxserve.multimodal.media_config import MediaConfig
 from mlxserve.serving import telemetry
 from mlxserve.serving.assembler import MessageDelta, OutputAssembler
 from mlxserve.serving.chat_input import ChatInput, CompletionInput, GenerationOptions
+from mlxserve.structured.constraint import GrammarConstraint
+from mlxserve.structured.spec import StructuredOutput
 from mlxserve.serving.deadlines import request_deadline, until_deadline
 from mlxserve.serving.limits import (RequestLimits, check_chat_limits, check_option_limits,
                                      check_total_tokens)
@@ -27,6 +29,8 @@ from mlxserve.serving.messages import normalize_messages
 from mlxserve.serving.params import (ContextLimits, check_n, choice_sampling, resolve_sampling,
                                      resolve_stop)
 from mlxserve.serving.parser_setup import ParserSettings, ToolSetup, make_output_parser, plan_tools
+from mlxserve.serving.structured_setup import (GrammarCompiler, check_one_source,
+                                               forced_tool_call)
 from mlxserve.serving.prompt import (
     decode_tokens, encode_prompt_text, merge_template_kwargs, render_chat_prompt,
 )
@@ -76,6 +80,7 @@ class GenerationService:
         self.settings = settings
         self._observer = observer  # told each choice's tokens and end (metrics)
         self._running: set[str] = set()  # ids of the engine requests being streamed
+        self._grammars: GrammarCompiler | None = None  # made on the first structured request
 
     @property
     def tokenizer(self) -> Any:
@@ -84,16 +89,38 @@ class GenerationService:
     def _vocab_size(self) -> int | None:
         return self._engine.model.capabilities.vocab_size or None
 
+    def _compiler(self) -> GrammarCompiler:
+        if self._grammars is None:
+            self._grammars = GrammarCompiler(self._engine.model)
+        return self._grammars
+
+    async def _constraint(self, spec: StructuredOutput | None) -> GrammarConstraint | None:
+        """The compiled grammar of a request (400 when it is invalid), or None."""
+        if spec is None:
+            return None
+        return await asyncio.to_thread(self._compiler().compile, spec)
+
+    async def _chat_constraint(self, chat: ChatInput, tool_setup: ToolSetup
+                               ) -> GrammarConstraint | None:
+        forced = forced_tool_call(chat.tool_choice, tool_setup.parser_tools,
+                                  self.settings.parsers.tool_call_parser,
+                                  chat.parallel_tool_calls)
+        check_one_source(chat.options.structured, forced)
+        if forced is not None:
+            return await asyncio.to_thread(self._compiler().compile_tool_call, forced)
+        return await self._constraint(chat.options.structured)
+
     def _requests(self, base_id: str, first_index: int, n: int, prompt: list[int],
-                  options: GenerationOptions, multimodal: MultimodalInputs | None = None
-                  ) -> list[GenerateRequest]:
+                  options: GenerationOptions, multimodal: MultimodalInputs | None = None,
+                  constraint: GrammarConstraint | None = None) -> list[GenerateRequest]:
         sampling = resolve_sampling(options)
         stop = resolve_stop(options, len(prompt), self.settings.limits)
         requests = []
         for i in range(n):
             req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt),
                                   choice_sampling(sampling, i), stop, multimodal,
-                                  prompt_logprobs=options.prompt_logprobs)
+                                  prompt_logprobs=options.prompt_logprobs,
+                                  constraint=constraint.fork() if constraint else None)
             check = getattr(self._engine, "check", None)
             if check is not None:
                 check(req)  # the engine's own validation, scheduler limits included
@@ -144,7 +171,11 @@ class GenerationService:
         deadline = request_deadline(chat.options.timeout, self.settings.request_timeout_s,
                                     arrival)
         ids, text, multimodal, tool_setup = await self._chat_prompt(chat)
-        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal)
+        constraint = await self._chat_constraint(chat, tool_setup)
+        requests = self._requests(base_id, 0, chat.n, ids, chat.options, multimodal,
+                                  constraint)
+        for other in requests[1:]:  # a chat reply carries its prompt's logprobs once
+            other.prompt_logprobs = None
         prepared = PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text),
                                   arrival=arrival, deadline=deadline)
         self._check_output_budget([prepared])
@@ -237,10 +268,12 @@ class GenerationService:
                 raise InvalidRequest("'max_tokens' must be at least 1 (0 only with 'echo', "
                                      "to score the prompt)", param="max_tokens")
             options = replace(options, max_tokens=1)
+        constraint = await self._constraint(options.structured)
         prepared = []
         for i, prompt in enumerate(completion.prompts):
             ids, text = await asyncio.to_thread(self._tokenize_completion_prompt, prompt)
-            requests = self._requests(base_id, i * completion.n, completion.n, ids, options)
+            requests = self._requests(base_id, i * completion.n, completion.n, ids, options,
+                                      constraint=constraint)
             prepared.append(PreparedPrompt(ids, text, requests, score_only=completion.score_only,
                                            arrival=arrival, deadline=deadline))
         self._check_output_budget(prepared)

@@ -31,12 +31,15 @@ class StructuredOutput:
 
 @dataclass(frozen=True)
 class ToolCallMarkup:
-    """How a model writes one tool call, as its tool parser reads it:
-    ``start`` + JSON object {name_key: ..., arguments_key: {...}} + ``end``; several calls
-    are joined by ``separator``. Derived from the tool parser in use (tool_grammar.py)."""
+    """How a model writes tool calls, as its tool parser reads them: ``open``, then calls
+    joined by ``separator``, then ``close``; each call is ``start`` + a JSON object
+    {name_key: ..., arguments_key: {...}} + ``end``. Derived from the tool parser in use
+    (serving/structured_setup.py)."""
 
     start: str = ""
     end: str = ""
     separator: str = "\n"
+    open: str = ""
+    close: str = ""
     name_key: str = "name"
     arguments_key: str = "arguments"

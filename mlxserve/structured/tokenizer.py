@@ -37,16 +37,30 @@ def build_llg_tokenizer(tokenizer: Any, vocab_size: int, eos_token_ids: set[int]
     return llguidance.hf.from_tokenizer(fast, n_vocab=vocab_size, eos_token=eos)
 
 
+def special_tokens(tokenizer: Any, llg_tokenizer: Any) -> dict[str, int]:
+    """Text -> id of the vocabulary's special (control) tokens, as llguidance sees them."""
+    fast = fast_tokenizer(tokenizer)
+    added = getattr(fast, "added_tokens_decoder", None) or {}
+    return {str(getattr(t, "content", t)): int(i) for i, t in added.items()
+            if int(i) < llg_tokenizer.vocab_size and llg_tokenizer.is_special_token(int(i))}
+
+
 class LazyGrammarTokenizer:
     """Builds the llguidance tokenizer on first ``get()`` (thread-safe), then keeps it."""
 
     def __init__(self, tokenizer: Any, vocab_size: int, eos_token_ids: set[int]):
         self._source = (tokenizer, vocab_size, set(eos_token_ids))
         self._built: Any = None
+        self._special: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def get(self) -> Any:
         with self._lock:
             if self._built is None:
                 self._built = build_llg_tokenizer(*self._source)
+                self._special = special_tokens(self._source[0], self._built)
             return self._built
+
+    def special_tokens(self) -> dict[str, int]:
+        self.get()
+        return self._special

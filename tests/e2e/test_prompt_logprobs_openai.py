@@ -144,6 +144,9 @@ def test_vllm_prompt_logprobs_on_chat(tiny_client, tiny_server, reference):
                                                 temperature=0)
     assert getattr(plain, "prompt_logprobs", None) is None
     assert plain.choices[0].message.content == out.choices[0].message.content
+    two = tiny_client.chat.completions.create(model=TINY_NAME, messages=messages, max_tokens=2,
+                                              temperature=0, n=2, extra_body={"prompt_logprobs": 0})
+    assert len(two.choices) == 2 and two.prompt_logprobs == positions  # once per response
 
 
 def test_tokenizer_endpoints(tiny_server, reference):

@@ -19,7 +19,6 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     video_fps: float | None = None  # frames sampled per second of video (server default)
     video_max_frames: int | None = None  # most frames sampled from one video
@@ -31,17 +30,7 @@ class ChatCompletionRequest(SamplingFields):
             raise ValueError("must be a non-empty array")
         return value
 
-    def _check_response_format(self) -> None:
-        kind = (self.response_format or {}).get("type", "text")
-        if kind in ("json_object", "json_schema"):
-            raise InvalidRequest(f"response_format '{kind}' is not supported yet",
-                                 param="response_format")
-        if kind != "text":
-            raise InvalidRequest("response_format type must be 'text'",
-                                 param="response_format")
-
     def to_chat_input(self) -> ChatInput:
-        self._check_response_format()
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
         max_tokens = self.max_completion_tokens

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from mlxserve.api.openai.structured_fields import StructuredFields
 from mlxserve.engine.request import MAX_PROMPT_LOGPROBS
 from mlxserve.errors import InvalidRequest
 from mlxserve.serving.chat_input import GenerationOptions
@@ -17,7 +18,7 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = False
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(StructuredFields):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str | None = None
@@ -81,5 +82,6 @@ class SamplingFields(BaseModel):
             repetition_penalty=self.repetition_penalty, logit_bias=self._logit_bias(),
             seed=self.seed, stop=self._stop(), stop_token_ids=tuple(self.stop_token_ids or ()),
             ignore_eos=bool(self.ignore_eos), logprobs=logprobs, top_logprobs=top_logprobs,
+            structured=self.structured_output(),
             prompt_logprobs=self.checked_prompt_logprobs(), timeout=self.timeout,
         )

@@ -36,7 +36,7 @@ class HermesToolParser(EndMarkerToolParser):
         if marker == ",":
             if not self._call_count:
                 return self._fallback(marker)
-            pos = skip_whitespace(self._buffer, 1)
+            pos = self._skip_space_from(1)
             return self._scan_call_object(marker, pos, final, known_names=self.declared_names)
         if marker == FENCE:
             return self._scan_fence(marker, final)
@@ -68,7 +68,7 @@ class HermesToolParser(EndMarkerToolParser):
                 return self._fallback(marker)
             self._fence_cursor = body
         while True:
-            pos = skip_whitespace(self._buffer, self._fence_cursor)
+            pos = self._fence_cursor = skip_whitespace(self._buffer, self._fence_cursor)
             if pos == len(self._buffer):
                 if not final:
                     return None

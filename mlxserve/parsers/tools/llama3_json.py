@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from ..text_scan import skip_whitespace
 from .markup_base import BlockOutcome, MarkupToolParser
 
 PYTHON_TAG = "<|python_tag|>"
@@ -14,9 +13,9 @@ class Llama3JsonToolParser(MarkupToolParser):
     openers = "{;"
 
     def _scan_block(self, marker: str, final: bool) -> BlockOutcome | None:
-        pos = 0 if marker == "{" else skip_whitespace(self._buffer, len(marker))
+        pos = 0 if marker == "{" else self._skip_space_from(len(marker))
         if marker == ";":  # separator between calls: dropped when a call follows
-            pos = skip_whitespace(self._buffer, 1)
+            pos = self._skip_space_from(1)
             if pos == len(self._buffer):
                 return BlockOutcome(pos) if final else None
             return BlockOutcome(pos) if self._buffer[pos] == "{" else self._fallback(marker)

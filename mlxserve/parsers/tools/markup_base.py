@@ -48,6 +48,10 @@ class MarkupToolParser(ToolParser):
         self._extent_start = 0
         self._extent_fed = 0
         self._after_call = False  # whitespace right after a call is held, maybe dropped
+        # How far the buffer is known to hold no marker / only whitespace (so a long run of
+        # held whitespace is scanned once, not once per chunk); reset when it is consumed.
+        self._outside_searched = 0
+        self._blank = 0
 
     # -- subclass hooks -------------------------------------------------------------------
     def _scan_block(self, marker: str, final: bool) -> BlockOutcome | None:
@@ -73,8 +77,16 @@ class MarkupToolParser(ToolParser):
         delta = self._drain(final=True)
         if not self._after_call:
             delta.content += self._buffer
-        self._buffer = ""
+        self._consume(len(self._buffer))
         return delta
+
+    def _consume(self, length: int) -> None:
+        self._buffer = self._buffer[length:]
+        self._outside_searched = self._blank = 0
+
+    def _first_non_space(self) -> int:
+        self._blank = skip_whitespace(self._buffer, self._blank)
+        return self._blank
 
     def _drain(self, *, final: bool) -> ParsedDelta:
         delta = ParsedDelta()
@@ -88,18 +100,20 @@ class MarkupToolParser(ToolParser):
 
     def _step_outside(self, delta: ParsedDelta, final: bool) -> bool:
         markers = self.start_markers + self.silent_markers
-        at, marker = find_first(self._buffer, markers)
+        longest = max((len(m) for m in markers), default=1)
+        at, marker = find_first(self._buffer, markers, max(0, self._outside_searched - longest + 1))
+        self._outside_searched = len(self._buffer)
         if self._opener_armed and self.openers:
-            first = len(self._buffer) - len(self._buffer.lstrip())
+            first = self._first_non_space()
             if first < len(self._buffer) and (at == -1 or first < at):
                 if self._buffer[first] in self.openers:
                     at, marker = first, self._buffer[first]
         if at == -1:
             return self._emit_plain(delta, final)
         self._emit_content(delta, self._buffer[:at], before_marker=True)
-        self._buffer = self._buffer[at:]
+        self._consume(at)
         if marker in self.silent_markers:
-            self._buffer = self._buffer[len(marker) :]
+            self._consume(len(marker))
             self._opener_armed = True
         else:
             self._block_marker = marker
@@ -110,12 +124,13 @@ class MarkupToolParser(ToolParser):
         """No marker in the buffer: emit what cannot start one. False: wait for more."""
         hold = 0 if final else partial_marker_len(self._buffer, self.start_markers + self.silent_markers)
         ready = self._buffer[: len(self._buffer) - hold]
-        if self._opener_armed and self.openers and not ready.strip() and not final:
+        blank = self._first_non_space() >= len(ready)
+        if self._opener_armed and self.openers and blank and not final:
             return False  # only whitespace so far: an opener may still come
-        if self._after_call and not ready.strip():
+        if self._after_call and blank:
             return False  # whitespace after a call: dropped if another call or the end follows
         self._emit_content(delta, ready, before_marker=False)
-        self._buffer = self._buffer[len(ready) :]
+        self._consume(len(ready))
         return False
 
     def _emit_content(self, delta: ParsedDelta, text: str, *, before_marker: bool) -> None:
@@ -136,7 +151,7 @@ class MarkupToolParser(ToolParser):
         if not all(self.accepts_call_name(call.name) for call in outcome.calls):
             outcome = BlockOutcome(outcome.length, content=self._buffer[: outcome.length])
         self._block_marker = None
-        self._buffer = self._buffer[outcome.length :]
+        self._consume(outcome.length)
         if outcome.content:
             self._after_call = False
             self._emit_content(delta, outcome.content, before_marker=False)
@@ -171,6 +186,14 @@ class MarkupToolParser(ToolParser):
 
     def _block_reset(self) -> None:
         self._extent = None
+        self._space_ends: dict[int, int] = {}
+
+    def _skip_space_from(self, start: int) -> int:
+        """``skip_whitespace(buffer, start)``, remembered for this block (the buffer only
+        grows while it is open), so a block waiting behind a run of whitespace scans it once."""
+        end = skip_whitespace(self._buffer, self._space_ends.get(start, start))
+        self._space_ends[start] = end
+        return end
 
     def _scan_call_object(self, marker: str, pos: int, final: bool, known_names: set[str] | None = None
                           ) -> BlockOutcome | None:
@@ -178,7 +201,7 @@ class MarkupToolParser(ToolParser):
         ``pos``; with ``known_names``, the name must be one of them."""
         if pos == len(self._buffer):
             return self._fallback(marker) if final else None
-        key = skip_whitespace(self._buffer, pos + 1)
+        key = self._skip_space_from(pos + 1)
         if self._buffer[pos] != "{" or (key < len(self._buffer) and self._buffer[key] != '"'):
             return self._fallback(marker)
         if key == len(self._buffer):

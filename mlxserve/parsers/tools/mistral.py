@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from ..text_scan import skip_whitespace
 from .arguments import arguments_json
 from .json_calls import calls_from_json
 from .markup_base import BlockOutcome, MarkupToolParser, ParsedCall
@@ -19,7 +18,7 @@ class MistralToolParser(MarkupToolParser):
     start_markers = (TOOL_CALLS,)
 
     def _scan_block(self, marker: str, final: bool) -> BlockOutcome | None:
-        pos = skip_whitespace(self._buffer, len(marker))
+        pos = self._skip_space_from(len(marker))
         if pos == len(self._buffer):
             return self._fallback(marker) if final else None
         if self._buffer[pos] == "[":

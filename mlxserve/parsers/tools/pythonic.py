@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import json
 
-from ..text_scan import skip_whitespace
 from .markup_base import BlockOutcome, MarkupToolParser, ParsedCall
 
 MAX_BLOCK_CHARS = 1_000_000
@@ -47,7 +46,7 @@ class PythonicToolParser(MarkupToolParser):
     openers = "["
 
     def _scan_block(self, marker: str, final: bool) -> BlockOutcome | None:
-        name_at = skip_whitespace(self._buffer, 1)
+        name_at = self._skip_space_from(1)
         if name_at == len(self._buffer):
             return self._fallback(marker) if final else None
         first = self._buffer[name_at]
