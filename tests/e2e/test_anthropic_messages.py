@@ -4,6 +4,8 @@ the current SDK no longer has it)."""
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import httpx
 import pytest
@@ -97,17 +99,20 @@ def test_count_tokens_equals_the_engine_prompt_tokens(client):
 
 def test_claude_code_shaped_request_is_accepted(default_server):
     """What Claude Code sends: betas, x-api-key, thinking, effort, cache_control, context
-    management, metadata, a server tool it cannot run here, max_tokens far over the
-    context, ?beta=true."""
+    management, metadata, system messages inside messages (one empty), a deferred tool and
+    a server tool it cannot run here, max_tokens far over the context, ?beta=true."""
     body = {
-        "model": MODEL, "max_tokens": 128000, "stream": True, "messages": QUESTION,
+        "model": MODEL, "max_tokens": 128000, "stream": True,
+        "messages": [*QUESTION, {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                     {"role": "system", "content": [], "output_config": {"effort": "medium"}}],
         "system": SYSTEM, "thinking": {"type": "adaptive", "display": "omitted"},
         "output_config": {"effort": "medium"}, "metadata": {"user_id": "user_1"},
         "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
         "tools": [{"name": "Read", "description": "Read a file", "input_schema": {
             "type": "object", "properties": {"file_path": {"type": "string"}},
             "required": ["file_path"]}, "cache_control": {"type": "ephemeral"}},
-            {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}],
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+            {"name": "Later", "input_schema": {"type": "object"}, "defer_loading": True}],
         **GREEDY,
     }
     headers = {"x-api-key": "sk-anything", "anthropic-version": "2023-06-01",
@@ -124,3 +129,15 @@ def test_unknown_model_is_anthropic_404(default_server):
                     {"model": "claude-opus-5-5", "max_tokens": 4, "messages": QUESTION})
     assert "does not exist" in assert_anthropic_error(response, 404, "not_found_error")
     assert httpx.get(f"{default_server.base_url}/health").status_code == 200
+
+
+CITY_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"},
+                                                "country": {"type": "string"}},
+               "required": ["city", "country"], "additionalProperties": False}
+
+
+def test_output_config_format_constrains_the_answer(client):
+    message = ask(client, max_tokens=60, output_config={
+        "format": {"type": "json_schema", "schema": CITY_SCHEMA}})
+    value = json.loads(message.content[0].text)
+    assert set(value) == {"city", "country"} and all(isinstance(v, str) for v in value.values())

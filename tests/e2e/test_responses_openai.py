@@ -3,6 +3,8 @@ official openai client's ``client.responses``; greedy decoding."""
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -129,3 +131,11 @@ def test_codex_shaped_request_is_accepted(default_server):
     names = [name for name, _ in sse_events(response)]
     assert names[0] == "response.created"
     assert names[-1] in ("response.completed", "response.incomplete")
+
+
+def test_text_format_json_schema_constrains_the_answer(default_client):
+    schema = {"type": "object", "properties": {"capital": {"type": "string"}},
+              "required": ["capital"], "additionalProperties": False}
+    response = ask(default_client, store=False, text={"format": {
+        "type": "json_schema", "name": "capital", "schema": schema, "strict": True}})
+    assert list(json.loads(response.output_text)) == ["capital"]

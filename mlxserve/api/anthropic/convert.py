@@ -5,9 +5,12 @@
   the same guarded media path), ``tool_result`` (→ a tool message; its images follow as a
   user message); assistant blocks: ``text``, ``thinking`` (→ reasoning_content),
   ``redacted_thinking`` (dropped), ``tool_use`` (→ tool_calls).
+- ``system`` messages inside ``messages`` (Claude Code sends them, a newer beta) are text
+  and join the system prompt (chat templates take one system message, first).
 - A ``tool_result`` must answer a ``tool_use`` id of an earlier assistant message.
 - Custom tools (name, description, input_schema) → function tools; server tools (a
-  ``type`` such as ``web_search_20250305``) cannot run here and are left out.
+  ``type`` such as ``web_search_20250305``) cannot run here and are left out, as are
+  tools marked ``defer_loading`` (meant to stay hidden until a tool search finds them).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from mlxserve.errors import InvalidRequest
 
+MESSAGE_ROLES = ("user", "assistant", "system")
 USER_BLOCKS = ("text", "image", "tool_result")
 ASSISTANT_BLOCKS = ("text", "thinking", "redacted_thinking", "tool_use")
 EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "high", "xhigh": "high"}
@@ -157,8 +161,12 @@ def anthropic_messages(system: Any, messages: list[Any]) -> list[dict]:
     known_ids: set[str] = set()
     for i, message in enumerate(messages):
         where = f"messages.{i}"
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise _bad(where, "each message needs a 'role' of 'user' or 'assistant'")
+        if not isinstance(message, dict) or message.get("role") not in MESSAGE_ROLES:
+            raise _bad(where, "each message needs a 'role' of 'user', 'assistant' or 'system'")
+        if message["role"] == "system":
+            text = _text_of_blocks(message.get("content"), where)
+            out.extend([{"role": "system", "content": text}] if text else [])
+            continue
         blocks = _blocks(message.get("content"), where)
         if message["role"] == "user":
             out.extend(_user_messages(blocks, known_ids, where))
@@ -177,8 +185,8 @@ def anthropic_tools(tools: list[Any] | None) -> list[dict] | None:
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict):
             raise _bad(f"tools.{i}", "each tool must be an object", "tools")
-        if tool.get("type") not in (None, "custom"):
-            continue  # a server tool (web search, code execution, ...): cannot run here
+        if tool.get("type") not in (None, "custom") or tool.get("defer_loading"):
+            continue  # a server tool (web search, ...) cannot run here; a deferred one waits
         name, schema = tool.get("name"), tool.get("input_schema")
         if not isinstance(name, str) or not name or not isinstance(schema, dict):
             raise _bad(f"tools.{i}", "a tool needs a 'name' and an 'input_schema' object",

@@ -15,6 +15,7 @@ from mlxserve.api.anthropic.convert import (
 )
 from mlxserve.errors import InvalidRequest
 from mlxserve.serving.chat_input import ChatInput, GenerationOptions
+from mlxserve.structured.spec import JSON_SCHEMA, StructuredOutput
 
 
 class CountTokensRequest(BaseModel):
@@ -28,17 +29,25 @@ class CountTokensRequest(BaseModel):
     thinking: dict[str, Any] | None = None
     output_config: dict[str, Any] | None = None
 
-    def _check_output_format(self) -> None:
-        if (self.output_config or {}).get("format") is not None:
-            raise InvalidRequest("output_config.format (structured outputs) is not supported "
-                                 "yet", param="output_config")
+    def structured_output(self) -> StructuredOutput | None:
+        """``output_config.format``: {"type": "json_schema", "schema": {...}}."""
+        spec = (self.output_config or {}).get("format")
+        if spec is None:
+            return None
+        param = "output_config.format"
+        if not isinstance(spec, dict) or spec.get("type") != "json_schema" or not isinstance(
+                spec.get("schema"), dict):
+            raise InvalidRequest(f"{param} must be {{'type': 'json_schema', 'schema': {{...}}}}",
+                                 param=param)
+        return StructuredOutput(JSON_SCHEMA, schema=spec["schema"], param=param)
 
     def to_chat_input(self, options: GenerationOptions | None = None) -> ChatInput:
-        self._check_output_format()
         thinking, effort = reasoning_switches(self.thinking, self.output_config)
+        options = options or GenerationOptions()
+        options.structured = self.structured_output()
         return ChatInput(
             messages=anthropic_messages(self.system, self.messages),
-            options=options or GenerationOptions(),
+            options=options,
             tools=anthropic_tools(self.tools), tool_choice=anthropic_tool_choice(self.tool_choice),
             parallel_tool_calls=not (self.tool_choice or {}).get("disable_parallel_tool_use"),
             thinking=thinking, reasoning_effort=effort,

@@ -12,6 +12,7 @@ from mlxserve.api.openai.responses_input import (
 )
 from mlxserve.errors import InvalidRequest
 from mlxserve.serving.chat_input import ChatInput, GenerationOptions
+from mlxserve.structured.spec import JSON_OBJECT, JSON_SCHEMA, StructuredOutput
 
 EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 NO_REASONING = ("none", "minimal")
@@ -40,13 +41,21 @@ class ResponsesRequest(BaseModel):
         """This request's own input items."""
         return input_items(self.input)
 
-    def _check_text_format(self) -> None:
-        kind = ((self.text or {}).get("format") or {}).get("type", "text")
-        if kind in ("json_schema", "json_object"):
-            raise InvalidRequest(f"text.format '{kind}' (structured outputs) is not supported "
-                                 "yet", param="text.format")
-        if kind != "text":
-            raise InvalidRequest("text.format type must be 'text'", param="text.format")
+    def structured_output(self) -> StructuredOutput | None:
+        """``text.format``: text, json_object, or json_schema with a ``schema``."""
+        spec = (self.text or {}).get("format") or {"type": "text"}
+        param = "text.format"
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if kind == "text":
+            return None
+        if kind == JSON_OBJECT:
+            return StructuredOutput(JSON_OBJECT, param=param)
+        if kind == JSON_SCHEMA and isinstance(spec.get("schema"), dict):
+            return StructuredOutput(JSON_SCHEMA, schema=spec["schema"], name=spec.get("name"),
+                                    param=param)
+        raise InvalidRequest("text.format must be {'type': 'text'}, {'type': 'json_object'} "
+                             "or {'type': 'json_schema', 'name': ..., 'schema': {...}}",
+                             param=param)
 
     def _reasoning(self) -> tuple[bool | None, str | None]:
         effort = (self.reasoning or {}).get("effort")
@@ -64,13 +73,16 @@ class ResponsesRequest(BaseModel):
 
     def to_chat_input(self, conversation: list[dict], tools: ResponseTools) -> ChatInput:
         """``conversation``: the earlier items (previous_response_id) and this input."""
-        self._check_text_format()
         messages = items_to_messages(conversation)
         if self.instructions:
             messages.insert(0, {"role": "system", "content": self.instructions})
         thinking, effort = self._reasoning()
+        if self.max_output_tokens is not None and self.max_output_tokens < 1:
+            raise InvalidRequest("'max_output_tokens' must be at least 1",
+                                 param="max_output_tokens")
         options = GenerationOptions(max_tokens=self.max_output_tokens,
-                                    temperature=self.temperature, top_p=self.top_p)
+                                    temperature=self.temperature, top_p=self.top_p,
+                                    structured=self.structured_output())
         return ChatInput(messages=messages, options=options, tools=tools.tools,
                          tool_choice=response_tool_choice(self.tool_choice),
                          parallel_tool_calls=self.parallel_tool_calls is not False,
