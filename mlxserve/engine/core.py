@@ -156,7 +156,7 @@ class EngineCore:
         )
         model = loaded.model
         self.runner = Runner(model, caps.vocab_size or loaded.config.get("vocab_size"),
-                             lambda: _make_cache(model), merge_floor_tokens=max(1, total // 32))
+                             lambda: _make_cache(model), merge_floor_tokens=max(1, total // 8))
         try:  # compile the batch paths' kernels now, not while the first requests wait
             self.runner.warm_up()
         except Exception:  # e.g. a model whose forward needs more than token ids
