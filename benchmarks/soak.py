@@ -58,12 +58,12 @@ class Outcome:
 
 def _chat(rng: random.Random, **fields) -> dict:
     body = {"messages": [{"role": "user", "content": rng.choice(QUESTIONS)}],
-            "max_tokens": rng.randint(4, 24), "temperature": rng.choice([0, 0.7, 1.0])}
+            "max_tokens": rng.randint(4, 16), "temperature": rng.choice([0, 0.7, 1.0])}
     return {**body, **fields}
 
 
 def _completion(rng: random.Random, **fields) -> dict:
-    return {"prompt": rng.choice(QUESTIONS), "max_tokens": rng.randint(4, 24),
+    return {"prompt": rng.choice(QUESTIONS), "max_tokens": rng.randint(4, 16),
             "temperature": rng.choice([0, 0.8]), **fields}
 
 

@@ -128,7 +128,7 @@ def unreadable_body_message(cause: BaseException | None) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MlxserveError)
     async def _mlxserve(request: Request, exc: MlxserveError) -> JSONResponse:
-        if exc.status >= 500:
+        if exc.status >= 500 and exc.status != 503:  # 503s (loading, shed, shutdown): expected
             log.error("request failed: %s", exc.message)
         return mlxserve_error_response(exc, request.url.path)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlxserve.engine.request import FINISH_ABORT, FINISH_ERROR, GenerateRequest, MultimodalInputs
-from mlxserve.errors import InvalidRequest
+from mlxserve.errors import InvalidRequest, RequestTimedOut
 from mlxserve.extras import vision_extra_missing_reason
 from mlxserve.multimodal.media_config import MediaConfig
 from mlxserve.serving import telemetry
@@ -312,6 +312,9 @@ class GenerationService:
                 yield _without_output(message) if prepared.score_only else message
                 if finished:
                     break
+        except RequestTimedOut:
+            record.outcome = telemetry.OUTCOME_TIMEOUT
+            raise
         finally:
             self._running.discard(request.request_id)
             telemetry.record_finish(record, record.outcome, self._observer)

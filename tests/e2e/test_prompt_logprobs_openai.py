@@ -66,6 +66,39 @@ def test_echo_logprobs_of_token_ids_equal_a_full_forward(tiny_client, tiny_serve
     assert echoed.usage.prompt_tokens == n
 
 
+def _best_per_text(tok, row: np.ndarray, token: int, k: int) -> tuple[dict[str, float], int]:
+    """The legacy top_logprobs a position should have: the k best ids and the prompt token,
+    keyed by text, each key holding the highest logprob of its ids; and how many ids."""
+    ids = {int(t) for t in np.argsort(row)[::-1][:k]} | {token}
+    best: dict[str, float] = {}
+    for t in ids:
+        best[tok.decode([t])] = max(float(row[t]), best.get(tok.decode([t]), -np.inf))
+    return best, len(ids)
+
+
+def test_echo_top_logprobs_keep_the_best_value_of_tokens_with_equal_text(tiny_client, reference):
+    """Legacy top_logprobs are keyed by text, and the tiny byte-level vocabulary decodes many
+    ids to "\ufffd": a shared key holds the highest logprob of its ids (never a lower
+    alternative's nor the prompt token's over a better one), so max(values) stays the
+    position's best, which lm-eval's is_greedy compares with the token's own logprob."""
+    model, tok = reference
+    prompt = tok.encode(TEXT)
+    k = 5
+    out = tiny_client.completions.create(model=TINY_NAME, prompt=prompt, echo=True, logprobs=k,
+                                         max_tokens=0)
+    lp, ref = out.choices[0].logprobs, full_forward_logprobs(model, prompt)
+    shared = 0
+    for i in range(1, len(prompt)):
+        expected, ids = _best_per_text(tok, ref[i - 1], prompt[i], k)
+        shared += len(expected) < ids
+        assert lp.top_logprobs[i].keys() == expected.keys()
+        for text, value in expected.items():
+            assert lp.top_logprobs[i][text] == pytest.approx(value, abs=ATOL)
+        assert max(lp.top_logprobs[i].values()) == pytest.approx(ref[i - 1].max(), abs=ATOL)
+        assert lp.token_logprobs[i] == pytest.approx(ref[i - 1, prompt[i]], abs=ATOL)
+    assert shared > 0  # the prompt has positions where distinct ids share a text
+
+
 def test_score_only_with_max_tokens_0(tiny_client, tiny_server):
     prompt_ids = _tokenize(tiny_server, TEXT)
     scored = tiny_client.completions.create(model=TINY_NAME, prompt=TEXT, echo=True, logprobs=1,

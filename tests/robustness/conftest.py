@@ -10,17 +10,11 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 
-from robust_support import API_KEY, FAULT_SERVER, TINY_CONTEXT, TINY_NAME  # noqa: E402
+from robust_support import (ALLOWED_ORIGIN, API_KEY, FAULT_SERVER, TIGHT_LIMITS,  # noqa: E402
+                            TINY_CONTEXT, TINY_NAME)
 from server_process import start_server  # noqa: E402
 from tiny_models import make_tiny_model  # noqa: E402
 
-# Tight limits, each reachable by a small request (tests/robustness/test_limits.py).
-TIGHT_LIMITS = {"--max-messages": 4, "--max-content-parts": 4, "--max-tools": 2,
-                "--max-tool-schema-bytes": 400, "--max-json-depth": 12,
-                "--max-stop-strings": 2, "--max-stop-string-chars": 8,
-                "--max-logit-bias": 2, "--max-total-tokens": 64,
-                "--max-header-bytes": 4096}
-ALLOWED_ORIGIN = "http://allowed.example"
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,13 @@ TINY_CONTEXT = 512
 API_KEY = "robust-key"
 FAULT_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_server.py")
 ANTHROPIC_PREFIX = "/v1/messages"
+# Tight limits, each reachable by a small request (tests/robustness/test_limits.py).
+TIGHT_LIMITS = {"--max-messages": 4, "--max-content-parts": 4, "--max-tools": 2,
+                "--max-tool-schema-bytes": 400, "--max-json-depth": 12,
+                "--max-stop-strings": 2, "--max-stop-string-chars": 8,
+                "--max-logit-bias": 2, "--max-total-tokens": 64,
+                "--max-header-bytes": 4096}
+ALLOWED_ORIGIN = "http://allowed.example"
 
 
 def engine_stats(server, headers: dict | None = None) -> dict:

@@ -7,12 +7,12 @@ import json
 import socket
 import time
 
+import anthropic
 import httpx
 import openai
 import pytest
 
-from conftest import ALLOWED_ORIGIN
-from robust_support import API_KEY, TINY_NAME, assert_error_format, assert_idle
+from robust_support import ALLOWED_ORIGIN, API_KEY, TINY_NAME, assert_error_format, assert_idle
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 HI = [{"role": "user", "content": "hi"}]
@@ -182,3 +182,37 @@ def test_a_malformed_request_id_is_replaced(tight_server):
                          headers={**AUTH, "X-Request-Id": "bad id\twith spaces"})
     assert response.headers["x-request-id"] != "bad id\twith spaces"
     assert json.loads(response.text)["data"]
+
+
+@pytest.fixture()
+def claude(tight_server) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=tight_server.base_url, api_key=API_KEY, max_retries=0,
+                               timeout=60)
+
+
+def test_anthropic_routes_get_limits_and_shedding_in_their_format(tight_server, claude):
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        claude.messages.create(model=TINY_NAME, max_tokens=4, messages=HI * 5)
+    assert caught.value.body["type"] == "error"
+    assert "--max-messages" in caught.value.body["error"]["message"]
+    held = _open_slow_requests(tight_server, 2)
+    try:
+        time.sleep(0.5)
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            claude.messages.create(model=TINY_NAME, max_tokens=4, messages=HI)
+        assert caught.value.status_code == 503
+        assert caught.value.response.headers["retry-after"] == "1"
+        assert_error_format("/v1/messages", caught.value.response)
+    finally:
+        for sock, rest in held:
+            _finish_slow_request(sock, rest)
+    reply = claude.messages.create(model=TINY_NAME, max_tokens=4, messages=HI)
+    assert reply.stop_reason in ("end_turn", "max_tokens")
+
+
+def test_responses_route_gets_the_limits(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=TINY_NAME, input="hi", max_output_tokens=16,
+                                tools=[{"type": "function", "name": f"f{i}",
+                                        "parameters": {"type": "object"}} for i in range(3)])
+    assert "--max-tools" in caught.value.body["message"]

@@ -13,7 +13,7 @@ from mlxserve.api.app import build_app
 from mlxserve.config import ServerConfig
 from robust_support import assert_error_format
 
-CASES_PER_ROUTE = 120
+CASES_PER_ROUTE = 80
 # Routes whose answers are not JSON (and never errors): checked for status only.
 NOT_JSON = ("/metrics",)
 

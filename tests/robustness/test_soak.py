@@ -12,7 +12,7 @@ import os
 import sys
 
 SOAK_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "soak.py")
-REQUESTS = 600
+REQUESTS = 400
 
 
 def _soak_module():

@@ -42,9 +42,14 @@ def chat_logprobs(items: list[TokenLogprob] | None, texts: TokenTexts) -> dict |
 
 def _legacy_top(texts: TokenTexts, item: TokenLogprob) -> dict[str, float]:
     """The position's alternatives plus the sampled token (OpenAI: up to logprobs + 1
-    entries), so ``logprobs: 0`` gives the sampled token alone, never null."""
-    top = {texts(t): lp for t, lp in item.top}
-    top[texts(item.token_id)] = item.logprob  # it wins over an alternative of equal text
+    entries), so ``logprobs: 0`` gives the sampled token alone, never null. The dict is
+    keyed by text, and distinct ids can share one (partial UTF-8 bytes all decode to "\ufffd"):
+    a shared key holds the highest logprob of its ids, so max(values) stays the position's
+    best (lm-eval's is_greedy compares it with ``token_logprobs``, the sampled id's own)."""
+    top: dict[str, float] = {}
+    for token_id, logprob in [*item.top, (item.token_id, item.logprob)]:
+        text = texts(token_id)
+        top[text] = max(logprob, top.get(text, logprob))
     return top
 
 
