@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -99,7 +100,8 @@ def main() -> None:
         per_step = asyncio.run(_measure(_model_path(args.model, root), args.rows, args))
     result = dict(device=f"{platform.processor() or platform.machine()} CPU",
                   model=args.model, label=args.label, penalties=args.penalties,
-                  prompt_len=args.prompt_len, gen_len=args.gen_len, ms_per_step=per_step)
+                  prompt_len=args.prompt_len, gen_len=args.gen_len, ms_per_step=per_step,
+                  load_average=[round(x, 2) for x in os.getloadavg()])
     print(json.dumps(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -41,7 +41,10 @@ BAD = [
     pytest.param(body(tool_choice={"type": "file_search"}), 400, "tool_choice",
                  id="bad-tool-choice"),
     pytest.param(body(tools=[{"type": "function"}]), 400, "tools", id="function-without-name"),
-    pytest.param(body(max_output_tokens=0), 400, "max_tokens", id="zero-max-output-tokens"),
+    pytest.param(body(max_output_tokens=0), 400, "max_output_tokens",
+                 id="zero-max-output-tokens"),
+    pytest.param(body(max_output_tokens=-1), 400, "max_output_tokens",
+                 id="negative-max-output-tokens"),
     pytest.param(body(temperature=-1), 400, "temperature", id="negative-temperature"),
     pytest.param(body(model="gpt-7"), 404, "model", id="unknown-model"),
 ]

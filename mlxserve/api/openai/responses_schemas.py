@@ -1,5 +1,6 @@
-"""POST /v1/responses request body. Fields that cannot apply here (include, store of
-encrypted reasoning, prompt_cache_key, client_metadata, truncation, service_tier, ...) are accepted and ignored; wrong types are 400s."""
+"""POST /v1/responses request body. Fields that cannot apply here (include, encrypted
+reasoning, prompt_cache_key, client_metadata, truncation, service_tier, ...) are accepted
+and ignored; wrong types are 400s."""
 
 from __future__ import annotations
 
@@ -77,6 +78,9 @@ class ResponsesRequest(BaseModel):
         if self.instructions:
             messages.insert(0, {"role": "system", "content": self.instructions})
         thinking, effort = self._reasoning()
+        if self.max_output_tokens is not None and self.max_output_tokens < 1:
+            raise InvalidRequest("'max_output_tokens' must be at least 1",
+                                 param="max_output_tokens")
         options = GenerationOptions(max_tokens=self.max_output_tokens,
                                     temperature=self.temperature, top_p=self.top_p,
                                     structured=self.structured_output())
