@@ -38,6 +38,8 @@ class EngineConfig:
     max_model_len: int | None = None  # None: the model's context length
     max_queue_size: int = 1024  # waiting requests beyond this are rejected (503)
     seed: int = 0
+    enable_prefix_caching: bool = True  # plain-KV models, text requests (engine/prefix.py)
+    prefix_cache_memory_bytes: int | None = None  # None: a share of the KV budget
 
     def token_budget(self, cpu_only: bool) -> int:
         """8192 with a GPU: a burst of requests is admitted in one step, so their rows stay

@@ -18,7 +18,7 @@ from mlxserve.api.middleware import ApiKeyCheck, BodySizeLimit
 from mlxserve.api.openai import chat, completions, models, responses
 from mlxserve.api.startup import start_serving
 from mlxserve.api.state import ApiState
-from mlxserve.api.system import health, metrics, tokenizer
+from mlxserve.api.system import health, metrics, prefix_cache, tokenizer
 from mlxserve.config import ServerConfig
 
 
@@ -44,7 +44,8 @@ def build_app(engine: Any, server_config: ServerConfig) -> FastAPI:
     production.install_state(app, engine, server_config)
     install_error_handlers(app)
     for router in (chat.router, completions.router, models.router, health.router,
-                   metrics.router, tokenizer.router, messages.router, responses.router):
+                   metrics.router, tokenizer.router, messages.router, responses.router,
+                   prefix_cache.router):
         app.include_router(router)
     app.add_middleware(JsonDepthLimit,
                        max_depth=production.request_limits(server_config).max_json_depth)

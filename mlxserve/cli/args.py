@@ -47,6 +47,13 @@ def add_model_args(parser: argparse.ArgumentParser, *, optional_model: bool) -> 
     parser.add_argument("--keep-quantized", action="store_true",
                         help="on CPU, keep quantized weights instead of float32 (slower here)")
     parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction,
+                        default=EngineConfig.enable_prefix_caching,
+                        help="reuse the KV of earlier prompts and answers (plain-attention "
+                             "models, text requests)")
+    parser.add_argument("--prefix-cache-memory-gb", type=float, default=None,
+                        help="prefix-cache size, taken from the KV-cache budget (at most "
+                             "half of it); default: a quarter of it")
 
 
 def add_serve_args(parser: argparse.ArgumentParser) -> None:
@@ -97,10 +104,16 @@ def model_and_engine_configs(args: argparse.Namespace) -> tuple[ModelConfig, Eng
                         keep_quantized=args.keep_quantized,
                         chat_template=args.chat_template,
                         trust_remote_code=args.trust_remote_code)
+    if args.prefix_cache_memory_gb is not None and not args.prefix_cache_memory_gb >= 0:
+        raise CliError("--prefix-cache-memory-gb must not be negative")
     kv_bytes = None if args.kv_cache_memory_gb is None else int(args.kv_cache_memory_gb * 2**30)
+    prefix_gb = args.prefix_cache_memory_gb
     engine = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
                           max_num_batched_tokens=args.max_num_batched_tokens,
-                          kv_cache_memory_bytes=kv_bytes)
+                          kv_cache_memory_bytes=kv_bytes,
+                          enable_prefix_caching=args.enable_prefix_caching,
+                          prefix_cache_memory_bytes=None if prefix_gb is None
+                          else int(prefix_gb * 2**30))
     return model, engine
 
 

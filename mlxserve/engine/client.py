@@ -66,6 +66,17 @@ class AsyncEngine:
     def stats(self) -> EngineStats:
         return self._core.stats
 
+    async def clear_prefix_cache(self) -> int:
+        """Drop the prefix cache's unlocked entries (on the engine thread); how many."""
+        loop = asyncio.get_running_loop()
+        dropped: asyncio.Future = loop.create_future()
+
+        def done(count: int) -> None:
+            loop.call_soon_threadsafe(lambda: dropped.done() or dropped.set_result(count))
+
+        self._core.submit_clear_prefix_cache(done)
+        return await dropped
+
     async def shutdown(self) -> None:
         if self._closed:
             return

@@ -45,6 +45,10 @@ class EngineStats:
     total_generated_tokens: int = 0  # output tokens sampled, over all requests
     kv_tokens_used: int = 0
     kv_tokens_total: int = 0
+    # prefix cache (vLLM's counters, in tokens: prompt tokens looked up / found cached)
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
+    prefix_cache: dict | None = None  # the store's PrefixCacheStats; None when off
 
 
 @dataclass
@@ -60,6 +64,11 @@ class _Abort:
 
 class _Shutdown:
     pass
+
+
+@dataclass
+class _ClearPrefixCache:
+    done: Callable[[int], None]  # called on the engine thread with the entries dropped
 
 
 class EngineCore:
@@ -85,6 +94,8 @@ class EngineCore:
         self._total_aborted = 0
         self._total_generated = 0
         self._steps = 0
+        self.prefix = None  # EnginePrefixCache when the model and config allow one
+        self._matches: dict = {}  # request id -> its PrefixMatch, admission to _admit
 
     # ---- other threads ------------------------------------------------------------
     def start(self, on_ready: Callable[[BaseException | None], None]) -> None:
@@ -100,6 +111,9 @@ class EngineCore:
 
     def submit_shutdown(self) -> None:
         self.inbox.put(_Shutdown())
+
+    def submit_clear_prefix_cache(self, done: Callable[[int], None]) -> None:
+        self.inbox.put(_ClearPrefixCache(done))
 
     # ---- the thread ---------------------------------------------------------------
     def _main(self, on_ready) -> None:
@@ -131,8 +145,10 @@ class EngineCore:
         cfg = self.engine_config
         self.max_model_len = min(cfg.max_model_len or caps.context_length, caps.context_length)
         device_memory = mx.device_info().get("memory_size") if not _cpu_only() else None
+        self.prefix = _prefix_cache(cfg, caps, loaded.model, device_memory)
+        reserved = self.prefix.store.budget_bytes if self.prefix is not None else 0
         total = kv_tokens_total(cfg, loaded.config, caps.dtype, device_memory,
-                                mx.get_active_memory())
+                                mx.get_active_memory(), reserved_bytes=reserved)
         self.scheduler = Scheduler(
             max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.token_budget(_cpu_only()),
             prefill_chunk_size=cfg.prefill_chunk_size, kv_tokens_total=total,
@@ -146,6 +162,9 @@ class EngineCore:
         except Exception:  # e.g. a model whose forward needs more than token ids
             log.warning("engine warm-up failed; batch paths compile on first use",
                         exc_info=True)
+        if self.prefix is not None:
+            self.scheduler.cached_prefix = self._lookup_prefix
+            self.runner.keep_final_kv = True
         self.loaded = loaded
         self._detokenizer_proto = detokenizer_prototype(loaded.tokenizer)
         self._publish_stats()
@@ -179,6 +198,9 @@ class EngineCore:
                 self._add(cmd.request, cmd.sink)
             elif isinstance(cmd, _Abort):
                 self._finish(cmd.request_id, FINISH_ABORT)
+            elif isinstance(cmd, _ClearPrefixCache):
+                cmd.done(self.prefix.store.clear() if self.prefix is not None else 0)
+                self._publish_stats()
 
     def _add(self, request: GenerateRequest, sink: DeltaSink) -> None:
         """Queue a request; any refusal (or bug) is answered on its sink, never raised."""
@@ -205,10 +227,21 @@ class EngineCore:
         detokenizer = copy.copy(proto) if proto is not None else NullDetokenizer()
         output = OutputStream(request, detokenizer, self.loaded.eos_token_ids,
                               self.max_model_len)
+        match = self._matches.pop(request_id, None)
         self._active[request_id] = RequestState(
             request, submitted.sink, output, submitted.seed,
+            locks=[match] if match is not None else [],
+            cached_tokens=match.length if match is not None else 0,
             queue_time_s=time.monotonic() - submitted.added_at)
-        self.runner.add(request, submitted.seed)
+        self.runner.add(request, submitted.seed, prefix=match)
+
+    def _lookup_prefix(self, request_id: str) -> int:
+        """At admission (the scheduler asks): the prompt tokens a cached prefix holds."""
+        match = self.prefix.lookup(self._waiting[request_id].request)
+        if match is None:
+            return 0
+        self._matches[request_id] = match
+        return match.length
 
     def _step(self) -> None:
         plan = self.scheduler.schedule()
@@ -253,23 +286,23 @@ class EngineCore:
             prompt_logprobs=out.prompt_logprobs,
             finish_reason=step.finish_reason, stop_reason=step.stop_reason,
             prompt_tokens=len(state.request.prompt_tokens),
-            completion_tokens=state.completion_tokens,
+            completion_tokens=state.completion_tokens, cached_tokens=state.cached_tokens,
             queue_time_s=state.queue_time_s if state.completion_tokens == 1 else None,
         )
         if step.finish_reason is not None:
-            self._retire(out.request_id)
+            self._retire(out.request_id, keep_prefix=True)
         self._outbox.put(state.sink, delta, on_gone=self._consumer_gone)
 
     def _consumer_gone(self, request_id: str) -> None:
         """Its consumer is gone (the event loop closed): stop computing for it."""
-        if self._retire(request_id) is not None:
+        if self._retire(request_id, keep_prefix=True) is not None:
             self._total_aborted += 1
 
     def _finish(self, request_id: str, reason: str, error: str | None = None) -> None:
         waiting = self._waiting.pop(request_id, None)
         if reason == FINISH_ABORT and (waiting is not None or request_id in self._active):
             self._total_aborted += 1
-        state = self._retire(request_id)
+        state = self._retire(request_id, keep_prefix=reason == FINISH_ABORT)
         sink = state.sink if state is not None else waiting.sink if waiting else None
         if sink is None:
             return
@@ -280,15 +313,35 @@ class EngineCore:
             request_id=request_id, finish_reason=reason, error=error,
             prompt_tokens=len(request.prompt_tokens),
             completion_tokens=state.completion_tokens if state is not None else 0,
+            cached_tokens=state.cached_tokens if state is not None else 0,
         ))
 
-    def _retire(self, request_id: str) -> RequestState | None:
+    def _retire(self, request_id: str, keep_prefix: bool = False) -> RequestState | None:
+        """Forget a request; ``keep_prefix``: store its computed KV in the prefix cache."""
         state = self._active.pop(request_id, None)
+        if state is not None and self.prefix is not None:
+            if keep_prefix:
+                self._store_prefix(state)
+            self.prefix.release(state.locks)
+        stale = self._matches.pop(request_id, None)  # admitted, then failed before _admit
+        if stale is not None:
+            self.prefix.release([stale])
         self.scheduler.finish(request_id)
         self.runner.release(request_id)
         if state is not None:
             self._total_finished += 1
         return state
+
+    def _store_prefix(self, state: RequestState) -> None:
+        """Prompt + output tokens whose KV is computed, once a token came back (so the
+        prompt's forward ran and was read back; a partial prefill has no output)."""
+        if not state.output_ids or not self.prefix.eligible(state.request):
+            return
+        tokens = state.prompt_ids + state.output_ids[:-1]
+        try:
+            self.prefix.insert(tokens, self.runner.kv_of(state.request_id, len(tokens)))
+        except Exception:  # the cache is an optimisation: never fail a finish for it
+            log.exception("storing the prefix of request %s failed", state.request_id)
 
     def _fail_all(self, message: str, reason: str, waiting: bool = False) -> None:
         """Finish every running request (and the waiting ones when ``waiting``)."""
@@ -302,8 +355,15 @@ class EngineCore:
             running=len(s.running), waiting=len(s.waiting),
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
             kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
-            total_generated_tokens=self._total_generated,
+            total_generated_tokens=self._total_generated, **self._prefix_stats(),
         )
+
+    def _prefix_stats(self) -> dict:
+        if self.prefix is None:
+            return {}
+        stats = self.prefix.store.stats()
+        return dict(prefix_cache_queries=stats.tokens_queried,
+                    prefix_cache_hits=stats.tokens_saved, prefix_cache=stats.as_dict())
 
 
 def _scored_stop(state: RequestState, step) -> int:
@@ -312,6 +372,22 @@ def _scored_stop(state: RequestState, step) -> int:
     drops the last entry of an echoed prompt's, taking it for the generated token)."""
     token_stop = step.finish_reason == FINISH_STOP and isinstance(step.stop_reason, int)
     return int(token_stop and state.request.prompt_logprobs is not None)
+
+
+def _prefix_cache(cfg: EngineConfig, caps, model, device_memory: int | None):
+    """The engine's prefix cache, or None (off, or a model kind it does not serve yet)."""
+    import mlx.core as mx
+
+    from mlxserve.engine.kv_budget import kv_budget_bytes
+    from mlxserve.engine.prefix import (EnginePrefixCache, model_supports_prefix_cache,
+                                        prefix_budget_bytes)
+
+    if not cfg.enable_prefix_caching or not model_supports_prefix_cache(caps,
+                                                                       _make_cache(model)):
+        return None
+    kv_bytes = kv_budget_bytes(cfg, device_memory, mx.get_active_memory())
+    budget = prefix_budget_bytes(cfg.prefix_cache_memory_bytes, kv_bytes)
+    return EnginePrefixCache(budget) if budget > 0 else None
 
 
 def _make_cache(model) -> list:

@@ -47,6 +47,10 @@ def kv_budget_bytes(engine: EngineConfig, device_memory: int | None, weights_byt
 
 
 def kv_tokens_total(engine: EngineConfig, config: dict, dtype: str,
-                    device_memory: int | None, weights_bytes: int) -> int:
+                    device_memory: int | None, weights_bytes: int,
+                    reserved_bytes: int = 0) -> int:
+    """Tokens the scheduler may reserve: the budget less ``reserved_bytes`` (the prefix
+    cache's share of the same memory)."""
     per_token = kv_bytes_per_token(config, dtype)
-    return max(1, kv_budget_bytes(engine, device_memory, weights_bytes) // per_token)
+    budget = kv_budget_bytes(engine, device_memory, weights_bytes) - reserved_bytes
+    return max(1, budget // per_token)

@@ -38,6 +38,7 @@ class RequestState:
     output_ids: list[int] = field(default_factory=list)
     position_delta: int = 0
     locks: list = field(default_factory=list)  # prefix-cache entries held while it runs
+    cached_tokens: int = 0  # prompt tokens a prefix-cache hit supplied (not prefilled)
     uncovered_logprobs: list = field(default_factory=list)  # their text is not sent yet
     queue_time_s: float | None = None  # added → admitted (first prefill chunk scheduled)
 

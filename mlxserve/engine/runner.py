@@ -40,6 +40,7 @@ from mlxserve.cache.batch_kv import BatchCache, mergeable
 from mlxserve.engine.model_step import forward
 from mlxserve.engine.penalties import PenaltyTable
 from mlxserve.engine.prefill import prefill_chunk, prefill_together
+from mlxserve.engine.prefix import final_kv, row_kv, seed_caches
 from mlxserve.engine.prompt_logprobs import read_prompt_logprobs
 from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams, TokenLogprob
 from mlxserve.engine.row import Row
@@ -113,13 +114,22 @@ class Runner:
         # collect, so the tokens read back before them are delivered first
         self.late_failures: list[StepFailure] = []
         self.failed: set[str] = set()  # requests whose grammar failure was reported
+        self.keep_final_kv = False  # rows leaving a batch keep a copy of their KV
 
     # ---- request lifecycle --------------------------------------------------------
-    def add(self, request: GenerateRequest, seed: int) -> None:
+    def add(self, request: GenerateRequest, seed: int, prefix=None) -> None:
+        """``prefix``: a prefix-cache match whose positions the row's caches start with."""
         sampler = RowSampler(request.sampling, request.prompt_tokens, self.vocab_size, seed,
                              self.penalties)
         prompt = mx.array(request.prompt_tokens, dtype=mx.uint32)
-        self.rows[request.request_id] = Row(request, sampler, self._make_cache(), prompt)
+        cache = self._make_cache()
+        seed_caches(cache, prefix)
+        self.rows[request.request_id] = Row(request, sampler, cache, prompt)
+
+    def kv_of(self, request_id: str, length: int) -> list | None:
+        """Views of a row's first ``length`` positions per layer (None: it has fewer)."""
+        row = self.rows.get(request_id)
+        return None if row is None else row_kv(row, length)
 
     def release(self, request_id: str) -> None:
         """Forget a request; its row leaves its batch at the next launch."""
@@ -355,6 +365,8 @@ class Runner:
             for rid in list(batch.ids):
                 row = self.rows.get(rid)
                 if row is None or row.done_decoding:
+                    if row is not None and self.keep_final_kv:
+                        row.final_kv = final_kv(row)  # for the prefix cache, as it leaves
                     batch.remove(rid)
                     if row is not None:
                         row.batch = None

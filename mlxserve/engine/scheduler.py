@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 from mlxserve.errors import EngineOverloaded, InvalidRequest
 
@@ -87,6 +88,8 @@ class Scheduler:
         self.waiting: deque[SeqState] = deque()
         self.running: dict[str, SeqState] = {}  # insertion order = admission order
         self.kv_tokens_used = 0
+        # at admission: how many prompt tokens a prefix-cache hit already holds
+        self.cached_prefix: Callable[[str], int] | None = None
 
     # ---- checks (no side effects) -------------------------------------------------
     def can_ever_fit(self, prompt_len: int, max_tokens: int) -> bool:
@@ -160,6 +163,9 @@ class Scheduler:
             seq = self.waiting.popleft()
             self.running[seq.request_id] = seq
             self.kv_tokens_used += seq.kv_reservation
+            if self.cached_prefix is not None:
+                seq.num_prefilled = max(0, min(self.cached_prefix(seq.request_id),
+                                                seq.prompt_len - 1))
             budget -= self._schedule_prefill(seq, budget, plan)
         return plan
 

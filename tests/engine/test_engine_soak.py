@@ -69,20 +69,23 @@ def test_thousand_requests_do_not_grow_memory(tiny_dir):
                 finishes.append((await collect(engine, req))["finish"])
 
         await asyncio.gather(*(one(r) for r in requests[:WARM_UP]))
+        await engine.clear_prefix_cache()  # a cache holds entries by design: measure without
         tracemalloc.start(FRAMES)
         before = _rss_mb(), _engine_heap(), mx.get_active_memory()
         await asyncio.gather(*(one(r) for r in requests[WARM_UP:]))
+        dropped = await engine.clear_prefix_cache()
         gc.collect()
         after = _rss_mb(), _engine_heap(), mx.get_active_memory()
         tracemalloc.stop()
         print(f"after warm-up / after {TOTAL} requests: RSS {before[0]:.1f} / {after[0]:.1f} MB,"
               f" mlxserve's Python heap {before[1]} / {after[1]} B,"
               f" MLX active memory {before[2]} / {after[2]} B")
-        return finishes, before, after, engine.stats()
+        return finishes, before, after, engine.stats(), dropped
 
     config = EngineConfig(max_num_seqs=CONCURRENCY, max_num_batched_tokens=256,
                           prefill_chunk_size=32)
-    finishes, before, after, stats = run_with_engine(path, body, config)
+    finishes, before, after, stats, dropped = run_with_engine(path, body, config)
+    assert dropped > 0  # the prefix cache ran (and its entries are freed: MLX memory below)
     assert len(finishes) == TOTAL and set(finishes) <= {"stop", "length"}
     assert stats.total_finished == TOTAL and stats.running == 0 and stats.kv_tokens_used == 0
     assert after[0] - before[0] < RSS_TOLERANCE_MB, f"RSS grew from {before[0]:.0f} MB"

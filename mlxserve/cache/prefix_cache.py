@@ -1,0 +1,202 @@
+"""The prefix store: cached KV of past token sequences, found by longest common prefix.
+Pure bookkeeping (no MLX import): an entry's payload is opaque (the engine's per-layer
+arrays) and its size is given by the caller.
+
+Index: hashed fixed-size blocks. Every entry registers the chained hash of each of its
+full blocks (block ``i``'s key hashes blocks ``0..i``), so the entries under one key all
+share those first ``(i + 1) * BLOCK`` tokens. A lookup walks the query's block keys while
+some entry has them (one dict probe per block, no per-token nodes), then compares tokens
+one by one against those few candidates for the exact tail. Tokens are always compared,
+so a hash collision can only cost a probe, never a wrong hit.
+
+An entry holds the KV of one whole sequence (a request's prompt and output); a hit on
+any prefix of it trims the payload (plain attention KV can be cut anywhere). A new entry
+that extends an older one (the next turn of a chat) replaces it; one that is a prefix of
+an existing entry is not stored. Entries in use are locked (a count) and never evicted;
+the rest go least recently used first when the bytes would pass the budget.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+BLOCK = 16  # tokens per hashed block
+
+
+@dataclass
+class PrefixEntry:
+    tokens: tuple[int, ...]
+    payload: Any
+    nbytes: int
+    locks: int = 0
+    keys: list[int] = field(default_factory=list)  # its block keys, for removal
+
+
+@dataclass
+class PrefixMatch:
+    """A locked entry and how many of the query's tokens it covers."""
+
+    entry: PrefixEntry
+    length: int
+
+
+@dataclass(frozen=True)
+class PrefixCacheStats:
+    entries: int = 0
+    bytes: int = 0
+    budget_bytes: int = 0
+    hits: int = 0
+    misses: int = 0
+    tokens_saved: int = 0
+    tokens_queried: int = 0
+    evictions: int = 0
+    locked: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def block_keys(tokens, count: int | None = None) -> list[int]:
+    """Chained hashes of the first ``count`` (all when None) full blocks of ``tokens``."""
+    blocks = len(tokens) // BLOCK if count is None else count
+    keys, previous = [], 0
+    for i in range(blocks):
+        previous = hash((previous, tuple(tokens[i * BLOCK:(i + 1) * BLOCK])))
+        keys.append(previous)
+    return keys
+
+
+def common_prefix(a, b) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class PrefixCache:
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = max(0, int(budget_bytes))
+        self._entries: OrderedDict[int, PrefixEntry] = OrderedDict()  # id -> entry, LRU first
+        self._index: dict[int, set[int]] = {}  # block key -> ids of entries holding it
+        self._next_id = 0
+        self.bytes = 0
+        self.hits = self.misses = self.tokens_saved = self.evictions = 0
+        self.tokens_queried = 0
+
+    # ---- lookup -------------------------------------------------------------------
+    def lookup(self, tokens: list[int], limit: int) -> PrefixMatch | None:
+        """The entry sharing the longest prefix with ``tokens`` (at most ``limit`` tokens),
+        locked for the caller (``release`` it); None (a miss) when nothing is shared."""
+        best = self._best(tokens, limit)
+        self.tokens_queried += len(tokens)
+        if best is None:
+            self.misses += 1
+            return None
+        entry_id, length = best
+        entry = self._entries[entry_id]
+        self._entries.move_to_end(entry_id)
+        entry.locks += 1
+        self.hits += 1
+        self.tokens_saved += length
+        return PrefixMatch(entry, length)
+
+    def _best(self, tokens: list[int], limit: int) -> tuple[int, int] | None:
+        candidates = self._candidates(tokens)
+        best = None
+        for entry_id in candidates:
+            length = min(limit, common_prefix(self._entries[entry_id].tokens, tokens))
+            if length > 0 and (best is None or length > best[1]):
+                best = (entry_id, length)
+        return best
+
+    def _candidates(self, tokens: list[int]) -> set[int]:
+        """Entries sharing the most full blocks with ``tokens`` (all entries when none
+        shares one: the shared part is then shorter than a block, a token-wise check)."""
+        found: set[int] | None = None
+        for key in block_keys(tokens):
+            ids = self._index.get(key)
+            if not ids:
+                break
+            found = ids
+        if found is None:
+            return {i for i, e in self._entries.items() if e.tokens[:1] == tuple(tokens[:1])}
+        return set(found)
+
+    def release(self, match: PrefixMatch) -> None:
+        match.entry.locks = max(0, match.entry.locks - 1)
+
+    # ---- insert and evict ---------------------------------------------------------
+    def insert(self, tokens: list[int], payload: Any, nbytes: int) -> bool:
+        """Store the KV of ``tokens``; False when it is already covered or cannot fit."""
+        tokens = tuple(tokens)
+        if not tokens or nbytes > self.budget_bytes or self._covered(tokens):
+            return False
+        for entry_id in self._extended_by(tokens):
+            self._remove(entry_id)
+        if not self._make_room(nbytes):
+            return False
+        entry = PrefixEntry(tokens, payload, nbytes, keys=block_keys(tokens))
+        entry_id, self._next_id = self._next_id, self._next_id + 1
+        self._entries[entry_id] = entry
+        for key in entry.keys:
+            self._index.setdefault(key, set()).add(entry_id)
+        self.bytes += nbytes
+        return True
+
+    def _covered(self, tokens: tuple[int, ...]) -> bool:
+        for entry_id in self._candidates(list(tokens)):
+            entry = self._entries[entry_id]
+            if entry.tokens[:len(tokens)] == tokens:
+                self._entries.move_to_end(entry_id)
+                return True
+        return False
+
+    def _extended_by(self, tokens: tuple[int, ...]) -> list[int]:
+        """Unlocked entries that are a prefix of ``tokens`` (the new entry covers them)."""
+        return [i for i in self._candidates(list(tokens))
+                if not self._entries[i].locks
+                and tokens[:len(self._entries[i].tokens)] == self._entries[i].tokens]
+
+    def _make_room(self, nbytes: int) -> bool:
+        """Evict unlocked entries, least recently used first, until ``nbytes`` fit (none
+        when even evicting all of them would not make room)."""
+        locked = sum(e.nbytes for e in self._entries.values() if e.locks)
+        if locked + nbytes > self.budget_bytes:
+            return False
+        for entry_id in list(self._entries):
+            if self.bytes + nbytes <= self.budget_bytes:
+                break
+            if not self._entries[entry_id].locks:
+                self._remove(entry_id)
+                self.evictions += 1
+        return self.bytes + nbytes <= self.budget_bytes
+
+    def _remove(self, entry_id: int) -> None:
+        entry = self._entries.pop(entry_id)
+        for key in entry.keys:
+            ids = self._index.get(key)
+            if ids is not None:
+                ids.discard(entry_id)
+                if not ids:
+                    del self._index[key]
+        self.bytes -= entry.nbytes
+
+    def clear(self) -> int:
+        """Drop every unlocked entry; returns how many were dropped."""
+        doomed = [i for i, e in self._entries.items() if not e.locks]
+        for entry_id in doomed:
+            self._remove(entry_id)
+        # fresh tables: a dict keeps its grown size after deletes
+        self._entries, self._index = OrderedDict(self._entries), dict(self._index)
+        return len(doomed)
+
+    # ---- reporting ----------------------------------------------------------------
+    def stats(self) -> PrefixCacheStats:
+        return PrefixCacheStats(
+            entries=len(self._entries), bytes=self.bytes, budget_bytes=self.budget_bytes,
+            hits=self.hits, misses=self.misses, tokens_saved=self.tokens_saved,
+            tokens_queried=self.tokens_queried, evictions=self.evictions,
+            locked=sum(1 for e in self._entries.values() if e.locks))

@@ -1,0 +1,70 @@
+"""The prefix store's bookkeeping (cache/prefix_cache.py, no MLX): longest prefix, locks,
+LRU eviction under the byte budget, chat turns replacing their predecessor."""
+
+from __future__ import annotations
+
+from mlxserve.cache.prefix_cache import BLOCK, PrefixCache
+
+
+def _seq(start: int, n: int) -> list[int]:
+    return list(range(start, start + n))
+
+
+def test_lookup_finds_the_longest_shared_prefix_token_exact():
+    store = PrefixCache(10_000)
+    a = _seq(0, 3 * BLOCK + 5)
+    b = a[:BLOCK + 2] + _seq(500, 40)
+    store.insert(a, "A", 100)
+    store.insert(b, "B", 100)
+    query = a[:2 * BLOCK + 3] + [999]
+    match = store.lookup(query, len(query) - 1)
+    assert (match.entry.payload, match.length) == ("A", 2 * BLOCK + 3)
+    match = store.lookup(b[:BLOCK + 7] + [999], 100)
+    assert (match.entry.payload, match.length) == ("B", BLOCK + 7)
+    short = store.lookup([0, 1, 2, 77], 3)  # shorter than one block
+    assert (short.entry.payload, short.length) == ("A", 3)
+    assert store.lookup([42, 1, 2], 2) is None
+    stats = store.stats()
+    assert (stats.hits, stats.misses) == (3, 1)
+    assert stats.tokens_saved == 2 * BLOCK + 3 + BLOCK + 7 + 3
+
+
+def test_limit_caps_a_fully_cached_prompt():
+    store = PrefixCache(10_000)
+    prompt = _seq(0, 40)
+    store.insert(prompt, "P", 10)
+    assert store.lookup(prompt, len(prompt) - 1).length == 39
+
+
+def test_locked_entries_survive_eviction_and_bytes_stay_in_budget():
+    store = PrefixCache(250)
+    store.insert(_seq(0, 20), "old", 100)
+    held = store.lookup(_seq(0, 20) + [7], 20)  # in use: locked
+    store.insert(_seq(100, 20), "mid", 100)
+    assert store.insert(_seq(200, 20), "new", 100)  # evicts "mid", not the locked "old"
+    assert store.bytes <= 250 and store.stats().evictions == 1
+    assert store.lookup(_seq(0, 20) + [7], 20).entry.payload == "old"
+    assert store.lookup(_seq(100, 5), 5) is None
+    store.insert(_seq(300, 20), "x", 100)  # "new" goes; "old" stays locked
+    assert not store.insert(_seq(400, 20), "too much", 200)  # only locked bytes left to free
+    assert store.bytes <= 250
+    store.release(held)
+    store.release(held)
+    assert store.clear() == 2 and store.stats().entries == 0
+
+
+def test_a_next_turn_replaces_its_prefix_and_a_covered_sequence_is_not_stored():
+    store = PrefixCache(10_000)
+    turn1 = _seq(0, 30)
+    turn2 = turn1 + _seq(900, 30)
+    store.insert(turn1, "t1", 60)
+    assert store.insert(turn2, "t2", 120)
+    assert store.stats().entries == 1 and store.bytes == 120
+    assert not store.insert(turn1[:20], "again", 40)  # already covered by t2
+    assert store.lookup(turn1 + [5], 30).entry.payload == "t2"
+
+
+def test_an_entry_larger_than_the_budget_is_refused():
+    store = PrefixCache(50)
+    assert not store.insert(_seq(0, 10), "big", 51)
+    assert store.stats().entries == 0
