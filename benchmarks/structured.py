@@ -6,11 +6,12 @@ rows against the same rows unconstrained, measured in one run.
     XGRAMMAR_PATH=/opt/xg python benchmarks/structured.py --masks-only   # compare xgrammar
 
 1. Masks, per tokenizer (the GGUF-built SmolLM2 and Qwen2.5 tokenizers by default): for a
-   few JSON Schemas a valid token path is drawn at random through llguidance's own masks
-   (seeded), then replayed timing (a) llguidance's mask for one row, (b) the batched fill
-   the engine uses (``structured.masks.fill_masks``) for 64 rows, per row, and (c) when
-   xgrammar imports (put it on XGRAMMAR_PATH; it needs torch, which mlxserve does not
-   install), xgrammar's mask for the same path. Tokenizer set-up and compile times too.
+   few JSON Schemas, a valid compact answer is tokenized by the model's tokenizer and
+   replayed, timing before each token (a) llguidance's mask for one row, (b) the batched
+   fill the engine uses (``structured.masks.fill_masks``) for 64 rows, per row, and (c)
+   when xgrammar imports (put it on XGRAMMAR_PATH; it needs torch, which mlxserve does not
+   install), xgrammar's mask. The first mask (cold) is reported apart from the mean of the
+   rest. Tokenizer set-up and compile times too.
 2. Throughput: aggregate tokens/s (all generated tokens / wall time, prefill included) of
    the engine for N rows constrained by a JSON Schema that cannot end before --gen-len
    tokens, and for the same N rows unconstrained (EOS ignored, same length). Both sides
@@ -27,7 +28,6 @@ import asyncio
 import json
 import os
 import platform
-import random
 import sys
 import time
 from pathlib import Path
@@ -46,22 +46,29 @@ from mlxserve.structured.masks import fill_masks  # noqa: E402
 from mlxserve.structured.spec import StructuredOutput  # noqa: E402
 from mlxserve.structured.tokenizer import build_llg_tokenizer  # noqa: E402
 
-MASK_SCHEMAS = {
-    "person": {"type": "object", "properties": {
+EMAIL = {"type": "string", "format": "email"}
+MASK_CASES = {  # schema, and a valid answer whose tokens (the model tokenizer's) are replayed
+    "person": ({"type": "object", "properties": {
         "name": {"type": "string", "maxLength": 30}, "age": {"type": "integer"},
-        "email": {"type": "string", "format": "email"}}, "required": ["name", "age"]},
-    "nested": {"type": "object", "properties": {"order": {"type": "object", "properties": {
+        "email": EMAIL}, "required": ["name", "age"]},
+        {"name": "Ada Lovelace", "age": 36, "email": "ada@example.org"}),
+    "nested": ({"type": "object", "properties": {"order": {"type": "object", "properties": {
         "id": {"type": "integer"}, "items": {"type": "array", "maxItems": 4, "items": {
-            "type": "object", "properties": {"sku": {"type": "string", "pattern": "^[A-Z]{3}[0-9]{3}$"},
-                                             "qty": {"type": "integer", "minimum": 1, "maximum": 99}},
-            "required": ["sku", "qty"]}}}, "required": ["id", "items"]}}, "required": ["order"]},
-    "any_of": {"type": "object", "properties": {"value": {"anyOf": [
-        {"type": "number", "minimum": 0, "maximum": 1}, {"type": "string", "maxLength": 20},
-        {"type": "array", "items": {"type": "boolean"}, "maxItems": 5}]}}, "required": ["value"]},
-    "enum_ref": {"$defs": {"c": {"enum": ["red", "green", "blue", "cyan", "magenta"]}},
-                 "type": "object", "properties": {"colors": {"type": "array", "maxItems": 6,
-                                                             "items": {"$ref": "#/$defs/c"}}},
-                 "required": ["colors"]},
+            "type": "object", "properties": {
+                "sku": {"type": "string", "pattern": "^[A-Z]{3}[0-9]{3}$"},
+                "qty": {"type": "integer", "minimum": 1, "maximum": 99}},
+            "required": ["sku", "qty"]}}}, "required": ["id", "items"]}},
+        "required": ["order"]},
+        {"order": {"id": 1234, "items": [{"sku": "ABC123", "qty": 2},
+                                         {"sku": "XYZ999", "qty": 10}]}}),
+    "any_of": ({"type": "object", "properties": {"value": {"anyOf": [
+        {"type": "number", "minimum": 0, "maximum": 1}, {"type": "string", "maxLength": 40},
+        {"type": "array", "items": {"type": "boolean"}, "maxItems": 5}]}},
+        "required": ["value"]}, {"value": "a short free-text answer here"}),
+    "enum_ref": ({"$defs": {"c": {"enum": ["red", "green", "blue", "cyan", "magenta"]}},
+                  "type": "object", "properties": {"colors": {
+                      "type": "array", "maxItems": 6, "items": {"$ref": "#/$defs/c"}}},
+                  "required": ["colors"]}, {"colors": ["red", "cyan", "blue"]}),
 }
 LONG_SCHEMA = {"type": "array", "minItems": 400, "items": {"type": "integer", "minimum": 0,
                                                            "maximum": 999}}
@@ -81,40 +88,40 @@ def load_tokenizer(name: str):
     return tokenizer, config["vocab_size"], collect_eos_ids(folder, config, tokenizer)
 
 
-def random_path(constraint, eos: list[int], max_tokens: int, rng: random.Random) -> list[int]:
-    """A valid token path: random allowed tokens until the grammar accepts (or the cap)."""
-    row = np.zeros(constraint.mask_words, np.int32)
-    path: list[int] = []
-    while len(path) < max_tokens and not constraint.matcher.is_stopped():
-        constraint.fill_mask(row)
-        allowed = np.nonzero(np.unpackbits(row.view(np.uint8), bitorder="little"))[0]
-        allowed = [int(t) for t in allowed if t < constraint.vocab_size]
-        text = [t for t in allowed if t not in eos] or allowed
-        if constraint.accepting and rng.random() < 0.3:
-            break
-        token = rng.choice(text)
-        constraint.commit(token)
-        path.append(token)
-    return path
+def answer_path(tokenizer, answer) -> list[int]:
+    """The tokens of a compact JSON answer, as the model's tokenizer writes it."""
+    return tokenizer.encode(json.dumps(answer, separators=(", ", ": ")),
+                            add_special_tokens=False)
 
 
-def time_llguidance(compile_one, path: list[int], rows: int) -> tuple[float, float]:
-    """(µs per mask for one row, µs per row-mask when ``rows`` rows fill together)."""
+def _first_and_mean(times: list[float]) -> dict:
+    """µs: the first mask (cold: lexer states are built lazily) and the mean of the rest."""
+    rest = times[1:] or times
+    return {"first_mask_us": times[0] * 1e6, "mask_us": sum(rest) / len(rest) * 1e6}
+
+
+def time_llguidance(compile_one, path: list[int], rows: int) -> dict:
+    """One row's mask per token, and the batched fill of ``rows`` rows (µs per row)."""
     one = compile_one()
     buf = np.zeros(one.mask_words, np.int32)
-    start = time.perf_counter()
+    times = []
     for token in path:
+        start = time.perf_counter()
         one.fill_mask(buf)
+        times.append(time.perf_counter() - start)
         one.commit(token)
-    single = (time.perf_counter() - start) / len(path) * 1e6
+    assert one.error is None, one.error
+    out = _first_and_mean(times)
     batch = [compile_one() for _ in range(rows)]
-    start = time.perf_counter()
+    times = []
     for token in path:
+        start = time.perf_counter()
         fill_masks(batch, one.mask_words)
+        times.append((time.perf_counter() - start) / rows)
         for c in batch:
             c.commit(token)
-    batched = (time.perf_counter() - start) / (len(path) * rows) * 1e6
-    return single, batched
+    out[f"per_row_at_{rows}_rows"] = _first_and_mean(times)
+    return out
 
 
 def xgrammar_module():
@@ -129,32 +136,33 @@ def xgrammar_module():
         return None
 
 
-def time_xgrammar(xgr, tokenizer, vocab: int, eos: set[int], schemas: dict, paths: dict) -> dict:
+def time_xgrammar(xgr, tokenizer, vocab: int, eos: set[int], paths: dict) -> dict:
+    from importlib.metadata import version
+
     start = time.perf_counter()
     info = xgr.TokenizerInfo.from_huggingface(tokenizer._tokenizer, vocab_size=vocab,
                                               stop_token_ids=sorted(eos))
     compiler = xgr.GrammarCompiler(info)
-    out = {"tokenizer_setup_s": time.perf_counter() - start, "schemas": {}}
-    for name, schema in schemas.items():
+    out = {"version": version("xgrammar"), "tokenizer_setup_s": time.perf_counter() - start,
+           "schemas": {}}
+    for name, (schema, _) in MASK_CASES.items():
         start = time.perf_counter()
         compiled = compiler.compile_json_schema(json.dumps(schema), any_whitespace=False,
                                                 separators=(", ", ": "))
         compile_s = time.perf_counter() - start
         matcher = xgr.GrammarMatcher(compiled)
         bitmask = xgr.allocate_token_bitmask(1, vocab)
-        start, accepted = time.perf_counter(), 0
+        times = []
         for token in paths[name]:
+            start = time.perf_counter()
             matcher.fill_next_token_bitmask(bitmask)
-            if not matcher.accept_token(token):
-                break
-            accepted += 1
-        us = (time.perf_counter() - start) / max(accepted, 1) * 1e6
-        out["schemas"][name] = {"compile_s": compile_s, "mask_us": us,
-                                "path_tokens_accepted": f"{accepted}/{len(paths[name])}"}
+            times.append(time.perf_counter() - start)
+            assert matcher.accept_token(token), (name, token)
+        out["schemas"][name] = dict(compile_s=compile_s, **_first_and_mean(times))
     return out
 
 
-def bench_masks(name: str, rows: int, seed: int) -> dict:
+def bench_masks(name: str, rows: int) -> dict:
     import llguidance
 
     tokenizer, vocab, eos = load_tokenizer(name)
@@ -164,27 +172,25 @@ def bench_masks(name: str, rows: int, seed: int) -> dict:
         "version": llguidance.__version__, "tokenizer_setup_s": time.perf_counter() - start,
         "schemas": {}}}
     paths = {}
-    for schema_name, schema in MASK_SCHEMAS.items():
+    for case, (schema, answer) in MASK_CASES.items():
         spec = StructuredOutput("json_schema", schema=schema)
         start = time.perf_counter()
         compile_constraint(spec, llg_tok)
         compile_s = time.perf_counter() - start
-
-        def one():
-            return compile_constraint(spec, llg_tok)
-
-        paths[schema_name] = random_path(one(), llg_tok.eos_tokens, 200, random.Random(seed))
-        single, batched = time_llguidance(one, paths[schema_name], rows)
-        result["llguidance"]["schemas"][schema_name] = {
-            "compile_s": compile_s, "path_tokens": len(paths[schema_name]),
-            "mask_us": single, f"mask_us_per_row_at_{rows}_rows": batched}
-        print(f"  {name} {schema_name}: {len(paths[schema_name])} tokens, llguidance "
-              f"{single:.0f} µs/mask alone, {batched:.0f} µs/row at {rows} rows", flush=True)
+        paths[case] = answer_path(tokenizer, answer)
+        timed = time_llguidance(lambda: compile_constraint(spec, llg_tok), paths[case], rows)
+        result["llguidance"]["schemas"][case] = dict(compile_s=compile_s,
+                                                     path_tokens=len(paths[case]), **timed)
+        print(f"  {name} {case}: {len(paths[case])} tokens, llguidance "
+              f"{timed['mask_us']:.0f} µs/mask (first {timed['first_mask_us']:.0f}), "
+              f"{timed[f'per_row_at_{rows}_rows']['mask_us']:.0f} µs/row at {rows} rows",
+              flush=True)
     xgr = xgrammar_module()
     if xgr is not None:
-        result["xgrammar"] = dict(version=getattr(xgr, "__version__", "?"),
-                                  **time_xgrammar(xgr, tokenizer, vocab, eos, MASK_SCHEMAS, paths))
-        print(f"  {name} xgrammar: {result['xgrammar']}", flush=True)
+        result["xgrammar"] = time_xgrammar(xgr, tokenizer, vocab, eos, paths)
+        for case, r in result["xgrammar"]["schemas"].items():
+            print(f"  {name} {case}: xgrammar {r['mask_us']:.0f} µs/mask (first "
+                  f"{r['first_mask_us']:.0f}), compile {r['compile_s']:.3f} s", flush=True)
     return result
 
 
@@ -243,7 +249,6 @@ def main() -> None:
     parser.add_argument("--gen-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--mask-rows", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--masks-only", action="store_true")
     parser.add_argument("--throughput-only", action="store_true")
     parser.add_argument("--note", default="")
@@ -252,7 +257,7 @@ def main() -> None:
     result = {"device": str(mx.default_device()), "machine": platform.machine(),
               "processor": platform.processor(), "cpus": os.cpu_count(), "note": args.note}
     if not args.throughput_only:
-        result["masks"] = [bench_masks(t, args.mask_rows, args.seed) for t in args.tokenizers]
+        result["masks"] = [bench_masks(t, args.mask_rows) for t in args.tokenizers]
     if not args.masks_only:
         result["throughput"] = {"model": args.model, "gen_len": args.gen_len, "rows": asyncio.run(
             bench_throughput(args.model, args.rows, args.gen_len, args.repeats))}

@@ -27,6 +27,22 @@ def sse_event(name: str, body: Any) -> str:
     return f"event: {name}\ndata: {_json(body)}\n\n"
 
 
+async def encoded_events(encoder: Any, deltas: AsyncIterator[Any]) -> AsyncIterator[dict]:
+    """The events of an event encoder (Anthropic, Responses): ``start()``, then
+    ``feed(delta)`` for each MessageDelta."""
+    for event in encoder.start():
+        yield event
+    async for delta in deltas:
+        for event in encoder.feed(delta):
+            yield event
+
+
+async def named_sse(events: AsyncIterator[dict]) -> AsyncIterator[str]:
+    """Event dicts as SSE events named by their ``type``."""
+    async for event in events:
+        yield sse_event(event["type"], event)
+
+
 def sse_done() -> str:
     return "data: [DONE]\n\n"
 

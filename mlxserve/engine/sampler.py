@@ -198,21 +198,15 @@ def _logprob_outputs(logits: mx.array, tokens: mx.array, rows: list[RowSampler])
     return chosen, top_ids, mx.take_along_axis(top_vals, order, axis=-1)
 
 
-_BIT_INDEX: dict[int, tuple[mx.array, mx.array]] = {}
-
-
-def _bit_index(vocab: int) -> tuple[mx.array, mx.array]:
-    """(word, bit) of every token id: where its flag sits in a packed (B, W) bitmask."""
-    if vocab not in _BIT_INDEX:
-        ids = mx.arange(vocab, dtype=mx.uint32)
-        _BIT_INDEX[vocab] = (ids >> 5, ids & 31)
-    return _BIT_INDEX[vocab]
+_BIT_SHIFTS = mx.arange(32, dtype=mx.uint32)
 
 
 def apply_token_mask(logits: mx.array, allowed: mx.array) -> mx.array:
-    """-inf where ``allowed`` ((B, ceil(V/32)) uint32, bit t%32 of word t//32) is 0."""
-    word, bit = _bit_index(logits.shape[-1])
-    flags = (mx.take(allowed, word, axis=1) >> bit) & 1
+    """-inf where ``allowed`` ((B, ceil(V/32)) uint32, bit t%32 of word t//32) is 0.
+    Unpacked by broadcast shifts (B, W, 32) -> (B, V): about twice as fast on a CPU as a
+    gather of each token's word."""
+    rows, vocab = logits.shape
+    flags = ((allowed[:, :, None] >> _BIT_SHIFTS) & 1).reshape(rows, -1)[:, :vocab]
     return mx.where(flags.astype(mx.bool_), logits, mx.array(-mx.inf, logits.dtype))
 
 

@@ -53,10 +53,6 @@ class GrammarConstraint:
         if not self.matcher.consume_token(int(token)):
             self._error = self.error or f"structured output: token {token} is not allowed here"
 
-    @property
-    def accepting(self) -> bool:
-        return self.matcher.is_accepting()
-
 
 def compile_constraint(spec: StructuredOutput, llg_tokenizer: Any, grammar: str | None = None,
                        limits: Any = None) -> GrammarConstraint:

@@ -104,7 +104,8 @@ def test_claude_code_shaped_request_is_accepted(default_server):
     a server tool it cannot run here, max_tokens far over the context, ?beta=true."""
     body = {
         "model": MODEL, "max_tokens": 128000, "stream": True,
-        "messages": [*QUESTION, {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        "messages": [*QUESTION,
+                     {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
                      {"role": "system", "content": [], "output_config": {"effort": "medium"}}],
         "system": SYSTEM, "thinking": {"type": "adaptive", "display": "omitted"},
         "output_config": {"effort": "medium"}, "metadata": {"user_id": "user_1"},

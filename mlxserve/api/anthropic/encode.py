@@ -115,15 +115,6 @@ class MessageEventEncoder:
         ]
 
 
-async def message_events(encoder: MessageEventEncoder, deltas: AsyncIterator[MessageDelta]
-                         ) -> AsyncIterator[dict]:
-    for event in encoder.start():
-        yield event
-    async for delta in deltas:
-        for event in encoder.feed(delta):
-            yield event
-
-
 def _tool_input(partial_json: str) -> dict:
     try:
         value = json.loads(partial_json) if partial_json.strip() else {}

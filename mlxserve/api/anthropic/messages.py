@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from mlxserve.api.anthropic.encode import (
-    MessageEventEncoder, MessageMeta, collect_message, message_events,
+    MessageEventEncoder, MessageMeta, collect_message,
 )
 from mlxserve.api.anthropic.schemas import CountTokensRequest, MessagesRequest
 from mlxserve.api.disconnect import ClientGone, unless_disconnected
 from mlxserve.api.errors import anthropic_error_body
-from mlxserve.api.sse import sse_event, sse_response
+from mlxserve.api.sse import encoded_events, named_sse, sse_event, sse_response
 from mlxserve.api.state import ready_state
 from mlxserve.errors import MlxserveError
 from mlxserve.serving.streams import start_streams
@@ -26,11 +25,6 @@ CLIENT_CLOSED = 499
 
 def anthropic_error_events(e: MlxserveError) -> list[str]:
     return [sse_event("error", anthropic_error_body(e.status, e.message))]
-
-
-async def _sse(events: AsyncIterator[dict]) -> AsyncIterator[str]:
-    async for event in events:
-        yield sse_event(event["type"], event)
 
 
 @router.post("/v1/messages")
@@ -46,9 +40,10 @@ async def create_message(body: MessagesRequest, request: Request) -> Response:
     try:
         if body.stream:
             (started,) = await unless_disconnected(request, start_streams([stream]))
-            return sse_response(_sse(message_events(encoder, started)), anthropic_error_events)
+            events = named_sse(encoded_events(encoder, started))
+            return sse_response(events, anthropic_error_events)
         message = await unless_disconnected(request,
-                                            collect_message(message_events(encoder, stream)))
+                                            collect_message(encoded_events(encoder, stream)))
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED)
     return JSONResponse(message)

@@ -11,11 +11,11 @@ from fastapi.responses import JSONResponse
 
 from mlxserve.api.disconnect import ClientGone, unless_disconnected
 from mlxserve.api.openai.responses_encode import (
-    ResponseEventEncoder, ResponseHeader, collect_response, response_events,
+    ResponseEventEncoder, ResponseHeader, collect_response,
 )
 from mlxserve.api.openai.responses_schemas import ResponsesRequest
 from mlxserve.api.openai.responses_store import ResponseStore, StoredResponse
-from mlxserve.api.sse import sse_event, sse_response
+from mlxserve.api.sse import encoded_events, named_sse, sse_event, sse_response
 from mlxserve.api.state import api_state, ready_state
 from mlxserve.errors import MlxserveError
 from mlxserve.serving.streams import start_streams
@@ -74,11 +74,6 @@ async def _stored_after(events: AsyncIterator[dict], encoder: ResponseEventEncod
         yield event
 
 
-async def _sse(events: AsyncIterator[dict]) -> AsyncIterator[str]:
-    async for event in events:
-        yield sse_event(event["type"], event)
-
-
 @router.post("/v1/responses")
 async def create_response(body: ResponsesRequest, request: Request) -> Response:
     state = ready_state(request)
@@ -96,12 +91,12 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
     try:
         if body.stream:
             (started,) = await unless_disconnected(request, start_streams([stream]))
-            events = _stored_after(response_events(encoder, started), encoder, conversation,
+            events = _stored_after(encoded_events(encoder, started), encoder, conversation,
                                    keep)
-            return sse_response(_sse(events), lambda e: [
+            return sse_response(named_sse(events), lambda e: [
                 sse_event("response.failed", encoder.failed(e))])
         await unless_disconnected(request, collect_response(_stored_after(
-            response_events(encoder, stream), encoder, conversation, keep)))
+            encoded_events(encoder, stream), encoder, conversation, keep)))
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED)
     return JSONResponse(encoder.final)

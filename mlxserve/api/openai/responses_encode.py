@@ -178,15 +178,6 @@ class ResponseEventEncoder:
         return self._event("response.failed", response=self.final)
 
 
-async def response_events(encoder: ResponseEventEncoder, deltas: AsyncIterator[MessageDelta]
-                          ) -> AsyncIterator[dict]:
-    for event in encoder.start():
-        yield event
-    async for delta in deltas:
-        for event in encoder.feed(delta):
-            yield event
-
-
 async def collect_response(events: AsyncIterator[dict]) -> None:
     """Run the stream to its end (the encoder's ``final`` is then the response)."""
     async for _ in events:

@@ -1,5 +1,6 @@
-"""POST /v1/responses request body. Fields that cannot apply here (include, store of
-encrypted reasoning, prompt_cache_key, client_metadata, truncation, service_tier, ...) are accepted and ignored; wrong types are 400s."""
+"""POST /v1/responses request body. Fields that cannot apply here (include, encrypted
+reasoning, prompt_cache_key, client_metadata, truncation, service_tier, ...) are accepted
+and ignored; wrong types are 400s."""
 
 from __future__ import annotations
 
