@@ -219,3 +219,18 @@ def test_smollm2_second_chat_turn_hits_and_matches_the_cache_off():
                             loader=lambda _c: loaded)
     assert two["tokens"] == plain["tokens"]
     assert two["deltas"][-1].cached_tokens >= len(p1)
+
+
+def test_the_prefix_budget_is_taken_from_the_kv_budget(tiny_dir):
+    path = tiny_dir("llama")
+    per_token = _bytes_per_token(path)
+    core = _core(path, EngineConfig(kv_cache_memory_bytes=100 * per_token))
+    assert core.prefix.store.budget_bytes == 25 * per_token  # a quarter by default
+    assert core.scheduler.kv_tokens_total == 75
+    sized = _core(path, EngineConfig(kv_cache_memory_bytes=100 * per_token,
+                                     prefix_cache_memory_bytes=90 * per_token))
+    assert sized.prefix.store.budget_bytes == 50 * per_token  # at most half
+    assert sized.scheduler.kv_tokens_total == 50
+    off = _core(path, EngineConfig(kv_cache_memory_bytes=100 * per_token,
+                                   enable_prefix_caching=False))
+    assert off.prefix is None and off.scheduler.kv_tokens_total == 100

@@ -68,3 +68,20 @@ def test_an_entry_larger_than_the_budget_is_refused():
     store = PrefixCache(50)
     assert not store.insert(_seq(0, 10), "big", 51)
     assert store.stats().entries == 0
+
+
+def test_cli_flags_reach_the_engine_config():
+    import argparse
+
+    import pytest
+
+    from mlxserve.cli.args import CliError, add_serve_args, model_and_engine_configs
+
+    parser = argparse.ArgumentParser()
+    add_serve_args(parser)
+    _, on = model_and_engine_configs(parser.parse_args(["--prefix-cache-memory-gb", "0.5"]))
+    assert on.enable_prefix_caching and on.prefix_cache_memory_bytes == 1 << 29
+    _, off = model_and_engine_configs(parser.parse_args(["--no-enable-prefix-caching"]))
+    assert not off.enable_prefix_caching and off.prefix_cache_memory_bytes is None
+    with pytest.raises(CliError):
+        model_and_engine_configs(parser.parse_args(["--prefix-cache-memory-gb", "-1"]))
