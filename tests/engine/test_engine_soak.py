@@ -90,4 +90,4 @@ def test_thousand_requests_do_not_grow_memory(tiny_dir):
     assert stats.total_finished == TOTAL and stats.running == 0 and stats.kv_tokens_used == 0
     assert after[0] - before[0] < RSS_TOLERANCE_MB, f"RSS grew from {before[0]:.0f} MB"
     assert after[1] - before[1] < HEAP_TOLERANCE_B, "mlxserve keeps Python objects per request"
-    assert after[2] == before[2], "MLX arrays outlive their requests"
+    assert after[2] <= before[2], "MLX arrays outlive their requests"  # less: a buffer the warm-up held was freed
