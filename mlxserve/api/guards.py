@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from mlxserve.api.middleware import ASGIApp, Message, Receive, Scope, Send, send_error
+from mlxserve.api.middleware import (ASGIApp, Message, Receive, Scope, Send, replaying,
+                                     send_error)
 from mlxserve.serving.limits import exceeded, json_depth
 
 # Paths that are never shed nor counted: probes and scrapes must work under load.
@@ -144,13 +145,4 @@ class JsonDepthLimit:
                              self.max_depth, None)
             await send_error(send, scope, 400, error.message, error.code)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return first
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(first, receive), send)

@@ -75,16 +75,21 @@ class BodySizeLimit:
         if body is None:
             await send_error(send, scope, 413, too_large, "request_too_large")
             return
-        replayed = False
+        await self.app(scope, replaying(body, receive), send)
 
-        async def replay_receive() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return body
-            return await receive()
 
-        await self.app(scope, replay_receive, send)
+def replaying(first: Message, receive: Receive) -> Receive:
+    """A receive that hands out ``first`` (a message already read) once, then reads on."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return first
+        return await receive()
+
+    return replay
 
 
 class ApiKeyCheck:
