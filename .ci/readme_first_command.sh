@@ -38,9 +38,10 @@ deadline=$((SECONDS + limit))
   exec setsid scripts/serve.sh --port "$port") >"$work/serve.log" 2>&1 &
 server=$!
 echo "newcomer check: scripts/serve.sh --port $port (log in $work/serve.log)" >&2
-until curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; do
-  kill -0 "$server" 2>/dev/null || fail "scripts/serve.sh exited before /health answered"
-  [ "$SECONDS" -lt "$deadline" ] || fail "no healthy server within ${limit}s"
+# /health is liveness (200 while the model still loads); /ready is 200 once requests are taken.
+until curl -sf "http://127.0.0.1:$port/ready" >/dev/null 2>&1; do
+  kill -0 "$server" 2>/dev/null || fail "scripts/serve.sh exited before /ready answered"
+  [ "$SECONDS" -lt "$deadline" ] || fail "no ready server within ${limit}s"
   sleep 2
 done
 answer=$(timeout 300 bash -c "$example") || fail "the README's curl example failed"
