@@ -1,0 +1,54 @@
+"""A second, smaller model that serves the target: speculative decoding's draft proposer and
+SpecPrefill's token scorer load it here, once, the same way.
+
+A draft must share the target's vocabulary (its token ids mean the same text); that is
+checked at start-up, so a mismatch is one clear error rather than garbage output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mlxserve.config import ModelConfig
+from mlxserve.errors import ModelLoadError
+from mlxserve.models.loaded import LoadedModel
+from mlxserve.models.loader import load_model
+
+# Token ids compared between the two tokenizers besides the vocabulary size: a few at
+# either end and spread through the middle (cheap, and different tokenizers differ there).
+_PROBES = 64
+
+
+def load_draft_model(source: str, target: LoadedModel, target_cfg: ModelConfig
+                     ) -> LoadedModel:
+    """Load ``source`` (any source ``load_model`` takes) as a draft for ``target``, with the
+    target's dtype and quantization settings; ModelLoadError if the vocabularies differ."""
+    draft = load_model(replace(target_cfg, model=source, chat_template=None))
+    reason = vocabulary_mismatch(target, draft)
+    if reason is not None:
+        raise ModelLoadError(f"the draft model {draft.name} cannot serve {target.name}: "
+                             f"{reason}")
+    return draft
+
+
+def vocabulary_mismatch(target: LoadedModel, draft: LoadedModel) -> str | None:
+    """Why ``draft``'s token ids do not mean what ``target``'s do; None when they do."""
+    t_vocab, d_vocab = _vocab(target), _vocab(draft)
+    if len(t_vocab) != len(d_vocab):
+        return f"its tokenizer has {len(d_vocab)} tokens, the target's {len(t_vocab)}"
+    for token_id in _probe_ids(len(t_vocab)):
+        if t_vocab.get(token_id) != d_vocab.get(token_id):
+            return (f"token {token_id} is {d_vocab.get(token_id)!r} in its tokenizer and "
+                    f"{t_vocab.get(token_id)!r} in the target's")
+    return None
+
+
+def _vocab(loaded: LoadedModel) -> dict[int, str]:
+    tokenizer = getattr(loaded.tokenizer, "_tokenizer", loaded.tokenizer)
+    return {i: t for t, i in tokenizer.get_vocab().items()}
+
+
+def _probe_ids(size: int) -> list[int]:
+    step = max(1, size // _PROBES)
+    return sorted(set(range(min(8, size))) | set(range(0, size, step))
+                  | set(range(max(0, size - 8), size)))
