@@ -115,12 +115,17 @@ class Runner:
         self.late_failures: list[StepFailure] = []
         self.failed: set[str] = set()  # requests whose grammar failure was reported
         self.keep_final_kv = False  # rows leaving a batch keep a copy of their KV
+        self._orphans: dict[str, Any] = {}  # preempted request id -> its constraint
 
     # ---- request lifecycle --------------------------------------------------------
-    def add(self, request: GenerateRequest, seed: int, prefix=None) -> None:
-        """``prefix``: a prefix-cache match whose positions the row's caches start with."""
-        sampler = RowSampler(request.sampling, request.prompt_tokens, self.vocab_size, seed,
-                             self.penalties)
+    def add(self, request: GenerateRequest, seed: int, prefix=None, resumed: int = 0) -> None:
+        """``prefix``: a prefix-cache match whose positions the row's caches start with.
+        ``resumed``: a preempted request comes back; the last ``resumed`` of its
+        ``prompt_tokens`` are the output it had produced (its sampler goes on from there)."""
+        prompt = request.prompt_tokens[:len(request.prompt_tokens) - resumed]
+        sampler = RowSampler(request.sampling, prompt, self.vocab_size, seed, self.penalties,
+                             output_tokens=request.prompt_tokens[len(prompt):])
+        self._orphans.pop(request.request_id, None)
         prompt = mx.array(request.prompt_tokens, dtype=mx.uint32)
         cache = self._make_cache()
         seed_caches(cache, prefix)
@@ -131,11 +136,15 @@ class Runner:
         row = self.rows.get(request_id)
         return None if row is None else row_kv(row, length)
 
-    def release(self, request_id: str) -> None:
-        """Forget a request; its row leaves its batch at the next launch."""
+    def release(self, request_id: str, preempted: bool = False) -> None:
+        """Forget a request; its row leaves its batch at the next launch. ``preempted``: it
+        comes back later, so tokens of it still in flight advance its grammar as read back."""
         row = self.rows.pop(request_id, None)
+        self._orphans.pop(request_id, None)
         if row is not None:
             row.sampler.release()
+            if preempted and row.request.constraint is not None:
+                self._orphans[request_id] = row.request.constraint
         self.failed.discard(request_id)
         if not self.rows:
             self.batches, self.joining = [], []
@@ -148,6 +157,7 @@ class Runner:
         self.batches, self.joining = [], []
         self.launched.clear()
         self.late_failures, self.failed = [], set()
+        self._orphans.clear()
 
     @property
     def has_pending(self) -> bool:
@@ -217,8 +227,10 @@ class Runner:
         """Advance each constrained request's grammar over the tokens it emitted."""
         for out in outputs:
             row = self.rows.get(out.request_id)
-            if row is not None and row.request.constraint is not None:
-                row.request.constraint.commit(out.token_id)
+            constraint = (row.request.constraint if row is not None
+                          else self._orphans.get(out.request_id))
+            if constraint is not None:
+                constraint.commit(out.token_id)
 
     def _start_masked(self, pending: list[_Pending]) -> list[StepFailure]:
         from mlxserve.structured.masks import fill_masks
