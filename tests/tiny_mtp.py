@@ -139,7 +139,7 @@ def _mtp_weights(shapes: dict, seed: int, scale: float) -> dict:
     mx.random.seed(seed + 1000)
     out = {}
     for name, shape in shapes.items():
-        if name.endswith("norm.weight"):
+        if len(shape) == 1:  # every 1-d tensor of the head is a norm's scale
             out[name] = mx.random.uniform(-0.2, 0.2, shape)  # 1 + w around one
         else:
             fan_in = shape[-1]

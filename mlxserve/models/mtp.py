@@ -176,9 +176,14 @@ def head_weights(raw: dict[str, mx.array], zero_centred: bool,
     weights = _dequantized(weights, quantization or {})
     weights = _stacked_experts(weights)
     if zero_centred:
-        weights = {k: v + 1.0 if k.endswith("norm.weight") and v.ndim == 1 else v
-                   for k, v in weights.items()}
+        weights = {k: v + 1.0 if is_norm(k, v) else v for k, v in weights.items()}
     return weights
+
+
+def is_norm(name: str, value: mx.array) -> bool:
+    """An RMS norm's scale (``norm``, ``pre_fc_norm_hidden``, ``q_norm`` ...)."""
+    module = name.rsplit(".", 2)[-2] if name.count(".") else ""
+    return value.ndim == 1 and name.endswith(".weight") and "norm" in module
 
 
 def _dequantized(weights: dict[str, mx.array], quantization: dict) -> dict[str, mx.array]:
