@@ -54,6 +54,10 @@ def add_model_args(parser: argparse.ArgumentParser, *, optional_model: bool) -> 
     parser.add_argument("--prefix-cache-memory-gb", type=float, default=None,
                         help="prefix-cache size, taken from the KV-cache budget (at most "
                              "half of it); default: a quarter of it")
+    parser.add_argument("--speculative-config", default=None, metavar="JSON",
+                        help='speculative decoding, e.g. \'{"method": "ngram", '
+                             '"num_speculative_tokens": 4}\' (methods: ngram, draft_model, '
+                             'mtp)')
 
 
 def add_serve_args(parser: argparse.ArgumentParser) -> None:
@@ -113,8 +117,19 @@ def model_and_engine_configs(args: argparse.Namespace) -> tuple[ModelConfig, Eng
                           kv_cache_memory_bytes=kv_bytes,
                           enable_prefix_caching=args.enable_prefix_caching,
                           prefix_cache_memory_bytes=None if prefix_gb is None
-                          else int(prefix_gb * 2**30))
+                          else int(prefix_gb * 2**30),
+                          speculative=_speculative(args))
     return model, engine
+
+
+def _speculative(args: argparse.Namespace):
+    from mlxserve.spec.settings import parse_speculative_config
+
+    text = getattr(args, "speculative_config", None)
+    try:
+        return parse_speculative_config(text) if text else None
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def serve_configs(args: argparse.Namespace) -> ServeConfigs:
