@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prefix_cache_servers import (REPO, start_servers, stop_servers,  # noqa: E402
-                                  wait_ready, write_random_folder)
+from prefix_cache_servers import (REPO, complete, http, start_servers,  # noqa: E402
+                                  stop_servers, write_random_folder)
 
 WORDS = ("time person year way day thing man world life hand part child eye woman place "
          "work week case point number group problem fact river stone light music garden "
@@ -92,7 +92,7 @@ def run_server(name: str, command: str, env: dict, model: Path, args) -> dict:
     procs = start_servers({name: (argv, dict(os.environ, **env), args.port)}, args.log_dir)
     started = time.monotonic()
     try:
-        model_id = wait_ready(name, procs[name][0], args.port, args.ready_timeout)
+        model_id = wait_ready(name, procs[name][0], args.port, str(model), args.ready_timeout)
         ready_s = time.monotonic() - started
         rows = asyncio.run(load_levels(args, model_id))
     except Exception as e:  # one server failing must not lose the others' rows
@@ -101,6 +101,30 @@ def run_server(name: str, command: str, env: dict, model: Path, args) -> dict:
     finally:
         stop_servers(procs)
     return dict(server=name, command=" ".join(argv), ready_s=round(ready_s, 1), levels=rows)
+
+
+def wait_ready(name: str, proc, port: int, folder: str, deadline_s: float) -> str:
+    """The model id (from /v1/models, else the folder: mlx_lm.server's /v1/models fails
+    without a hub cache), once a chat completion succeeds."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode} (see its log)")
+        for model in (_listed_model(port), folder):
+            try:
+                complete(port, model, [{"role": "user", "content": "hi"}])
+                return model
+            except Exception:  # not up yet, or the other name
+                pass
+        time.sleep(2)
+    raise RuntimeError(f"{name} not ready after {deadline_s} s")
+
+
+def _listed_model(port: int) -> str | None:
+    try:
+        return http(port, "/v1/models", timeout=10)["data"][0]["id"]
+    except Exception:
+        return None
 
 
 # ---- load -------------------------------------------------------------------------
