@@ -49,6 +49,12 @@ class EngineStats:
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
     prefix_cache: dict | None = None  # the store's PrefixCacheStats; None when off
+    # speculative decoding (engine/speculation.py; vLLM's names), totals of the one method
+    spec_decode_num_drafts: int = 0
+    spec_decode_num_draft_tokens: int = 0
+    spec_decode_num_accepted_tokens: int = 0
+    spec_decode_mean_accepted_length: float = 0.0
+    spec_decode: dict | None = None  # {method: counters}; None when off
 
 
 @dataclass
@@ -96,6 +102,7 @@ class EngineCore:
         self._steps = 0
         self.prefix = None  # EnginePrefixCache when the model and config allow one
         self._matches: dict = {}  # request id -> its PrefixMatch, admission to _admit
+        self.speculation = None  # engine.speculation.Speculation with --speculative-config
 
     # ---- other threads ------------------------------------------------------------
     def start(self, on_ready: Callable[[BaseException | None], None]) -> None:
@@ -162,6 +169,7 @@ class EngineCore:
         except Exception:  # e.g. a model whose forward needs more than token ids
             log.warning("engine warm-up failed; batch paths compile on first use",
                         exc_info=True)
+        self.speculation = _speculation(cfg, loaded, self.model_config)
         if self.prefix is not None:
             self.scheduler.cached_prefix = self._lookup_prefix
             self.runner.keep_final_kv = True
@@ -244,13 +252,26 @@ class EngineCore:
         return match.length
 
     def _step(self) -> None:
-        plan = self.scheduler.schedule()
+        started = time.perf_counter()
+        drafts = self._propose() if self.speculation is not None else {}
+        plan = self.scheduler.schedule({rid: len(p.tokens) for rid, p in drafts.items()})
         for chunk in plan.prefills:
             if chunk.request_id in self._waiting:
                 self._admit_guarded(chunk.request_id)
-        failures = self.runner.launch(plan)
-        outputs, late = self.runner.collect(leave=1)
-        for failure in failures + late:
+        failures = self.runner.launch(plan, drafts)
+        outputs, late = self.runner.collect(leave=0 if plan.decode_tokens else 1)
+        self._deliver(outputs, failures + late)
+        if self.speculation is not None:
+            self._settle_drafts(plan, drafts, outputs, time.perf_counter() - started)
+        self._steps += 1
+        if self._steps % _CLEAR_CACHE_EVERY == 0:
+            import mlx.core as mx
+
+            mx.clear_cache()
+        self._publish_stats()
+
+    def _deliver(self, outputs: list, failures: list) -> None:
+        for failure in failures:
             self._finish(failure.request_id, FINISH_ERROR, error=failure.error)
         for out in outputs:
             try:
@@ -258,12 +279,39 @@ class EngineCore:
             except Exception as e:  # e.g. a detokenizer failure: only this request ends
                 log.exception("output of request %s failed", out.request_id)
                 self._finish(out.request_id, FINISH_ERROR, error=f"{type(e).__name__}: {e}")
-        self._steps += 1
-        if self._steps % _CLEAR_CACHE_EVERY == 0:
-            import mlx.core as mx
 
-            mx.clear_cache()
-        self._publish_stats()
+    # ---- speculative decoding (engine/speculation.py, engine/verify.py) -------------
+    def _propose(self) -> dict:
+        """Proposals for this step's rows (request id -> Proposal), when speculation is
+        worth it now; the rows' last tokens are read back first (proposals follow them)."""
+        spec = self.speculation
+        decoding = [s for s in self.scheduler.running.values() if s.wants_decode]
+        if not decoding or not spec.wanted(len(decoding)):
+            return {}
+        if self.runner.has_pending:
+            self._deliver(*self.runner.collect(leave=0))
+        rows = spec.rows(self.scheduler.running, self._active)
+        if not rows:
+            return {}
+        proposals = spec.proposer.propose(rows)
+        return {row.request_id: p for row, p in zip(rows, proposals) if p.tokens}
+
+    def _settle_drafts(self, plan, drafts: dict, outputs: list, seconds: float) -> None:
+        """Give back what the verify rejected (scheduler), tell the proposer and the
+        counters what was kept, and time the step for the back-off."""
+        produced: dict[str, int] = {}
+        for out in outputs:
+            produced[out.request_id] = produced.get(out.request_id, 0) + 1
+        for rid, width in plan.decode_tokens.items():
+            made = produced.get(rid, 0)
+            self.scheduler.commit(rid, 0, width - made)
+            proposal = drafts.get(rid)
+            if proposal is not None and made:
+                self.speculation.record(rid, proposal.tokens[:width - 1], made - 1)
+        self.speculation.counters.verify_steps += bool(plan.decode_tokens)
+        if not plan.prefills and plan.decodes:
+            self.speculation.observe(len(plan.decodes), seconds, len(outputs),
+                                     verified=bool(plan.decode_tokens))
 
     def _admit_guarded(self, request_id: str) -> None:
         try:
@@ -328,6 +376,8 @@ class EngineCore:
             self.prefix.release([stale])
         self.scheduler.finish(request_id)
         self.runner.release(request_id)
+        if self.speculation is not None:
+            self.speculation.drop(request_id)
         if state is not None:
             self._total_finished += 1
         return state
@@ -356,7 +406,17 @@ class EngineCore:
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
             kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
             total_generated_tokens=self._total_generated, **self._prefix_stats(),
+            **self._spec_stats(),
         )
+
+    def _spec_stats(self) -> dict:
+        if self.speculation is None:
+            return {}
+        c = self.speculation.counters
+        return dict(spec_decode_num_drafts=c.drafts, spec_decode_num_draft_tokens=c.draft_tokens,
+                    spec_decode_num_accepted_tokens=c.accepted_tokens,
+                    spec_decode_mean_accepted_length=c.mean_accepted_length,
+                    spec_decode={self.speculation.method: c.as_dict()})
 
     def _prefix_stats(self) -> dict:
         if self.prefix is None:
@@ -388,6 +448,19 @@ def _prefix_cache(cfg: EngineConfig, caps, model, device_memory: int | None):
     kv_bytes = kv_budget_bytes(cfg, device_memory, mx.get_active_memory())
     budget = prefix_budget_bytes(cfg.prefix_cache_memory_bytes, kv_bytes)
     return EnginePrefixCache(budget) if budget > 0 else None
+
+
+def _speculation(cfg: EngineConfig, loaded, model_config: ModelConfig):
+    """The configured proposer and its controller, or None (speculation off)."""
+    if cfg.speculative is None:
+        return None
+    from mlxserve.engine.speculation import Speculation
+    from mlxserve.spec.registry import ProposerContext, build_proposer
+
+    proposer = build_proposer(cfg.speculative, ProposerContext(loaded, model_config))
+    # "adaptive": false speculates on every step (to measure the verify itself)
+    return Speculation(proposer, cfg.speculative.num_speculative_tokens,
+                       adaptive=cfg.speculative.options.get("adaptive", True))
 
 
 def _make_cache(model) -> list:

@@ -46,6 +46,7 @@ from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams,
 from mlxserve.engine.row import Row
 from mlxserve.engine.sampler import RowSampler, SampleResult, sample
 from mlxserve.engine.scheduler import PrefillChunk, StepPlan
+from mlxserve.engine.verify import PendingVerify, launch_verify, settle_verify
 from mlxserve.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -164,22 +165,25 @@ class Runner:
         return sum(b.nbytes for b in self.batches + self.joining)
 
     # ---- the step -----------------------------------------------------------------
-    def run(self, plan: StepPlan) -> tuple[list[TokenOutput], list[StepFailure]]:
-        failures = self.launch(plan)
-        outputs, late = self.collect(leave=1)
+    def run(self, plan: StepPlan, drafts: dict | None = None
+            ) -> tuple[list[TokenOutput], list[StepFailure]]:
+        failures = self.launch(plan, drafts)
+        outputs, late = self.collect(leave=0 if plan.decode_tokens else 1)
         return outputs, failures + late
 
-    def launch(self, plan: StepPlan) -> list[StepFailure]:
-        """Build and start one step; returns the rows that failed while doing so."""
+    def launch(self, plan: StepPlan, drafts: dict | None = None) -> list[StepFailure]:
+        """Build and start one step; returns the rows that failed while doing so.
+        ``drafts``: request id -> spec.proposer.Proposal, for the rows ``plan`` gives more
+        than one token (a verify step: read it back before the next launch)."""
         failures: list[StepFailure] = []
         started: list[_Pending] = []
         with mx.stream(self.stream):
             decode_ids = [i for i in plan.decodes if i in self.rows]
             self._settle(decode_ids)
-            wanted = set(decode_ids)
+            wanted = {rid: plan.decode_tokens.get(rid, 1) for rid in decode_ids}
             for batch in list(self.batches):
-                self._guarded(batch.ids, lambda b=batch: self._decode(b, wanted), started,
-                              failures)
+                self._guarded(batch.ids, lambda b=batch: self._decode(b, wanted, drafts or {}),
+                              started, failures)
             self._launch_prefills(plan, started, failures)
         self.launched.append(self._start(started, failures))
         return failures
@@ -191,7 +195,7 @@ class Runner:
         while len(self.launched) > leave:
             for pending in self.launched.popleft():
                 try:
-                    outputs += _read_back(pending)
+                    outputs += self._read_back(pending)
                 except Exception as e:  # a lazy failure: only this piece's rows
                     log.exception("reading back a step failed")
                     failures += self._fail_rows(pending.ids, e)
@@ -200,6 +204,14 @@ class Runner:
         if masked:
             self.late_failures = self._start_masked(masked)
         return outputs, failures
+
+    def _read_back(self, pending) -> list[TokenOutput]:
+        if not isinstance(pending, PendingVerify):
+            return _read_back(pending)
+        with mx.stream(self.stream):
+            outcomes = settle_verify(self.model, pending)
+        return [TokenOutput(o.request_id, t, lp) for o in outcomes
+                for t, lp in zip(o.tokens, o.logprobs)]
 
     # ---- structured outputs: masked sampling --------------------------------------
     def _sample(self, ids: list[str], logits: mx.array, rows: list[Row],
@@ -326,7 +338,7 @@ class Runner:
         return self._sample(ids, logits, rows, lambda t: setattr(batch, "tokens", t))
 
     # ---- decode -------------------------------------------------------------------
-    def _decode(self, batch: BatchCache, wanted: set[str]) -> _Pending | None:
+    def _decode(self, batch: BatchCache, wanted: dict[str, int], drafts: dict):
         keep = [rid for rid in batch.ids if rid in wanted]
         if not keep:
             return None
@@ -334,6 +346,9 @@ class Runner:
         extra = {}
         if any(r.rope_delta for r in rows):  # M-RoPE rows: cache offset + their delta
             extra["rope_deltas"] = [r.rope_delta for r in rows]
+        if any(wanted[rid] > 1 and rid in drafts for rid in keep) and not any(
+                r.request.constraint is not None for r in rows):
+            return self._verify(batch, rows, wanted, drafts, extra)
         if len(keep) < batch.size:
             return self._decode_some(batch, keep, extra)
         logits = forward(self.model, batch.tokens[:, None], batch.layers, **extra)[:, -1, :]
@@ -356,6 +371,18 @@ class Runner:
             batch.tokens = previous
 
         return self._sample(keep, logits[slots], [self.rows[i] for i in keep], assign)
+
+    def _verify(self, batch: BatchCache, rows: list[Row], wanted: dict[str, int],
+                drafts: dict, extra: dict) -> PendingVerify:
+        """Rows with proposals check them in one forward (engine/verify.py)."""
+        widths = [wanted.get(rid, 0) for rid in batch.ids]
+        proposals = [drafts.get(rid) for rid in batch.ids]
+        tokens = [p.tokens[:w - 1] if p is not None and w > 1 else []
+                  for p, w in zip(proposals, widths)]
+        widths = [1 + len(t) if w else 0 for t, w in zip(tokens, widths)]
+        probs = [p.probs[:len(t)] if p is not None and p.probs is not None and t else None
+                 for p, t in zip(proposals, tokens)]
+        return launch_verify(self.model, batch, rows, widths, tokens, probs, extra)
 
     # ---- batch membership ---------------------------------------------------------
     def _settle(self, decode_ids: list[str]) -> None:
