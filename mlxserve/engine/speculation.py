@@ -152,9 +152,46 @@ class Speculation:
         if stats.acceptance < 0.1:
             stats.skip_until, stats.acceptance = self._step + 16, 0.3
 
+    def settle(self, plan, drafts: dict, outputs: list, seconds: float, scheduler) -> None:
+        """After a step: give back what the verify rejected (``scheduler.commit``), tell
+        the proposer and the counters what was kept, and time the step."""
+        produced: dict[str, int] = {}
+        for out in outputs:
+            produced[out.request_id] = produced.get(out.request_id, 0) + 1
+        for rid, width in plan.decode_tokens.items():
+            made = produced.get(rid, 0)
+            scheduler.commit(rid, 0, width - made)
+            proposal = drafts.get(rid)
+            if proposal is not None and made:
+                self.record(rid, proposal.tokens[:width - 1], made - 1)
+        self.counters.verify_steps += bool(plan.decode_tokens)
+        if not plan.prefills and plan.decodes:
+            self.observe(len(plan.decodes), seconds, len(outputs),
+                         verified=bool(plan.decode_tokens))
+
+    def stats(self) -> dict:
+        """The engine stats' speculative fields (vLLM's counter names)."""
+        c = self.counters
+        return dict(spec_decode_num_drafts=c.drafts, spec_decode_num_draft_tokens=c.draft_tokens,
+                    spec_decode_num_accepted_tokens=c.accepted_tokens,
+                    spec_decode_mean_accepted_length=c.mean_accepted_length,
+                    spec_decode={self.method: c.as_dict()})
+
     def drop(self, request_id: str) -> None:
         self._rows.pop(request_id, None)
         self.proposer.drop(request_id)
 
     def _bucket(self, batch_size: int) -> _Bucket:
         return self._buckets.setdefault(batch_size.bit_length(), _Bucket())
+
+
+def build_speculation(config, loaded, model_config) -> Speculation | None:
+    """The configured proposer and its controller (None: speculation off). ``"adaptive":
+    false`` in the config speculates on every step (to measure the verify itself)."""
+    if config is None:
+        return None
+    from mlxserve.spec.registry import ProposerContext, build_proposer
+
+    proposer = build_proposer(config, ProposerContext(loaded, model_config))
+    return Speculation(proposer, config.num_speculative_tokens,
+                       adaptive=config.options.get("adaptive", True))
