@@ -171,6 +171,8 @@ class EngineCore:
             log.warning("engine warm-up failed; batch paths compile on first use",
                         exc_info=True)
         self.speculation = build_speculation(cfg.speculative, loaded, self.model_config)
+        if self.speculation is not None:
+            self.runner.want_hidden = bool(self.speculation.proposer.needs_hidden)
         if self.prefix is not None:
             self.scheduler.cached_prefix = self._lookup_prefix
             self.runner.keep_final_kv = True
@@ -290,13 +292,13 @@ class EngineCore:
         decoding = [s for s in self.scheduler.running.values() if s.wants_decode]
         if not decoding or not spec.wanted(len(decoding)):
             return {}
-        if self.runner.has_pending:
-            self._deliver(*self.runner.collect(leave=0))
-        rows = spec.rows(self.scheduler.running, self._active)
+        rows = spec.rows(self.scheduler.running, self._active, self.runner.hidden)
         if not rows:
             return {}
-        proposals = spec.proposer.propose(rows)
-        return {row.request_id: p for row, p in zip(rows, proposals) if p.tokens}
+        if self.runner.has_pending:  # the histories grow in place as tokens are read back
+            self._deliver(*self.runner.collect(leave=0))
+        rows = [r for r in rows if r.request_id in self._active]
+        return spec.propose(rows)
 
     def _admit_guarded(self, request_id: str) -> None:
         try:

@@ -37,7 +37,7 @@ import mlx.core as mx
 import numpy as np
 
 from mlxserve.cache.batch_kv import BatchCache, mergeable
-from mlxserve.engine.model_step import forward
+from mlxserve.engine.model_step import forward, forward_with_hidden
 from mlxserve.engine.penalties import PenaltyTable
 from mlxserve.engine.pending import (MaskedSample, Pending, TokenOutput, read_back,
                                      result_arrays)
@@ -81,6 +81,7 @@ class Runner:
         self.late_failures: list[StepFailure] = []
         self.failed: set[str] = set()  # requests whose grammar failure was reported
         self.keep_final_kv = False  # rows leaving a batch keep a copy of their KV
+        self.want_hidden = False  # decode steps keep each row's last hidden state (MTP)
 
     # ---- request lifecycle --------------------------------------------------------
     def add(self, request: GenerateRequest, seed: int, prefix=None) -> None:
@@ -114,6 +115,11 @@ class Runner:
         self.batches, self.joining = [], []
         self.launched.clear()
         self.late_failures, self.failed = [], set()
+
+    def hidden(self, request_id: str):
+        """The row's last-layer hidden state from its latest decode (``want_hidden``)."""
+        row = self.rows.get(request_id)
+        return None if row is None else row.hidden
 
     @property
     def has_pending(self) -> bool:
@@ -311,12 +317,12 @@ class Runner:
         extra = {}
         if any(r.rope_delta for r in rows):  # M-RoPE rows: cache offset + their delta
             extra["rope_deltas"] = [r.rope_delta for r in rows]
-        if any(wanted[rid] > 1 and rid in drafts for rid in keep) and not any(
+        if not extra and any(wanted[rid] > 1 and rid in drafts for rid in keep) and not any(
                 r.request.constraint is not None for r in rows):
             return self._verify(batch, rows, wanted, drafts, extra)
         if len(keep) < batch.size:
             return self._decode_some(batch, keep, extra)
-        logits = forward(self.model, batch.tokens[:, None], batch.layers, **extra)[:, -1, :]
+        logits = self._forward(batch, rows, extra)
         batch.advance(1)
         return self._sample(batch.ids, logits, rows, lambda t: setattr(batch, "tokens", t))
 
@@ -324,7 +330,9 @@ class Runner:
         """Rows that skip this step (no token budget left) ride along: their results are
         dropped, their lengths stay and their SSM state is restored."""
         snapshot = batch.snapshot()
-        logits = forward(self.model, batch.tokens[:, None], batch.layers, **extra)[:, -1, :]
+        computing = set(keep)  # riders' hidden states stay those of their last decode
+        logits = self._forward(batch, [self.rows[i] if i in computing else None
+                                       for i in batch.ids], extra)
         slots = mx.array([batch.slot(rid) for rid in keep], dtype=mx.int32)
         kept = set(keep)
         batch.restore(snapshot, [rid for rid in batch.ids if rid not in kept])
@@ -337,6 +345,17 @@ class Runner:
 
         return self._sample(keep, logits[slots], [self.rows[i] for i in keep], assign)
 
+    def _forward(self, batch: BatchCache, rows: list[Row], extra: dict) -> mx.array:
+        """One decode token per row: (B, V) logits; with ``want_hidden`` (an MTP
+        proposer) each row also keeps its last hidden state (``Row.hidden``)."""
+        if not self.want_hidden or extra:
+            return forward(self.model, batch.tokens[:, None], batch.layers, **extra)[:, -1, :]
+        logits, hidden = forward_with_hidden(self.model, batch.tokens[:, None], batch.layers)
+        for slot, row in enumerate(rows):
+            if row is not None:
+                row.hidden = hidden[slot, -1]
+        return logits[:, -1, :]
+
     def _verify(self, batch: BatchCache, rows: list[Row], wanted: dict[str, int],
                 drafts: dict, extra: dict) -> PendingVerify:
         """Rows with proposals check them in one forward (engine/verify.py)."""
@@ -347,7 +366,8 @@ class Runner:
         widths = [1 + len(t) if w else 0 for t, w in zip(tokens, widths)]
         probs = [p.probs[:len(t)] if p is not None and p.probs is not None and t else None
                  for p, t in zip(proposals, tokens)]
-        return launch_verify(self.model, batch, rows, widths, tokens, probs, extra)
+        return launch_verify(self.model, batch, rows, widths, tokens, probs, extra,
+                             self.want_hidden)
 
     # ---- batch membership ---------------------------------------------------------
     def _settle(self, decode_ids: list[str]) -> None:

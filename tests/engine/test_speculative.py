@@ -56,6 +56,22 @@ def test_greedy_equal_with_and_without_speculation(tiny_dir, family, monkeypatch
     assert stats.spec_decode_mean_accepted_length > 1.5
 
 
+def test_proposers_that_need_hidden_states_get_them(tiny_dir, monkeypatch):
+    path = tiny_dir("qwen3")
+    plain, _ = _run(path, None)
+    spec_support.REFERENCES.update({tuple(p): t for p, t in zip(PROMPTS, plain)})
+    monkeypatch.setitem(registry.METHODS, "oracle",
+                        registry.Method("spec_support:make_oracle_proposer", frozenset()))
+    spec_support.HiddenOracleProposer.seen.clear()
+    config = SpeculativeConfig("oracle", 3, options={"adaptive": False, "hidden": True})
+    speculated, _ = _run(path, config)
+    assert speculated == plain  # the hidden-state forward gives the same logits
+    seen = spec_support.HiddenOracleProposer.seen
+    hidden_size = 64  # tests/tiny_models.py
+    # right after prefill a row has none; after each decode or verify it has one
+    assert seen.count((hidden_size,)) >= len(seen) - len(PROMPTS) > 0
+
+
 VOCAB = 12
 
 
