@@ -144,6 +144,7 @@ class EngineCore:
 
         from mlxserve.engine.kv_budget import kv_tokens_total
         from mlxserve.engine.runner import Runner
+        from mlxserve.engine.speculation import build_speculation
         from mlxserve.models import load_model
         from mlxserve.models.detokenizer import detokenizer_prototype
 
@@ -169,7 +170,9 @@ class EngineCore:
         except Exception:  # e.g. a model whose forward needs more than token ids
             log.warning("engine warm-up failed; batch paths compile on first use",
                         exc_info=True)
-        self.speculation = _speculation(cfg, loaded, self.model_config)
+        self.speculation = build_speculation(cfg.speculative, loaded, self.model_config)
+        if self.speculation is not None:
+            self.runner.want_hidden = bool(self.speculation.proposer.needs_hidden)
         if self.prefix is not None:
             self.scheduler.cached_prefix = self._lookup_prefix
             self.runner.keep_final_kv = True
@@ -262,7 +265,8 @@ class EngineCore:
         outputs, late = self.runner.collect(leave=0 if plan.decode_tokens else 1)
         self._deliver(outputs, failures + late)
         if self.speculation is not None:
-            self._settle_drafts(plan, drafts, outputs, time.perf_counter() - started)
+            self.speculation.settle(plan, drafts, outputs, time.perf_counter() - started,
+                                    self.scheduler)
         self._steps += 1
         if self._steps % _CLEAR_CACHE_EVERY == 0:
             import mlx.core as mx
@@ -288,30 +292,13 @@ class EngineCore:
         decoding = [s for s in self.scheduler.running.values() if s.wants_decode]
         if not decoding or not spec.wanted(len(decoding)):
             return {}
-        if self.runner.has_pending:
-            self._deliver(*self.runner.collect(leave=0))
-        rows = spec.rows(self.scheduler.running, self._active)
+        rows = spec.rows(self.scheduler.running, self._active, self.runner.hidden)
         if not rows:
             return {}
-        proposals = spec.proposer.propose(rows)
-        return {row.request_id: p for row, p in zip(rows, proposals) if p.tokens}
-
-    def _settle_drafts(self, plan, drafts: dict, outputs: list, seconds: float) -> None:
-        """Give back what the verify rejected (scheduler), tell the proposer and the
-        counters what was kept, and time the step for the back-off."""
-        produced: dict[str, int] = {}
-        for out in outputs:
-            produced[out.request_id] = produced.get(out.request_id, 0) + 1
-        for rid, width in plan.decode_tokens.items():
-            made = produced.get(rid, 0)
-            self.scheduler.commit(rid, 0, width - made)
-            proposal = drafts.get(rid)
-            if proposal is not None and made:
-                self.speculation.record(rid, proposal.tokens[:width - 1], made - 1)
-        self.speculation.counters.verify_steps += bool(plan.decode_tokens)
-        if not plan.prefills and plan.decodes:
-            self.speculation.observe(len(plan.decodes), seconds, len(outputs),
-                                     verified=bool(plan.decode_tokens))
+        if self.runner.has_pending:  # the histories grow in place as tokens are read back
+            self._deliver(*self.runner.collect(leave=0))
+        rows = [r for r in rows if r.request_id in self._active]
+        return spec.propose(rows)
 
     def _admit_guarded(self, request_id: str) -> None:
         try:
@@ -406,17 +393,7 @@ class EngineCore:
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
             kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
             total_generated_tokens=self._total_generated, **self._prefix_stats(),
-            **self._spec_stats(),
-        )
-
-    def _spec_stats(self) -> dict:
-        if self.speculation is None:
-            return {}
-        c = self.speculation.counters
-        return dict(spec_decode_num_drafts=c.drafts, spec_decode_num_draft_tokens=c.draft_tokens,
-                    spec_decode_num_accepted_tokens=c.accepted_tokens,
-                    spec_decode_mean_accepted_length=c.mean_accepted_length,
-                    spec_decode={self.speculation.method: c.as_dict()})
+            **(self.speculation.stats() if self.speculation is not None else {}))
 
     def _prefix_stats(self) -> dict:
         if self.prefix is None:
@@ -448,19 +425,6 @@ def _prefix_cache(cfg: EngineConfig, caps, model, device_memory: int | None):
     kv_bytes = kv_budget_bytes(cfg, device_memory, mx.get_active_memory())
     budget = prefix_budget_bytes(cfg.prefix_cache_memory_bytes, kv_bytes)
     return EnginePrefixCache(budget) if budget > 0 else None
-
-
-def _speculation(cfg: EngineConfig, loaded, model_config: ModelConfig):
-    """The configured proposer and its controller, or None (speculation off)."""
-    if cfg.speculative is None:
-        return None
-    from mlxserve.engine.speculation import Speculation
-    from mlxserve.spec.registry import ProposerContext, build_proposer
-
-    proposer = build_proposer(cfg.speculative, ProposerContext(loaded, model_config))
-    # "adaptive": false speculates on every step (to measure the verify itself)
-    return Speculation(proposer, cfg.speculative.num_speculative_tokens,
-                       adaptive=cfg.speculative.options.get("adaptive", True))
 
 
 def _make_cache(model) -> list:

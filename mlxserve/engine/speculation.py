@@ -41,6 +41,7 @@ class _Bucket:
 class _RowStats:
     acceptance: float = 1.0  # moving average of accepted / proposed
     skip_until: int = 0
+    misses: int = 0  # steps in a row without a proposal
 
 
 @dataclass
@@ -92,10 +93,12 @@ class Speculation:
             return True
         return False
 
-    def rows(self, running: dict, active: dict) -> list[ProposalRow]:
+    def rows(self, running: dict, active: dict, hidden=None) -> list[ProposalRow]:
         """What the proposer sees of each request that may speculate now (``running``:
-        the scheduler's SeqStates, ``active``: the core's RequestStates). Requests with a
+        the scheduler's SeqStates, ``active``: the core's RequestStates, ``hidden(rid)``:
+        a row's last target hidden state, for proposers that need it). Requests with a
         grammar constraint or media, or that opted out, decode plainly."""
+        wants_hidden = getattr(self.proposer, "needs_hidden", False) and hidden is not None
         rows = []
         for rid, seq in running.items():
             state = active.get(rid)
@@ -109,8 +112,24 @@ class Speculation:
             if k > 0:
                 rows.append(ProposalRow(rid, TokenHistory(request.prompt_tokens,
                                                           state.output_ids),
-                                        k, request.sampling, len(request.prompt_tokens)))
+                                        k, request.sampling, len(request.prompt_tokens),
+                                        hidden(rid) if wants_hidden else None))
         return rows
+
+    def propose(self, rows: list[ProposalRow]) -> dict:
+        """Request id -> Proposal for the rows that got one; rows that got none wait a
+        few steps before they are asked again (doubling while they keep getting none)."""
+        out = {}
+        for row, proposal in zip(rows, self.proposer.propose(rows)):
+            stats = self._rows.setdefault(row.request_id, _RowStats())
+            if proposal.tokens:
+                out[row.request_id], stats.misses = proposal, 0
+            else:
+                stats.misses += 1
+                stats.skip_until = self._step + min(1 << stats.misses, 32)
+        if not out:
+            self._no_verify()
+        return out
 
     def row_k(self, request_id: str, left: int) -> int:
         """Proposals to ask for this row (0: let it decode plainly this step)."""
@@ -152,9 +171,55 @@ class Speculation:
         if stats.acceptance < 0.1:
             stats.skip_until, stats.acceptance = self._step + 16, 0.3
 
+    def settle(self, plan, drafts: dict, outputs: list, seconds: float, scheduler) -> None:
+        """After a step: give back what the verify rejected (``scheduler.commit``), tell
+        the proposer and the counters what was kept, and time the step."""
+        produced: dict[str, int] = {}
+        for out in outputs:
+            produced[out.request_id] = produced.get(out.request_id, 0) + 1
+        for rid, width in plan.decode_tokens.items():
+            made = produced.get(rid, 0)
+            scheduler.commit(rid, 0, width - made)
+            proposal = drafts.get(rid)
+            if proposal is not None and made:
+                self.record(rid, proposal.tokens[:width - 1], made - 1)
+        self.counters.verify_steps += bool(plan.decode_tokens)
+        if not plan.prefills and plan.decodes:
+            self.observe(len(plan.decodes), seconds, len(outputs),
+                         verified=bool(plan.decode_tokens))
+
+    def stats(self) -> dict:
+        """The engine stats' speculative fields (vLLM's counter names)."""
+        c = self.counters
+        return dict(spec_decode_num_drafts=c.drafts, spec_decode_num_draft_tokens=c.draft_tokens,
+                    spec_decode_num_accepted_tokens=c.accepted_tokens,
+                    spec_decode_mean_accepted_length=c.mean_accepted_length,
+                    spec_decode={self.method: c.as_dict()})
+
+    def _no_verify(self) -> None:
+        """Asked, but nothing to verify: a probe step spent (the drain before it was a
+        cost without a gain)."""
+        for b in self._buckets.values():
+            if b.probing > 0:
+                b.probing -= 1
+                if b.probing == 0:
+                    b.resume_at = self._step + b.pause
+
     def drop(self, request_id: str) -> None:
         self._rows.pop(request_id, None)
         self.proposer.drop(request_id)
 
     def _bucket(self, batch_size: int) -> _Bucket:
         return self._buckets.setdefault(batch_size.bit_length(), _Bucket())
+
+
+def build_speculation(config, loaded, model_config) -> Speculation | None:
+    """The configured proposer and its controller (None: speculation off). ``"adaptive":
+    false`` in the config speculates on every step (to measure the verify itself)."""
+    if config is None:
+        return None
+    from mlxserve.spec.registry import ProposerContext, build_proposer
+
+    proposer = build_proposer(config, ProposerContext(loaded, model_config))
+    return Speculation(proposer, config.num_speculative_tokens,
+                       adaptive=config.options.get("adaptive", True))

@@ -25,7 +25,7 @@ import mlx.core as mx
 from mlxserve.cache.batch_kv import BatchCache
 from mlxserve.cache.rows import ArrayRows
 from mlxserve.engine.acceptance import Acceptance, accept
-from mlxserve.engine.model_step import forward
+from mlxserve.engine.model_step import forward, forward_with_hidden
 from mlxserve.engine.request import TokenLogprob
 
 
@@ -51,6 +51,7 @@ class PendingVerify:
     result: Acceptance
     extra: dict
     inputs: mx.array  # (B, W) the verify's input tokens (a re-run takes its first columns)
+    hidden: mx.array | None = None  # (B, W, hidden) when the proposer needs hidden states
 
     masked = None  # the runner's pending-piece protocol: verify rows are never masked
 
@@ -63,7 +64,8 @@ class PendingVerify:
 
 
 def launch_verify(model, batch: BatchCache, rows: list, widths: list[int],
-                  drafts: list[list[int]], probs: list | None, extra: dict) -> PendingVerify:
+                  drafts: list[list[int]], probs: list | None, extra: dict,
+                  with_hidden: bool = False) -> PendingVerify:
     """Build the verify of ``batch`` (rows in slot order) and its acceptance (lazy)."""
     width = max(widths)
     padded = [list(d) + [0] * (width - 1 - len(d)) for d in drafts]
@@ -72,12 +74,16 @@ def launch_verify(model, batch: BatchCache, rows: list, widths: list[int],
                             axis=1)
     snapshot, base = batch.snapshot(), list(batch.layout.lengths)
     _ssm_lengths(batch, widths)
-    logits = forward(model, inputs, batch.layers, **extra)
+    hidden = None
+    if with_hidden:
+        logits, hidden = forward_with_hidden(model, inputs, batch.layers)
+    else:
+        logits = forward(model, inputs, batch.layers, **extra)
     _ssm_lengths(batch, None)
     batch.advance(width)
     result = accept(logits, [r.sampler for r in rows], drafts, probs)
     return PendingVerify(batch, rows, widths, drafts, base, snapshot, result, extra,
-                         inputs)
+                         inputs, hidden)
 
 
 def settle_verify(model, pending: PendingVerify) -> list[VerifyOutcome]:
@@ -95,6 +101,10 @@ def settle_verify(model, pending: PendingVerify) -> list[VerifyOutcome]:
     if ssm:
         _rerun_partial(model, pending, tokens, kept)
     _commit_rows(pending, tokens, kept)
+    if pending.hidden is not None:  # each row's hidden state where its last token came from
+        for s, row in enumerate(pending.rows):
+            if kept[s]:
+                row.hidden = pending.hidden[s, kept[s] - 1]
     return [VerifyOutcome(rid, tokens[s][:kept[s]], logprobs[s])
             for s, rid in enumerate(batch.ids) if pending.widths[s] > 0]
 

@@ -40,5 +40,17 @@ class OracleProposer:
         pass
 
 
+class HiddenOracleProposer(OracleProposer):
+    """The oracle, asking for the target's hidden states as an MTP head does."""
+
+    needs_hidden = True
+    seen: list = []  # (row had a hidden state, its shape) per proposal asked
+
+    def _one(self, row):
+        hidden = row.hidden
+        HiddenOracleProposer.seen.append(None if hidden is None else tuple(hidden.shape))
+        return super()._one(row)
+
+
 def make_oracle_proposer(config, context):
-    return OracleProposer()
+    return HiddenOracleProposer() if config.options.get("hidden") else OracleProposer()
