@@ -113,16 +113,16 @@ def test_qwen_drafting_for_itself_accepts_nearly_everything(qwen):
     prompt = _chat(qwen, "Write a Python function that reverses a string.")
 
     async def body(engine):
-        out = await collect(engine, greedy("q", prompt, 24))
+        out = await collect(engine, greedy("q", prompt, 16))
         return out["tokens"], engine.stats().spec_decode["draft_model"]
 
     tokens, counters = run_with_engine("qwen2.5-coder-0.5b", body,
                                        _spec("draft_model", "qwen2.5-coder-0.5b", k=4),
                                        loader=lambda _c: qwen)
-    plain = run_with_engine("qwen2.5-coder-0.5b", lambda e: collect(e, greedy("p", prompt, 24)),
+    plain = run_with_engine("qwen2.5-coder-0.5b", lambda e: collect(e, greedy("p", prompt, 16)),
                             EngineConfig(), loader=lambda _c: qwen)["tokens"]
     assert tokens == plain
-    assert counters["num_draft_tokens"] >= 12
+    assert counters["num_draft_tokens"] >= 8
     assert counters["num_accepted_tokens"] >= 0.9 * counters["num_draft_tokens"]
 
 
