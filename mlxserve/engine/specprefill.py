@@ -40,7 +40,9 @@ class EngineSpecPrefill:
         from mlxserve.models.draft import load_draft_model
         from mlxserve.spec.specprefill.scoring import DraftScorer
 
-        draft = load_draft_model(source, target, model_config)
+        # the model as its own scorer shares its weights (its caches are its own)
+        same = source == model_config.model
+        draft = target if same else load_draft_model(source, target, model_config)
         scorer = DraftScorer(draft.model, config.tail_tokens)
         reason = scorer.unsupported()
         if reason is not None:
