@@ -29,6 +29,8 @@ def add_specprefill_args(parser: argparse.ArgumentParser) -> None:
 
 def specprefill_config(args: argparse.Namespace, spec_draft: str | None) -> SpecPrefillConfig:
     """``spec_draft``: speculative decoding's draft source (the default scorer)."""
+    if not hasattr(args, "specprefill"):  # a parser without these options
+        return SpecPrefillConfig()
     if not 0.0 < args.specprefill_keep_pct <= 1.0:
         raise SpecPrefillArgsError("--specprefill-keep-pct must be in (0, 1]")
     if args.specprefill_threshold < 1:
