@@ -121,6 +121,7 @@ class GenerationService:
                                   choice_sampling(sampling, i), stop, multimodal,
                                   prompt_logprobs=options.prompt_logprobs,
                                   specprefill=options.specprefill,
+                                  speculative=options.speculative,
                                   constraint=constraint.fork() if constraint else None)
             check = getattr(self._engine, "check", None)
             if check is not None:
