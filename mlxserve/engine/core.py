@@ -49,17 +49,14 @@ class EngineStats:
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
     prefix_cache: dict | None = None  # the store's PrefixCacheStats; None when off
-<<<<<<< HEAD
     specprefill_requests: int = 0  # prompts prefilled sparsely (SpecPrefill)
     specprefill_tokens_skipped: int = 0  # prompt tokens those prefills did not compute
-=======
     # speculative decoding (engine/speculation.py; vLLM's names), totals of the one method
     spec_decode_num_drafts: int = 0
     spec_decode_num_draft_tokens: int = 0
     spec_decode_num_accepted_tokens: int = 0
     spec_decode_mean_accepted_length: float = 0.0
     spec_decode: dict | None = None  # {method: counters}; None when off
->>>>>>> main
 
 
 @dataclass
@@ -107,11 +104,8 @@ class EngineCore:
         self._steps = 0
         self.prefix = None  # EnginePrefixCache when the model and config allow one
         self._matches: dict = {}  # request id -> its PrefixMatch, admission to _admit
-<<<<<<< HEAD
         self.specprefill = None  # EngineSpecPrefill (its scorer is None without a draft)
-=======
         self.speculation = None  # engine.speculation.Speculation with --speculative-config
->>>>>>> main
 
     # ---- other threads ------------------------------------------------------------
     def start(self, on_ready: Callable[[BaseException | None], None]) -> None:
@@ -292,14 +286,9 @@ class EngineCore:
         for chunk in plan.prefills:
             if chunk.request_id in self._waiting:
                 self._admit_guarded(chunk.request_id)
-<<<<<<< HEAD
-        failures = self.runner.launch(plan)
+        failures = self.runner.launch(plan, drafts)
         for request_id, kept in self.runner.take_selections():
             self._sparse_selected(request_id, kept)
-        outputs, late = self.runner.collect(leave=1)
-        for failure in failures + late:
-=======
-        failures = self.runner.launch(plan, drafts)
         outputs, late = self.runner.collect(leave=0 if plan.decode_tokens else 1)
         self._deliver(outputs, failures + late)
         if self.speculation is not None:
@@ -314,7 +303,6 @@ class EngineCore:
 
     def _deliver(self, outputs: list, failures: list) -> None:
         for failure in failures:
->>>>>>> main
             self._finish(failure.request_id, FINISH_ERROR, error=failure.error)
         for out in outputs:
             try:
@@ -434,14 +422,10 @@ class EngineCore:
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
             kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
             total_generated_tokens=self._total_generated, **self._prefix_stats(),
-<<<<<<< HEAD
             specprefill_requests=self.specprefill.requests if self.specprefill else 0,
             specprefill_tokens_skipped=self.specprefill.tokens_skipped
             if self.specprefill else 0,
-        )
-=======
             **(self.speculation.stats() if self.speculation is not None else {}))
->>>>>>> main
 
     def _prefix_stats(self) -> dict:
         if self.prefix is None:

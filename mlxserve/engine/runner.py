@@ -47,11 +47,8 @@ from mlxserve.engine.request import GenerateRequest
 from mlxserve.engine.row import Row
 from mlxserve.engine.sampler import RowSampler, SampleResult, sample
 from mlxserve.engine.scheduler import PrefillChunk, StepPlan
-<<<<<<< HEAD
 from mlxserve.engine.sparse_prefill import prefill_kept, read_draft
-=======
 from mlxserve.engine.verify import PendingVerify, launch_verify, settle_verify
->>>>>>> main
 from mlxserve.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -85,13 +82,10 @@ class Runner:
         self.late_failures: list[StepFailure] = []
         self.failed: set[str] = set()  # requests whose grammar failure was reported
         self.keep_final_kv = False  # rows leaving a batch keep a copy of their KV
-<<<<<<< HEAD
         self.scorer = None  # SpecPrefill's DraftScorer, when a draft model is loaded
         self.selection = None  # its spec.specprefill.select.Selection
         self.selections: list[tuple[str, int]] = []  # (request id, kept tokens) this step
-=======
         self.want_hidden = False  # decode steps keep each row's last hidden state (MTP)
->>>>>>> main
 
     # ---- request lifecycle --------------------------------------------------------
     def add(self, request: GenerateRequest, seed: int, prefix=None, sparse=None) -> None:
@@ -313,8 +307,7 @@ class Runner:
         pending.prompt_logprobs = prompt_lp
         return pending
 
-<<<<<<< HEAD
-    def _prefill_sparse(self, chunk: PrefillChunk) -> _Pending | None:
+    def _prefill_sparse(self, chunk: PrefillChunk) -> Pending | None:
         """A SpecPrefill chunk: the draft's (the last scores: ``selections``), or the
         target's kept tokens (the last joins decoding as a one-row batch)."""
         rid, row = chunk.request_id, self.rows[chunk.request_id]
@@ -335,10 +328,7 @@ class Runner:
         taken, self.selections = self.selections, []
         return taken
 
-    def _prefill_together(self, ids: list[str]) -> _Pending:
-=======
     def _prefill_together(self, ids: list[str]) -> Pending:
->>>>>>> main
         rows = [self.rows[i] for i in ids]
         batch, logits = prefill_together(self.model, self.prototype, rows)
         for r in rows:

@@ -41,12 +41,9 @@ class SamplingFields(StructuredFields):
     user: Any = None  # accepted and ignored
     prompt_logprobs: int | None = None  # vLLM's field: logprobs of the prompt tokens
     timeout: float | None = None  # seconds for the whole request (bounded by the server's)
-<<<<<<< HEAD
     specprefill: bool | None = None  # vllm-mlx's: force (true) or skip (false) SpecPrefill
     specprefill_keep_pct: float | None = None  # its keep fraction, (0, 1]
-=======
     speculative: bool | None = None  # false: no speculative decoding for this request
->>>>>>> main
 
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
@@ -90,11 +87,8 @@ class SamplingFields(StructuredFields):
             ignore_eos=bool(self.ignore_eos), logprobs=logprobs, top_logprobs=top_logprobs,
             structured=self.structured_output(),
             prompt_logprobs=self.checked_prompt_logprobs(), timeout=self.timeout,
-<<<<<<< HEAD
             specprefill=self._specprefill(),
-=======
             speculative=self.speculative is not False,
->>>>>>> main
         )
 
     def _specprefill(self) -> SpecPrefillOptions | None:
