@@ -337,7 +337,7 @@ class EngineCore:
         prompt's forward ran and was read back; a partial prefill has no output)."""
         if not state.output_ids or not self.prefix.eligible(state.request):
             return
-        tokens = state.prompt_ids + state.output_ids[:-1]
+        tokens = self.prefix.key(state.request) + state.output_ids[:-1]
         try:
             self.prefix.insert(tokens, self.runner.kv_of(state.request_id, len(tokens)))
         except Exception:  # the cache is an optimisation: never fail a finish for it

@@ -6,8 +6,10 @@ use it and moves KV between it and rows:
 - Which models: plain attention KV only (``cache_trimmable``, no sliding-window layers, every
   layer an mlx-lm ``KVCache``), since a stored sequence is cut at any hit length. Sliding
   window and hybrid/SSM models bypass the cache for now.
-- Which requests: text only (a media request's placeholder tokens do not say which image it
-  was) and not asking prompt logprobs (a hit skips the forward that computes them).
+- Which requests: text, and media requests keyed on ``MultimodalInputs.key_tokens`` (the
+  media tokens replaced by ids of the item's content: their placeholder ids alone do not
+  say which image it was); not those asking prompt logprobs (a hit skips the forward that
+  computes them).
 - Lookup at admission: the longest cached prefix, capped one token short of the prompt, so
   the first output token always comes from a real forward. The row's own caches start
   with those positions; the prefill reads only the suffix.
@@ -51,12 +53,16 @@ class EnginePrefixCache:
 
     @staticmethod
     def eligible(request: GenerateRequest) -> bool:
-        return request.multimodal is None and request.prompt_logprobs is None
+        return key_tokens(request) is not None and request.prompt_logprobs is None
 
     def lookup(self, request: GenerateRequest) -> PrefixMatch | None:
         if not self.eligible(request) or len(request.prompt_tokens) < 2:
             return None
-        return self.store.lookup(request.prompt_tokens, len(request.prompt_tokens) - 1)
+        return self.store.lookup(key_tokens(request), len(request.prompt_tokens) - 1)
+
+    @staticmethod
+    def key(request: GenerateRequest) -> list[int]:
+        return key_tokens(request)
 
     def release(self, matches: list) -> None:
         for match in matches:
@@ -75,6 +81,13 @@ class EnginePrefixCache:
             return False
         mx.async_eval([a for kv in payload for a in kv])  # own buffers, not the row's
         return True
+
+
+def key_tokens(request: GenerateRequest) -> list[int] | None:
+    """What the store keys a request's prompt on: its tokens, or for a media request the
+    tokens with media content ids in place of the placeholders (None: not keyable)."""
+    media = request.multimodal
+    return request.prompt_tokens if media is None else media.key_tokens
 
 
 def seed_caches(caches: list, match: PrefixMatch | None) -> None:

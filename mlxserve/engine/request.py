@@ -102,12 +102,16 @@ class MultimodalInputs:
     ``position_ids`` a (3, L) array for M-RoPE families; both are MLX arrays created on
     the engine thread by ``encode`` (a callable run there). ``media_tokens`` counts the
     prompt tokens that stand for media (reported in usage), ``cache_key`` identifies the
-    media content for prefix/embedding caches.
+    media content for prefix/embedding caches. ``key_tokens`` is what a prefix cache keys
+    the request on: the prompt tokens with each media token replaced by an id of its
+    item's content and place in it (negative, so never a real token), so the same image
+    matches and a different one with the same placeholders never does.
     """
 
     encode: Any = None  # Callable[[model], tuple[embeddings, position_ids | None, extras]]
     media_tokens: int = 0
     cache_key: str = ""
+    key_tokens: list[int] | None = None  # None: no prefix-cache key (the cache skips it)
 
 
 @dataclass
