@@ -339,7 +339,8 @@ class EngineCore:
             return
         tokens = self.prefix.key(state.request) + state.output_ids[:-1]
         try:
-            self.prefix.insert(tokens, self.runner.kv_of(state.request_id, len(tokens)))
+            self.prefix.insert(tokens, self.runner.kv_of(state.request_id, len(tokens)),
+                               pin=state.request.pin_prefix)
         except Exception:  # the cache is an optimisation: never fail a finish for it
             log.exception("storing the prefix of request %s failed", state.request_id)
 

@@ -68,16 +68,16 @@ class EnginePrefixCache:
         for match in matches:
             self.store.release(match)
 
-    def insert(self, tokens: list[int], layers_kv: list | None) -> bool:
+    def insert(self, tokens: list[int], layers_kv: list | None, pin: bool = False) -> bool:
         """Store a copy of the first ``len(tokens)`` positions of ``layers_kv``
-        ((keys, values) per layer, views of a row's storage)."""
+        ((keys, values) per layer, views of a row's storage); ``pin``: never evicted."""
         if layers_kv is None or not tokens:
             return False
         n = len(tokens)
         payload = [(mx.contiguous(k[..., :n, :]), mx.contiguous(v[..., :n, :]))
                    for k, v in layers_kv]
         nbytes = sum(k.nbytes + v.nbytes for k, v in payload)
-        if not self.store.insert(tokens, payload, nbytes):
+        if not self.store.insert(tokens, payload, nbytes, pin=pin):
             return False
         mx.async_eval([a for kv in payload for a in kv])  # own buffers, not the row's
         return True

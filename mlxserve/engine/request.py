@@ -127,6 +127,8 @@ class GenerateRequest:
     # Logprobs of the prompt tokens, with this many alternatives each (0..20); None: not
     # computed (the prefill then never builds logits for the prompt positions).
     prompt_logprobs: int | None = None
+    # Store this request's prompt in the prefix cache pinned (never evicted): warm prompts.
+    pin_prefix: bool = False
 
     def validate(self, vocab_size: int | None = None, max_model_len: int | None = None) -> None:
         if not self.prompt_tokens:
