@@ -136,6 +136,7 @@ class EngineCore:
         import mlx.core as mx
 
         from mlxserve.engine.kv_budget import kv_tokens_total
+        from mlxserve.engine.prefix import full_history
         from mlxserve.engine.runner import Runner
         from mlxserve.models import load_model
         from mlxserve.models.detokenizer import detokenizer_prototype
@@ -165,6 +166,7 @@ class EngineCore:
         if self.prefix is not None:
             self.scheduler.cached_prefix = self._lookup_prefix
             self.runner.keep_final_kv = True
+            self.runner.make_row_cache = lambda: full_history(_make_cache(model))
         self.loaded = loaded
         self._detokenizer_proto = detokenizer_prototype(loaded.tokenizer)
         self._publish_stats()

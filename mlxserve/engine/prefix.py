@@ -3,9 +3,10 @@
 The store (``cache/prefix_cache.py``) is bookkeeping; this module decides which requests
 use it and moves KV between it and rows:
 
-- Which models: plain attention KV only (``cache_trimmable``, no sliding-window layers, every
-  layer an mlx-lm ``KVCache``), since a stored sequence is cut at any hit length. Sliding
-  window and hybrid/SSM models bypass the cache for now.
+- Which models: trimmable attention KV in every layer (``cache_trimmable``; each layer an
+  mlx-lm ``KVCache`` or a sliding-window ``RotatingKVCache``, whose rows then keep their
+  full history: ``full_history``), since a stored sequence is cut at any hit length.
+  Hybrid/SSM models bypass the cache (their state cannot be cut: DESIGN.md).
 - Which requests: text, and media requests keyed on ``MultimodalInputs.key_tokens`` (the
   media tokens replaced by ids of the item's content: their placeholder ids alone do not
   say which image it was); not those asking prompt logprobs (a hit skips the forward that
@@ -39,12 +40,25 @@ def prefix_budget_bytes(configured: int | None, kv_bytes: int) -> int:
 
 
 def model_supports_prefix_cache(capabilities, prototype: list) -> bool:
-    """Plain, trimmable attention KV in every layer (capabilities and the caches decide)."""
-    if not capabilities.cache_trimmable or capabilities.has_sliding_window:
+    """Trimmable attention KV in every layer (capabilities and the caches decide): plain
+    ``KVCache``, or sliding-window ``RotatingKVCache`` (no kept tokens), whose rows keep
+    their full history while the prefix cache is on (``full_history``)."""
+    if not capabilities.cache_trimmable:
         return False
-    from mlx_lm.models.cache import KVCache
+    from mlx_lm.models.cache import KVCache, RotatingKVCache
 
-    return bool(prototype) and all(type(c) is KVCache for c in prototype)
+    return bool(prototype) and all(
+        type(c) is KVCache or (type(c) is RotatingKVCache and not c.keep) for c in prototype)
+
+
+def full_history(caches: list) -> list:
+    """A row's own prefill caches with each sliding-window layer a plain ``KVCache``: the
+    model still reads only the window (its masks carry the window size), and every
+    position stays, so a stored sequence can be cut at any length, as the batch KV keeps
+    sliding layers (cache/rows.py)."""
+    from mlx_lm.models.cache import KVCache, RotatingKVCache
+
+    return [KVCache() if type(c) is RotatingKVCache else c for c in caches]
 
 
 class EnginePrefixCache:

@@ -50,7 +50,7 @@ async def _sequential(engine, prompts, n):
     return results
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
 def test_hits_at_each_boundary_give_the_tokens_of_the_cache_off(tiny_dir, family):
     path = tiny_dir(family)
     _, tok = reference_model(path)
