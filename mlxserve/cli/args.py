@@ -58,6 +58,12 @@ def add_model_args(parser: argparse.ArgumentParser, *, optional_model: bool) -> 
                         help='speculative decoding, e.g. \'{"method": "ngram", '
                              '"num_speculative_tokens": 4}\' (methods: ngram, draft_model, '
                              'mtp)')
+    parser.add_argument("--draft-model", default=None, metavar="SOURCE",
+                        help='shortcut for --speculative-config \'{"method": "draft_model", '
+                             '"model": SOURCE}\' (a model with the same vocabulary)')
+    parser.add_argument("--enable-mtp", action="store_true",
+                        help='shortcut for --speculative-config \'{"method": "mtp"}\' (the '
+                             "checkpoint's own multi-token-prediction heads)")
 
 
 def add_serve_args(parser: argparse.ArgumentParser) -> None:
@@ -129,10 +135,26 @@ def _speculative(args: argparse.Namespace):
     from mlxserve.spec.settings import parse_speculative_config
 
     text = getattr(args, "speculative_config", None)
+    shortcut = _speculative_shortcut(args)
+    if text and shortcut:
+        raise CliError("give --speculative-config or --draft-model / --enable-mtp, not both")
+    text = text or shortcut
     try:
         return parse_speculative_config(text) if text else None
     except ValueError as e:
         raise CliError(str(e)) from None
+
+
+def _speculative_shortcut(args: argparse.Namespace) -> str | None:
+    """--draft-model / --enable-mtp as the --speculative-config JSON they stand for."""
+    import json
+
+    draft, mtp = getattr(args, "draft_model", None), getattr(args, "enable_mtp", False)
+    if draft and mtp:
+        raise CliError("--draft-model and --enable-mtp are two methods: pick one")
+    if draft:
+        return json.dumps({"method": "draft_model", "model": draft})
+    return json.dumps({"method": "mtp"}) if mtp else None
 
 
 def serve_configs(args: argparse.Namespace) -> ServeConfigs:
