@@ -129,6 +129,7 @@ class GenerateRequest:
     prompt_logprobs: int | None = None
     # Store this request's prompt in the prefix cache pinned (never evicted): warm prompts.
     pin_prefix: bool = False
+    speculative: bool = True  # False: never speculate for this request (the API's opt-out)
 
     def validate(self, vocab_size: int | None = None, max_model_len: int | None = None) -> None:
         if not self.prompt_tokens:
