@@ -84,6 +84,9 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                         help="any claude-* or gpt-* model name means the served model "
                              "(for agents that hard-code hosted model names)")
     parser.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
+    parser.add_argument("--warm-prompts", default=None, metavar="FILE",
+                        help="JSON list of message lists or strings: prefilled at start-up "
+                             "and pinned in the prefix cache")
     add_media_args(parser)
     add_production_args(parser)
     parser.add_argument("--log-level", default=defaults.log_level,
@@ -181,9 +184,19 @@ def serve_configs(args: argparse.Namespace) -> ServeConfigs:
         reasoning_parser=args.reasoning_parser, tool_call_parser=args.tool_call_parser,
         enable_auto_tool_choice=args.enable_auto_tool_choice, log_level=args.log_level,
         accept_vendor_model_names=args.accept_vendor_model_names,
-        media=_media_config(args), **production,
+        media=_media_config(args), warm_prompts=_warm_prompts(args.warm_prompts),
+        **production,
     )
     return ServeConfigs(model, engine, server)
+
+
+def _warm_prompts(path: str | None) -> tuple:
+    from mlxserve.serving.warm_prompts import read_warm_prompts
+
+    try:
+        return read_warm_prompts(path) if path else ()
+    except ValueError as e:
+        raise CliError(f"--warm-prompts: {e}") from None
 
 
 def _media_config(args: argparse.Namespace):

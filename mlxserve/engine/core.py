@@ -146,6 +146,7 @@ class EngineCore:
         import mlx.core as mx
 
         from mlxserve.engine.kv_budget import kv_tokens_total
+        from mlxserve.engine.prefix import full_history
         from mlxserve.engine.runner import Runner
         from mlxserve.engine.speculation import build_speculation
         from mlxserve.models import load_model
@@ -179,6 +180,7 @@ class EngineCore:
         if self.prefix is not None:
             self.scheduler.cached_prefix = self._lookup_prefix
             self.runner.keep_final_kv = True
+            self.runner.make_row_cache = lambda: full_history(_make_cache(model))
         self._load_specprefill(loaded)
         self.loaded = loaded
         self._detokenizer_proto = detokenizer_prototype(loaded.tokenizer)
@@ -403,9 +405,10 @@ class EngineCore:
         prompt's forward ran and was read back; a partial prefill has no output)."""
         if state.sparse or not state.output_ids or not self.prefix.eligible(state.request):
             return  # a sparse prompt's KV is not the dense prompt's
-        tokens = state.prompt_ids + state.output_ids[:-1]
+        tokens = self.prefix.key(state.request) + state.output_ids[:-1]
         try:
-            self.prefix.insert(tokens, self.runner.kv_of(state.request_id, len(tokens)))
+            self.prefix.insert(tokens, self.runner.kv_of(state.request_id, len(tokens)),
+                               pin=state.request.pin_prefix)
         except Exception:  # the cache is an optimisation: never fail a finish for it
             log.exception("storing the prefix of request %s failed", state.request_id)
 

@@ -117,12 +117,16 @@ class MultimodalInputs:
     ``position_ids`` a (3, L) array for M-RoPE families; both are MLX arrays created on
     the engine thread by ``encode`` (a callable run there). ``media_tokens`` counts the
     prompt tokens that stand for media (reported in usage), ``cache_key`` identifies the
-    media content for prefix/embedding caches.
+    media content for prefix/embedding caches. ``key_tokens`` is what a prefix cache keys
+    the request on: the prompt tokens with each media token replaced by an id of its
+    item's content and place in it (negative, so never a real token), so the same image
+    matches and a different one with the same placeholders never does.
     """
 
     encode: Any = None  # Callable[[model], tuple[embeddings, position_ids | None, extras]]
     media_tokens: int = 0
     cache_key: str = ""
+    key_tokens: list[int] | None = None  # None: no prefix-cache key (the cache skips it)
 
 
 @dataclass
@@ -139,6 +143,8 @@ class GenerateRequest:
     # computed (the prefill then never builds logits for the prompt positions).
     prompt_logprobs: int | None = None
     specprefill: SpecPrefillOptions | None = None  # None: the server's SpecPrefill setting
+    # Store this request's prompt in the prefix cache pinned (never evicted): warm prompts.
+    pin_prefix: bool = False
     speculative: bool = True  # False: never speculate for this request (the API's opt-out)
 
     def validate(self, vocab_size: int | None = None, max_model_len: int | None = None) -> None:

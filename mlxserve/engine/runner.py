@@ -69,6 +69,7 @@ class Runner:
         self.model = model
         self.vocab_size = vocab_size
         self._make_cache = make_cache
+        self.make_row_cache = make_cache  # a row's own prefill caches (engine/prefix.py)
         self._prototype: list | None = None
         self.merge_floor_tokens = merge_floor_tokens
         self.stream = stream if stream is not None else mx.new_stream(mx.default_device())
@@ -94,7 +95,7 @@ class Runner:
         sampler = RowSampler(request.sampling, request.prompt_tokens, self.vocab_size, seed,
                              self.penalties)
         prompt = mx.array(request.prompt_tokens, dtype=mx.uint32)
-        cache = self._make_cache()
+        cache = self.make_row_cache()
         seed_caches(cache, prefix)
         self.rows[request.request_id] = Row(request, sampler, cache, prompt, sparse=sparse)
 

@@ -188,6 +188,11 @@ class GenerationService:
         ids, _, _, _ = await self._chat_prompt(chat)
         return len(ids)
 
+    async def chat_prompt(self, chat: ChatInput
+                          ) -> tuple[list[int], str, MultimodalInputs | None, ToolSetup]:
+        """The templated, tokenized prompt of ``chat`` (warm prompts render through it)."""
+        return await self._chat_prompt(chat)
+
     async def _chat_prompt(self, chat: ChatInput
                            ) -> tuple[list[int], str, MultimodalInputs | None, ToolSetup]:
         """The templated, tokenized prompt of ``chat`` and its media inputs."""
