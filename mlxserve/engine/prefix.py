@@ -3,11 +3,14 @@
 The store (``cache/prefix_cache.py``) is bookkeeping; this module decides which requests
 use it and moves KV between it and rows:
 
-- Which models: plain attention KV only (``cache_trimmable``, no sliding-window layers, every
-  layer an mlx-lm ``KVCache``), since a stored sequence is cut at any hit length. Sliding
-  window and hybrid/SSM models bypass the cache for now.
-- Which requests: text only (a media request's placeholder tokens do not say which image it
-  was) and not asking prompt logprobs (a hit skips the forward that computes them).
+- Which models: trimmable attention KV in every layer (``cache_trimmable``; each layer an
+  mlx-lm ``KVCache`` or a sliding-window ``RotatingKVCache``, whose rows then keep their
+  full history: ``full_history``), since a stored sequence is cut at any hit length.
+  Hybrid/SSM models bypass the cache (their state cannot be cut: DESIGN.md).
+- Which requests: text, and media requests keyed on ``MultimodalInputs.key_tokens`` (the
+  media tokens replaced by ids of the item's content: their placeholder ids alone do not
+  say which image it was); not those asking prompt logprobs (a hit skips the forward that
+  computes them).
 - Lookup at admission: the longest cached prefix, capped one token short of the prompt, so
   the first output token always comes from a real forward. The row's own caches start
   with those positions; the prefill reads only the suffix.
@@ -37,12 +40,25 @@ def prefix_budget_bytes(configured: int | None, kv_bytes: int) -> int:
 
 
 def model_supports_prefix_cache(capabilities, prototype: list) -> bool:
-    """Plain, trimmable attention KV in every layer (capabilities and the caches decide)."""
-    if not capabilities.cache_trimmable or capabilities.has_sliding_window:
+    """Trimmable attention KV in every layer (capabilities and the caches decide): plain
+    ``KVCache``, or sliding-window ``RotatingKVCache`` (no kept tokens), whose rows keep
+    their full history while the prefix cache is on (``full_history``)."""
+    if not capabilities.cache_trimmable:
         return False
-    from mlx_lm.models.cache import KVCache
+    from mlx_lm.models.cache import KVCache, RotatingKVCache
 
-    return bool(prototype) and all(type(c) is KVCache for c in prototype)
+    return bool(prototype) and all(
+        type(c) is KVCache or (type(c) is RotatingKVCache and not c.keep) for c in prototype)
+
+
+def full_history(caches: list) -> list:
+    """A row's own prefill caches with each sliding-window layer a plain ``KVCache``: the
+    model still reads only the window (its masks carry the window size), and every
+    position stays, so a stored sequence can be cut at any length, as the batch KV keeps
+    sliding layers (cache/rows.py)."""
+    from mlx_lm.models.cache import KVCache, RotatingKVCache
+
+    return [KVCache() if type(c) is RotatingKVCache else c for c in caches]
 
 
 class EnginePrefixCache:
@@ -51,30 +67,41 @@ class EnginePrefixCache:
 
     @staticmethod
     def eligible(request: GenerateRequest) -> bool:
-        return request.multimodal is None and request.prompt_logprobs is None
+        return key_tokens(request) is not None and request.prompt_logprobs is None
 
     def lookup(self, request: GenerateRequest) -> PrefixMatch | None:
         if not self.eligible(request) or len(request.prompt_tokens) < 2:
             return None
-        return self.store.lookup(request.prompt_tokens, len(request.prompt_tokens) - 1)
+        return self.store.lookup(key_tokens(request), len(request.prompt_tokens) - 1)
+
+    @staticmethod
+    def key(request: GenerateRequest) -> list[int]:
+        return key_tokens(request)
 
     def release(self, matches: list) -> None:
         for match in matches:
             self.store.release(match)
 
-    def insert(self, tokens: list[int], layers_kv: list | None) -> bool:
+    def insert(self, tokens: list[int], layers_kv: list | None, pin: bool = False) -> bool:
         """Store a copy of the first ``len(tokens)`` positions of ``layers_kv``
-        ((keys, values) per layer, views of a row's storage)."""
+        ((keys, values) per layer, views of a row's storage); ``pin``: never evicted."""
         if layers_kv is None or not tokens:
             return False
         n = len(tokens)
         payload = [(mx.contiguous(k[..., :n, :]), mx.contiguous(v[..., :n, :]))
                    for k, v in layers_kv]
         nbytes = sum(k.nbytes + v.nbytes for k, v in payload)
-        if not self.store.insert(tokens, payload, nbytes):
+        if not self.store.insert(tokens, payload, nbytes, pin=pin):
             return False
         mx.async_eval([a for kv in payload for a in kv])  # own buffers, not the row's
         return True
+
+
+def key_tokens(request: GenerateRequest) -> list[int] | None:
+    """What the store keys a request's prompt on: its tokens, or for a media request the
+    tokens with media content ids in place of the placeholders (None: not keyable)."""
+    media = request.multimodal
+    return request.prompt_tokens if media is None else media.key_tokens
 
 
 def seed_caches(caches: list, match: PrefixMatch | None) -> None:
