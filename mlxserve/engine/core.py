@@ -190,7 +190,7 @@ class EngineCore:
         from mlxserve.engine.specprefill import EngineSpecPrefill
 
         self.specprefill = EngineSpecPrefill.load(self.engine_config, self.model_config,
-                                                  loaded, self.runner.prototype)
+                                                  loaded, self.runner.prototype, self._loader)
         self.runner.scorer = self.specprefill.scorer
         self.runner.selection = self.specprefill.selection
         self.scheduler.sparse_prefill = lambda rid, cached: self.specprefill.plan(
