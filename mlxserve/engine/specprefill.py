@@ -71,7 +71,8 @@ class EngineSpecPrefill:
 
     def take(self, request_id: str, cached: int) -> SparseRow | None:
         keep = self._plans.pop(request_id, None)
-        return None if keep is None else SparseRow(cached, keep)
+        return None if keep is None else SparseRow(cached, keep,
+                                                   width=self.selection.chunk_tokens)
 
     def forget(self, request_id: str) -> None:
         self._plans.pop(request_id, None)
