@@ -42,7 +42,7 @@ from mlxserve.engine.penalties import PenaltyTable
 from mlxserve.engine.pending import (MaskedSample, Pending, TokenOutput, read_back,
                                      result_arrays)
 from mlxserve.engine.prefill import prefill_chunk, prefill_together
-from mlxserve.engine.prefix import final_kv, row_kv, seed_caches
+from mlxserve.engine.prefix import final_kv, seed_caches
 from mlxserve.engine.request import GenerateRequest
 from mlxserve.engine.row import Row
 from mlxserve.engine.sampler import RowSampler, SampleResult, sample
@@ -93,11 +93,6 @@ class Runner:
         cache = self.make_row_cache()
         seed_caches(cache, prefix)
         self.rows[request.request_id] = Row(request, sampler, cache, prompt)
-
-    def kv_of(self, request_id: str, length: int) -> list | None:
-        """Views of a row's first ``length`` positions per layer (None: it has fewer)."""
-        row = self.rows.get(request_id)
-        return None if row is None else row_kv(row, length)
 
     def release(self, request_id: str) -> None:
         """Forget a request; its row leaves its batch at the next launch."""
