@@ -256,8 +256,11 @@ async def mtp_row(engines: dict, batch: int, args, vocab: int, repeat: int) -> d
         order.reverse()
     rates = {}
     for name in order:
+        before = spec_counters(engines[name])
         rates[name], _ = await timed_requests(engines[name], prompts, args.gen_len,
-                                                 f"b{batch}r{repeat}{name}")
+                                              f"b{batch}r{repeat}{name}")
+        if name == "forced":
+            rates["forced_counters"] = counter_delta(before, spec_counters(engines[name]))
     return rates
 
 
@@ -300,7 +303,9 @@ def mtp_batch_summary(runs: list[dict]) -> dict:
                 forced_tps=spread([r["forced"] for r in runs]),
                 adaptive_tps=spread([r["adaptive"] for r in runs]),
                 verify_step_cost=spread([r["plain"] / r["forced"] for r in runs]),
-                adaptive_vs_plain=spread([r["adaptive"] / r["plain"] for r in runs]))
+                adaptive_vs_plain=spread([r["adaptive"] / r["plain"] for r in runs]),
+                forced_counters={k: sum(r["forced_counters"][k] for r in runs)
+                                 for k in runs[0]["forced_counters"]})
 
 
 # ---- --method ngram ----------------------------------------------------------------------

@@ -48,7 +48,7 @@ def forward_chunk(model: Any, row: Row, start: int, end: int) -> mx.array:
 def prefill_chunk(model: Any, row: Row, chunk: PrefillChunk) -> mx.array | None:
     """Run one chunk; the (1, V) logits of the prompt's last token when it ends the prompt.
     A chunk's logits are never computed unless the request wants prompt logprobs."""
-    if chunk.start == 0:
+    if row.embeddings is None:  # the first chunk (after a prefix-cache hit: not at 0)
         encode_media(model, row)
     end = chunk.start + chunk.length
     if not chunk.is_last:
