@@ -325,7 +325,9 @@ class EngineCore:
         if not rows:
             return {}
         if self.runner.has_pending:  # the histories grow in place as tokens are read back
-            self._deliver(*self.runner.collect(leave=0))
+            outputs, failures = self.runner.collect(leave=0)
+            self._deliver(outputs, failures)
+            spec.drained += len(outputs)
         rows = [r for r in rows if r.request_id in self._active]
         return spec.propose(rows)
 

@@ -73,6 +73,7 @@ class Runner:
         self._prototype: list | None = None
         self.merge_floor_tokens = merge_floor_tokens
         self.stream = stream if stream is not None else mx.new_stream(mx.default_device())
+        self.on_cpu = self.stream.device == mx.cpu  # masks: additive on a CPU, packed on a GPU
         self.rows: dict[str, Row] = {}
         self.batches: list[BatchCache] = []  # decoding rows, one forward per batch
         self.joining: list[BatchCache] = []  # batch-prefilled rows, join at next decode
@@ -205,7 +206,7 @@ class Runner:
                 row.request.constraint.commit(out.token_id)
 
     def _start_masked(self, pending: list[Pending]) -> list[StepFailure]:
-        from mlxserve.structured.masks import fill_masks
+        from mlxserve.structured.masks import additive_mask, fill_masks
 
         failures = []
         for p in pending:
@@ -213,8 +214,10 @@ class Runner:
             constraints = [r.request.constraint for r in work.rows]
             try:
                 with mx.stream(self.stream):
-                    words = (work.logits.shape[-1] + 31) // 32
-                    allowed = mx.array(fill_masks(constraints, words).view(np.uint32))
+                    vocab = work.logits.shape[-1]
+                    bits = fill_masks(constraints, (vocab + 31) // 32)
+                    allowed = mx.array(additive_mask(bits, vocab) if self.on_cpu
+                                       else bits.view(np.uint32))
                     p.result = sample(work.logits, [r.sampler for r in work.rows], allowed)
                     work.assign(p.result.tokens)
                     mx.async_eval(result_arrays(p.result))
