@@ -42,7 +42,7 @@ from mlxserve.engine.penalties import PenaltyTable
 from mlxserve.engine.pending import (MaskedSample, Pending, TokenOutput, read_back,
                                      result_arrays)
 from mlxserve.engine.prefill import prefill_chunk, prefill_together
-from mlxserve.engine.prefix import final_kv, seed_caches
+from mlxserve.engine.prefix import final_kv, seed_caches, seeded_length
 from mlxserve.engine.request import GenerateRequest
 from mlxserve.engine.row import Row
 from mlxserve.engine.sampler import RowSampler, SampleResult, sample
@@ -290,7 +290,10 @@ class Runner:
         row = self.rows[chunk.request_id]
         # a request wanting prompt logprobs has its own forward, so its logits are at most
         # one chunk (a padded group's would be rows x longest x vocab)
-        return (chunk.start == 0 and chunk.is_last and row.request.multimodal is None
+        # a row whose own caches hold the positions before the chunk (a prefix-cache hit)
+        # joins with them (attention-only models: engine/prefix.py seeded_length)
+        starts_right = chunk.start == 0 or chunk.start == seeded_length(row)
+        return (starts_right and chunk.is_last and row.request.multimodal is None
                 and row.request.prompt_logprobs is None and row.sparse is None)
 
     def _prefill(self, chunk: PrefillChunk) -> Pending | None:
