@@ -349,7 +349,9 @@ def edit_prompts(tokenizer, n: int) -> list[list[int]]:
         text = (f"{EDITS[i % len(EDITS)]} in this file and print the whole file, nothing "
                 f"else:\n\n```python\n{FILE}```")
         messages = [{"role": "user", "content": text}]
-        prompts.append(list(tokenizer.apply_chat_template(messages, add_generation_prompt=True)))
+        ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+        # the answer starts as the file does (as edit tools prompt): the copy starts at once
+        prompts.append(ids + list(tokenizer.encode("```python\n", add_special_tokens=False)))
     return prompts
 
 

@@ -87,8 +87,11 @@ def common_prefix(a, b) -> int:
 
 
 class PrefixCache:
-    def __init__(self, budget_bytes: int):
+    def __init__(self, budget_bytes: int, exact: bool = False):
+        """``exact``: entries are whole snapshots (state that cannot be cut, e.g. SSM
+        layers): a hit covers a whole entry, never part of one."""
         self.budget_bytes = max(0, int(budget_bytes))
+        self.exact = exact
         self._entries: OrderedDict[int, PrefixEntry] = OrderedDict()  # id -> entry, LRU first
         self._index: dict[int, set[int]] = {}  # block key -> ids of entries holding it
         self._next_id = 0
@@ -117,7 +120,10 @@ class PrefixCache:
         candidates = self._candidates(tokens)
         best = None
         for entry_id in candidates:
-            length = min(limit, common_prefix(self._entries[entry_id].tokens, tokens))
+            held = self._entries[entry_id].tokens
+            length = min(limit, common_prefix(held, tokens))
+            if self.exact and length < len(held):
+                continue
             if length > 0 and (best is None or length > best[1]):
                 best = (entry_id, length)
         return best
@@ -145,9 +151,11 @@ class PrefixCache:
         tokens = tuple(tokens)
         if not tokens or nbytes > self.budget_bytes:
             return False
-        if pin and self._pin_existing(tokens):
+        if pin and self._pin_existing(tokens, pin):
             return True
-        if not pin and self._covered(tokens):
+        if not pin and not self.exact and self._covered(tokens):
+            return False
+        if self.exact and self._pin_existing(tokens, pin):
             return False
         for entry_id in self._extended_by(tokens):
             self._remove(entry_id)
@@ -169,11 +177,13 @@ class PrefixCache:
                 return True
         return False
 
-    def _pin_existing(self, tokens: tuple[int, ...]) -> bool:
+    def _pin_existing(self, tokens: tuple[int, ...], pin: bool) -> bool:
+        """Whether an entry holds exactly ``tokens`` (then pinned when ``pin``)."""
         for entry_id in self._candidates(list(tokens)):
             entry = self._entries[entry_id]
             if entry.tokens == tokens:
-                entry.pinned = True
+                entry.pinned = entry.pinned or pin
+                self._entries.move_to_end(entry_id)
                 return True
         return False
 

@@ -190,7 +190,7 @@ class EngineCore:
         from mlxserve.engine.specprefill import EngineSpecPrefill
 
         self.specprefill = EngineSpecPrefill.load(self.engine_config, self.model_config,
-                                                  loaded, self.runner.prototype)
+                                                  loaded, self.runner.prototype, self._loader)
         self.runner.scorer = self.specprefill.scorer
         self.runner.selection = self.specprefill.selection
         self.scheduler.sparse_prefill = lambda rid, cached: self.specprefill.plan(
@@ -325,7 +325,9 @@ class EngineCore:
         if not rows:
             return {}
         if self.runner.has_pending:  # the histories grow in place as tokens are read back
-            self._deliver(*self.runner.collect(leave=0))
+            outputs, failures = self.runner.collect(leave=0)
+            self._deliver(outputs, failures)
+            spec.drained += len(outputs)
         rows = [r for r in rows if r.request_id in self._active]
         return spec.propose(rows)
 
@@ -405,9 +407,10 @@ class EngineCore:
         prompt's forward ran and was read back; a partial prefill has no output)."""
         if state.sparse or not state.output_ids or not self.prefix.eligible(state.request):
             return  # a sparse prompt's KV is not the dense prompt's
-        tokens = self.prefix.key(state.request) + state.output_ids[:-1]
+        tokens = self.prefix.key(state.request) + state.output_ids
         try:
-            self.prefix.insert(tokens, self.runner.kv_of(state.request_id, len(tokens)),
+            self.prefix.insert(tokens, state.tokens_computed,
+                               self.runner.rows.get(state.request_id),
                                pin=state.request.pin_prefix)
         except Exception:  # the cache is an optimisation: never fail a finish for it
             log.exception("storing the prefix of request %s failed", state.request_id)
@@ -451,15 +454,14 @@ def _prefix_cache(cfg: EngineConfig, caps, model, device_memory: int | None):
     import mlx.core as mx
 
     from mlxserve.engine.kv_budget import kv_budget_bytes
-    from mlxserve.engine.prefix import (EnginePrefixCache, model_supports_prefix_cache,
-                                        prefix_budget_bytes)
+    from mlxserve.engine.prefix import EnginePrefixCache, prefix_budget_bytes, prefix_cache_mode
 
-    if not cfg.enable_prefix_caching or not model_supports_prefix_cache(caps,
-                                                                       _make_cache(model)):
+    mode = prefix_cache_mode(caps, _make_cache(model)) if cfg.enable_prefix_caching else None
+    if mode is None:
         return None
     kv_bytes = kv_budget_bytes(cfg, device_memory, mx.get_active_memory())
     budget = prefix_budget_bytes(cfg.prefix_cache_memory_bytes, kv_bytes)
-    return EnginePrefixCache(budget) if budget > 0 else None
+    return EnginePrefixCache(budget, exact=mode == "exact") if budget > 0 else None
 
 
 def _make_cache(model) -> list:

@@ -42,7 +42,7 @@ from mlxserve.engine.penalties import PenaltyTable
 from mlxserve.engine.pending import (MaskedSample, Pending, TokenOutput, read_back,
                                      result_arrays)
 from mlxserve.engine.prefill import prefill_chunk, prefill_together
-from mlxserve.engine.prefix import final_kv, row_kv, seed_caches
+from mlxserve.engine.prefix import final_kv, seed_caches, seeded_length
 from mlxserve.engine.request import GenerateRequest
 from mlxserve.engine.row import Row
 from mlxserve.engine.sampler import RowSampler, SampleResult, sample
@@ -73,6 +73,7 @@ class Runner:
         self._prototype: list | None = None
         self.merge_floor_tokens = merge_floor_tokens
         self.stream = stream if stream is not None else mx.new_stream(mx.default_device())
+        self.on_cpu = self.stream.device == mx.cpu  # masks: additive on a CPU, packed on a GPU
         self.rows: dict[str, Row] = {}
         self.batches: list[BatchCache] = []  # decoding rows, one forward per batch
         self.joining: list[BatchCache] = []  # batch-prefilled rows, join at next decode
@@ -98,11 +99,6 @@ class Runner:
         cache = self.make_row_cache()
         seed_caches(cache, prefix)
         self.rows[request.request_id] = Row(request, sampler, cache, prompt, sparse=sparse)
-
-    def kv_of(self, request_id: str, length: int) -> list | None:
-        """Views of a row's first ``length`` positions per layer (None: it has fewer)."""
-        row = self.rows.get(request_id)
-        return None if row is None else row_kv(row, length)
 
     def release(self, request_id: str) -> None:
         """Forget a request; its row leaves its batch at the next launch."""
@@ -210,7 +206,7 @@ class Runner:
                 row.request.constraint.commit(out.token_id)
 
     def _start_masked(self, pending: list[Pending]) -> list[StepFailure]:
-        from mlxserve.structured.masks import fill_masks
+        from mlxserve.structured.masks import additive_mask, fill_masks
 
         failures = []
         for p in pending:
@@ -218,8 +214,10 @@ class Runner:
             constraints = [r.request.constraint for r in work.rows]
             try:
                 with mx.stream(self.stream):
-                    words = (work.logits.shape[-1] + 31) // 32
-                    allowed = mx.array(fill_masks(constraints, words).view(np.uint32))
+                    vocab = work.logits.shape[-1]
+                    bits = fill_masks(constraints, (vocab + 31) // 32)
+                    allowed = mx.array(additive_mask(bits, vocab) if self.on_cpu
+                                       else bits.view(np.uint32))
                     p.result = sample(work.logits, [r.sampler for r in work.rows], allowed)
                     work.assign(p.result.tokens)
                     mx.async_eval(result_arrays(p.result))
@@ -292,7 +290,10 @@ class Runner:
         row = self.rows[chunk.request_id]
         # a request wanting prompt logprobs has its own forward, so its logits are at most
         # one chunk (a padded group's would be rows x longest x vocab)
-        return (chunk.start == 0 and chunk.is_last and row.request.multimodal is None
+        # a row whose own caches hold the positions before the chunk (a prefix-cache hit)
+        # joins with them (attention-only models: engine/prefix.py seeded_length)
+        starts_right = chunk.start == 0 or chunk.start == seeded_length(row)
+        return (starts_right and chunk.is_last and row.request.multimodal is None
                 and row.request.prompt_logprobs is None and row.sparse is None)
 
     def _prefill(self, chunk: PrefillChunk) -> Pending | None:

@@ -107,3 +107,17 @@ def test_pinned_entries_survive_eviction_clear_and_extension_within_the_budget()
     assert store.bytes <= store.budget_bytes
     assert store.insert(system, "AGAIN", 100, pin=True)  # pins what is there: no copy
     assert store.stats().entries == 2
+
+
+def test_exact_mode_hits_whole_entries_only():
+    """Snapshots that cannot be cut (SSM state): a hit covers a whole entry or nothing."""
+    store = PrefixCache(10_000, exact=True)
+    turn = _seq(0, 2 * BLOCK + 3)
+    store.insert(turn, "TURN", 10)
+    assert store.lookup(turn[:BLOCK + 4] + [999], 100) is None  # mid-entry: no hit
+    assert store.lookup(turn, len(turn) - 1) is None  # would need the entry cut
+    match = store.lookup(turn + [5, 6], 100)
+    assert (match.entry.payload, match.length) == ("TURN", len(turn))
+    assert store.insert(turn[:BLOCK], "PROMPT", 10)  # a shorter snapshot is its own entry
+    assert store.lookup(turn[:BLOCK] + [999], 100).entry.payload == "PROMPT"
+    assert not store.insert(turn, "AGAIN", 10)  # the same tokens: kept once
