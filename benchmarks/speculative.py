@@ -4,6 +4,7 @@
     python benchmarks/speculative.py --method draft --target /root/models/qwen1.5b.gguf \\
         --draft /root/models/qwen0.5b.gguf --dtype bfloat16
     python benchmarks/speculative.py --method mtp --shape qwen3.5-tiny --batches 1 8 32
+    python benchmarks/speculative.py --method ngram --model smollm2-135m --batches 1 8 32 64
 
 Each method lives in its own functions (``run_<method>``); ``METHODS`` maps names to them.
 
@@ -21,6 +22,15 @@ tokens/s of plain decode, of MTP forced on every step (``adaptive: false``: the 
 verify step against a plain step is plain / forced), and of MTP with the engine's back-off
 (adaptive: must stay within 2% of plain).
 
+--method ngram: an "edit this file" workload (the answer repeats a file with one name
+changed, so prompt lookup finds most of it), greedy, EOS ignored up to --gen-len. Two
+engines on one --model, with and without ``{"method": "ngram", ...}`` (adaptive: the
+back-off decides per step, as served; --no-adaptive verifies every step), both warmed at
+every batch size first, the timed runs interleaved (the side going first alternating).
+Per batch size: aggregate output tokens/s (all tokens / wall time of the burst), the ratio
+on/off, the acceptance counters and whether the outputs were identical (greedy: they must
+be). Targets (issue 18): >= 2x at batch 1, >= 0.98x at 8 / 32 / 64.
+
 Every number is the median of --repeats runs with its min and max. Depends only on mlx,
 mlx-lm, numpy and mlxserve.
 """
@@ -31,6 +41,7 @@ import argparse
 import asyncio
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -93,7 +104,7 @@ async def timed_requests(engine: AsyncEngine, prompts: list[list[int]], gen_len:
 def spec_counters(engine: AsyncEngine) -> dict:
     """The engine's speculative counters (zeros when it reports none)."""
     stats = engine.stats()
-    found = getattr(stats, "speculative", None) or {}
+    found = getattr(stats, "spec_decode", None) or {}
     if not isinstance(found, dict):
         found = found.as_dict() if hasattr(found, "as_dict") else vars(found)
     if found and all(isinstance(v, dict) for v in found.values()):  # per method
@@ -245,8 +256,11 @@ async def mtp_row(engines: dict, batch: int, args, vocab: int, repeat: int) -> d
         order.reverse()
     rates = {}
     for name in order:
+        before = spec_counters(engines[name])
         rates[name], _ = await timed_requests(engines[name], prompts, args.gen_len,
-                                                 f"b{batch}r{repeat}{name}")
+                                              f"b{batch}r{repeat}{name}")
+        if name == "forced":
+            rates["forced_counters"] = counter_delta(before, spec_counters(engines[name]))
     return rates
 
 
@@ -267,10 +281,10 @@ def run_mtp(args) -> dict:
             for engine in engines.values():
                 await engine.start()
             try:
-                await mtp_row(engines, 2, argparse.Namespace(**{**vars(args), "gen_len": 8}),
-                              vocab, 0)  # warm-up
+                warm = argparse.Namespace(**{**vars(args), "gen_len": 8})
                 rows = {}
                 for batch in args.batches:
+                    await mtp_row(engines, batch, warm, vocab, 0)  # compile this shape
                     runs = [await mtp_row(engines, batch, args, vocab, r)
                             for r in range(args.repeats)]
                     rows[batch] = mtp_batch_summary(runs)
@@ -289,11 +303,122 @@ def mtp_batch_summary(runs: list[dict]) -> dict:
                 forced_tps=spread([r["forced"] for r in runs]),
                 adaptive_tps=spread([r["adaptive"] for r in runs]),
                 verify_step_cost=spread([r["plain"] / r["forced"] for r in runs]),
-                adaptive_vs_plain=spread([r["adaptive"] / r["plain"] for r in runs]))
+                adaptive_vs_plain=spread([r["adaptive"] / r["plain"] for r in runs]),
+                forced_counters={k: sum(r["forced_counters"][k] for r in runs)
+                                 for k in runs[0]["forced_counters"]})
+
+
+# ---- --method ngram ----------------------------------------------------------------------
+FILE = '''import json
+from pathlib import Path
+
+
+class Inventory:
+    """Items in stock, saved as JSON."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.items = {}
+
+    def load(self):
+        if self.path.exists():
+            self.items = json.loads(self.path.read_text())
+        return self.items
+
+    def add(self, name, count):
+        self.items[name] = self.items.get(name, 0) + count
+        self.save()
+
+    def remove(self, name, count):
+        left = self.items.get(name, 0) - count
+        if left < 0:
+            raise ValueError(f"not enough {name}")
+        self.items[name] = left
+        self.save()
+
+    def save(self):
+        self.path.write_text(json.dumps(self.items, indent=2))
+'''
+EDITS = ["Rename the method `add` to `put`", "Rename the attribute `items` to `stock`",
+         "Rename the parameter `count` to `amount`", "Rename the class to `Store`"]
+
+
+def edit_prompts(tokenizer, n: int) -> list[list[int]]:
+    prompts = []
+    for i in range(n):
+        text = (f"{EDITS[i % len(EDITS)]} in this file and print the whole file, nothing "
+                f"else:\n\n```python\n{FILE}```")
+        messages = [{"role": "user", "content": text}]
+        ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+        # the answer starts as the file does (as edit tools prompt): the copy starts at once
+        prompts.append(ids + list(tokenizer.encode("```python\n", add_special_tokens=False)))
+    return prompts
+
+
+def run_ngram(args) -> dict:
+    from mlxserve.models import load_model
+
+    loaded = load_model(ModelConfig(model=args.model, dtype=args.dtype))
+    spec = SpeculativeConfig(method="ngram", num_speculative_tokens=args.k,
+                             prompt_lookup_min=2, prompt_lookup_max=5,
+                             options={"adaptive": args.adaptive})
+    results = asyncio.run(_ngram_engines(args, loaded, spec))
+    return dict(method="ngram", model=args.model, device=device_name(), k=args.k,
+                gen_len=args.gen_len, adaptive=args.adaptive, repeats=args.repeats,
+                batches=results)
+
+
+async def _ngram_engines(args, loaded, spec) -> dict:
+    on = start_engine(loaded, spec, max(args.batches))  # one loaded model, two engines
+    off = start_engine(loaded, None, max(args.batches))
+    await on.start()
+    await off.start()
+    try:
+        return await _ngram_compare(args, on, off)
+    finally:
+        await on.shutdown()
+        await off.shutdown()
+
+
+async def _ngram_compare(args, on: AsyncEngine, off: AsyncEngine) -> dict:
+    results = {}
+    for batch in args.batches:
+        prompts = edit_prompts(on.model.tokenizer, batch)
+        for engine in (on, off):  # warm every shape on both sides, untimed
+            await timed_requests(engine, prompts, 8, "warm")
+        rates = {"on": [], "off": []}
+        before, same = spec_counters(on), True
+        for repeat in range(args.repeats):
+            order = [("on", on), ("off", off)] if repeat % 2 == 0 else [("off", off), ("on", on)]
+            outs = {}
+            for name, engine in order:
+                rate, outs[name] = await timed_requests(engine, prompts,
+                                                       args.gen_len, f"{name}{repeat}")
+                rates[name].append(rate)
+            same = same and outs["on"] == outs["off"]
+        after = spec_counters(on)
+        results[batch] = _ngram_summary(rates, before, after, same)
+        print(json.dumps({"batch": batch, **results[batch]}), flush=True)
+    return results
+
+
+def _ngram_summary(rates: dict, before: dict, after: dict, same: bool) -> dict:
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    delta = counter_delta(before, after)
+    drafts, proposed = delta["num_drafts"], delta["num_draft_tokens"]
+    accepted = delta["num_accepted_tokens"]
+    return dict(
+        tok_s_on=round(med["on"], 2), tok_s_off=round(med["off"], 2),
+        range_on=[round(min(rates["on"]), 2), round(max(rates["on"]), 2)],
+        range_off=[round(min(rates["off"]), 2), round(max(rates["off"]), 2)],
+        ratio=round(med["on"] / med["off"], 3), greedy_identical=same,
+        acceptance_rate=round(accepted / proposed, 3) if proposed else 0.0,
+        mean_accepted_length=round(1 + accepted / drafts, 3) if drafts else 0.0,
+        verified_rows=drafts)
 
 
 # ---- entry -------------------------------------------------------------------------------
-METHODS = {"draft": run_draft, "mtp": run_mtp}
+METHODS = {"draft": run_draft, "mtp": run_mtp, "ngram": run_ngram}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -312,8 +437,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="the engine's back-off (off: verify every step)")
     mtp = p.add_argument_group("--method mtp")
     mtp.add_argument("--shape", choices=sorted(MTP_SHAPES), default="qwen3.5-tiny")
-    mtp.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    mtp.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32],
+                     help="(also --method ngram)")
     mtp.add_argument("--prompt-len", type=int, default=64)
+    ngram = p.add_argument_group("--method ngram")
+    ngram.add_argument("--model", default="smollm2-135m", help="the target")
     return p.parse_args(argv)
 
 

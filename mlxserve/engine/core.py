@@ -52,6 +52,14 @@ class EngineStats:
     prefix_cache: dict | None = None  # the store's PrefixCacheStats; None when off
     num_preemptions: int = 0  # running requests sent back to the queue (memory was short)
     max_num_seqs: int = 0  # most requests running at once (configured or from the budget)
+    specprefill_requests: int = 0  # prompts prefilled sparsely (SpecPrefill)
+    specprefill_tokens_skipped: int = 0  # prompt tokens those prefills did not compute
+    # speculative decoding (engine/speculation.py; vLLM's names), totals of the one method
+    spec_decode_num_drafts: int = 0
+    spec_decode_num_draft_tokens: int = 0
+    spec_decode_num_accepted_tokens: int = 0
+    spec_decode_mean_accepted_length: float = 0.0
+    spec_decode: dict | None = None  # {method: counters}; None when off
 
 
 @dataclass
@@ -100,6 +108,8 @@ class EngineCore:
         self.prefix = None  # EnginePrefixCache when the model and config allow one
         self._matches: dict = {}  # request id -> its PrefixMatch, admission to _admit
         self._preempted: set[str] = set()  # active requests whose rows were dropped
+        self.specprefill = None  # EngineSpecPrefill (its scorer is None without a draft)
+        self.speculation = None  # engine.speculation.Speculation with --speculative-config
 
     # ---- other threads ------------------------------------------------------------
     def start(self, on_ready: Callable[[BaseException | None], None]) -> None:
@@ -141,7 +151,9 @@ class EngineCore:
 
         from mlxserve.engine.kv_budget import default_max_num_seqs, kv_tokens_total
         from mlxserve.engine.kv_footprint import footprint_or_none
+        from mlxserve.engine.prefix import full_history
         from mlxserve.engine.runner import Runner
+        from mlxserve.engine.speculation import build_speculation
         from mlxserve.models import load_model
         from mlxserve.models.detokenizer import detokenizer_prototype
 
@@ -171,12 +183,27 @@ class EngineCore:
         except Exception:  # e.g. a model whose forward needs more than token ids
             log.warning("engine warm-up failed; batch paths compile on first use",
                         exc_info=True)
+        self.speculation = build_speculation(cfg.speculative, loaded, self.model_config)
+        if self.speculation is not None:
+            self.runner.want_hidden = bool(self.speculation.proposer.needs_hidden)
         if self.prefix is not None:
             self.scheduler.cached_prefix = self._lookup_prefix
             self.runner.keep_final_kv = True
+            self.runner.make_row_cache = lambda: full_history(_make_cache(model))
+        self._load_specprefill(loaded)
         self.loaded = loaded
         self._detokenizer_proto = detokenizer_prototype(loaded.tokenizer)
         self._publish_stats()
+
+    def _load_specprefill(self, loaded) -> None:
+        from mlxserve.engine.specprefill import EngineSpecPrefill
+
+        self.specprefill = EngineSpecPrefill.load(self.engine_config, self.model_config,
+                                                  loaded, self.runner.prototype, self._loader)
+        self.runner.scorer = self.specprefill.scorer
+        self.runner.selection = self.specprefill.selection
+        self.scheduler.sparse_prefill = lambda rid, cached: self.specprefill.plan(
+            self._waiting[rid].request, cached)
 
     def _loop(self) -> None:
         while True:
@@ -216,6 +243,7 @@ class EngineCore:
         rid = request.request_id
         try:
             request.validate(self.runner.vocab_size, self.max_model_len)
+            self.specprefill.check(request)
             seq = SeqState(rid, len(request.prompt_tokens), request.stop.max_tokens,
                            pinned=not resumable(request))
             self.scheduler.add(seq)
@@ -238,12 +266,22 @@ class EngineCore:
         output = OutputStream(request, detokenizer, self.loaded.eos_token_ids,
                               self.max_model_len)
         match = self._matches.pop(request_id, None)
+        cached = match.length if match is not None else 0
+        sparse = self.specprefill.take(request_id, cached)
         self._active[request_id] = RequestState(
             request, submitted.sink, output, submitted.seed,
-            locks=[match] if match is not None else [],
-            cached_tokens=match.length if match is not None else 0,
-            queue_time_s=time.monotonic() - submitted.added_at)
-        self.runner.add(request, submitted.seed, prefix=match)
+            locks=[match] if match is not None else [], cached_tokens=cached,
+            sparse=sparse is not None, queue_time_s=time.monotonic() - submitted.added_at)
+        self.runner.add(request, submitted.seed, prefix=match, sparse=sparse)
+
+    def _sparse_selected(self, request_id: str, kept: int) -> None:
+        """The draft scored a sparse request: the target prefills ``kept`` tokens."""
+        self.scheduler.sparse_selected(request_id, kept)
+        state = self._active.get(request_id)
+        if state is not None:
+            skipped = len(state.prompt_ids) - state.cached_tokens - kept
+            state.prefilled_tokens, state.position_delta = kept, skipped
+            self.specprefill.scored(skipped)
 
     def _lookup_prefix(self, request_id: str) -> int:
         """At admission (the scheduler asks): the prompt tokens a cached prefix holds."""
@@ -256,15 +294,32 @@ class EngineCore:
         return match.length
 
     def _step(self) -> None:
-        plan = self.scheduler.schedule()
+        started = time.perf_counter()
+        drafts = self._propose() if self.speculation is not None else {}
+        plan = self.scheduler.schedule({rid: len(p.tokens) for rid, p in drafts.items()})
         for request_id in plan.preempted:
             self._preempt(request_id)
+            drafts.pop(request_id, None)
         for chunk in plan.prefills:
             if chunk.request_id in self._waiting or chunk.request_id in self._preempted:
                 self._admit_guarded(chunk.request_id)
-        failures = self.runner.launch(plan)
-        outputs, late = self.runner.collect(leave=1)
-        for failure in failures + late:
+        failures = self.runner.launch(plan, drafts)
+        for request_id, kept in self.runner.take_selections():
+            self._sparse_selected(request_id, kept)
+        outputs, late = self.runner.collect(leave=0 if plan.decode_tokens else 1)
+        self._deliver(outputs, failures + late)
+        if self.speculation is not None:
+            self.speculation.settle(plan, drafts, outputs, time.perf_counter() - started,
+                                    self.scheduler)
+        self._steps += 1
+        if self._steps % _CLEAR_CACHE_EVERY == 0:
+            import mlx.core as mx
+
+            mx.clear_cache()
+        self._publish_stats()
+
+    def _deliver(self, outputs: list, failures: list) -> None:
+        for failure in failures:
             self._finish(failure.request_id, FINISH_ERROR, error=failure.error)
         for out in outputs:
             try:
@@ -272,12 +327,24 @@ class EngineCore:
             except Exception as e:  # e.g. a detokenizer failure: only this request ends
                 log.exception("output of request %s failed", out.request_id)
                 self._finish(out.request_id, FINISH_ERROR, error=f"{type(e).__name__}: {e}")
-        self._steps += 1
-        if self._steps % _CLEAR_CACHE_EVERY == 0:
-            import mlx.core as mx
 
-            mx.clear_cache()
-        self._publish_stats()
+    # ---- speculative decoding (engine/speculation.py, engine/verify.py) -------------
+    def _propose(self) -> dict:
+        """Proposals for this step's rows (request id -> Proposal), when speculation is
+        worth it now; the rows' last tokens are read back first (proposals follow them)."""
+        spec = self.speculation
+        decoding = [s for s in self.scheduler.running.values() if s.wants_decode]
+        if not decoding or not spec.wanted(len(decoding)):
+            return {}
+        rows = spec.rows(self.scheduler.running, self._active, self.runner.hidden)
+        if not rows:
+            return {}
+        if self.runner.has_pending:  # the histories grow in place as tokens are read back
+            outputs, failures = self.runner.collect(leave=0)
+            self._deliver(outputs, failures)
+            spec.drained += len(outputs)
+        rows = [r for r in rows if r.request_id in self._active]
+        return spec.propose(rows)
 
     def _admit_guarded(self, request_id: str) -> None:
         try:
@@ -304,7 +371,7 @@ class EngineCore:
             finish_reason=step.finish_reason, stop_reason=step.stop_reason,
             prompt_tokens=len(state.request.prompt_tokens),
             completion_tokens=state.completion_tokens, cached_tokens=state.cached_tokens,
-            queue_time_s=state.queue_time_s if state.completion_tokens == 1 else None,
+            prefilled_tokens=state.prefilled_tokens, queue_time_s=state.queue_time_s if state.completion_tokens == 1 else None,
         )
         if step.finish_reason is not None:
             self._retire(out.request_id, keep_prefix=True)
@@ -362,6 +429,7 @@ class EngineCore:
             prompt_tokens=len(request.prompt_tokens),
             completion_tokens=state.completion_tokens if state is not None else 0,
             cached_tokens=state.cached_tokens if state is not None else 0,
+            prefilled_tokens=state.prefilled_tokens if state is not None else None,
         ))
 
     def _retire(self, request_id: str, keep_prefix: bool = False) -> RequestState | None:
@@ -372,11 +440,14 @@ class EngineCore:
             if keep_prefix:
                 self._store_prefix(state)
             self.prefix.release(state.locks)
+        self.specprefill.forget(request_id)
         stale = self._matches.pop(request_id, None)  # admitted, then failed before _admit
         if stale is not None:
             self.prefix.release([stale])
         self.scheduler.finish(request_id)
         self.runner.release(request_id)
+        if self.speculation is not None:
+            self.speculation.drop(request_id)
         if state is not None:
             self._total_finished += 1
         return state
@@ -384,11 +455,13 @@ class EngineCore:
     def _store_prefix(self, state: RequestState) -> None:
         """Prompt + output tokens whose KV is computed, once a token came back (so the
         prompt's forward ran and was read back; a partial prefill has no output)."""
-        if not state.output_ids or not self.prefix.eligible(state.request):
-            return
-        tokens = state.prompt_ids + state.output_ids[:-1]
+        if state.sparse or not state.output_ids or not self.prefix.eligible(state.request):
+            return  # a sparse prompt's KV is not the dense prompt's
+        tokens = self.prefix.key(state.request) + state.output_ids
         try:
-            self.prefix.insert(tokens, self.runner.kv_of(state.request_id, len(tokens)))
+            self.prefix.insert(tokens, state.tokens_computed,
+                               self.runner.rows.get(state.request_id),
+                               pin=state.request.pin_prefix)
         except Exception:  # the cache is an optimisation: never fail a finish for it
             log.exception("storing the prefix of request %s failed", state.request_id)
 
@@ -404,10 +477,12 @@ class EngineCore:
             running=len(s.running), waiting=len(s.waiting),
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
             kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
-            total_generated_tokens=self._total_generated,
+            total_generated_tokens=self._total_generated, **self._prefix_stats(),
             num_preemptions=s.num_preemptions, max_num_seqs=s.max_num_seqs,
-            **self._prefix_stats(),
-        )
+            specprefill_requests=self.specprefill.requests if self.specprefill else 0,
+            specprefill_tokens_skipped=self.specprefill.tokens_skipped
+            if self.specprefill else 0,
+            **(self.speculation.stats() if self.speculation is not None else {}))
 
     def _prefix_stats(self) -> dict:
         if self.prefix is None:
@@ -430,15 +505,14 @@ def _prefix_cache(cfg: EngineConfig, caps, model, device_memory: int | None):
     import mlx.core as mx
 
     from mlxserve.engine.kv_budget import kv_budget_bytes
-    from mlxserve.engine.prefix import (EnginePrefixCache, model_supports_prefix_cache,
-                                        prefix_budget_bytes)
+    from mlxserve.engine.prefix import EnginePrefixCache, prefix_budget_bytes, prefix_cache_mode
 
-    if not cfg.enable_prefix_caching or not model_supports_prefix_cache(caps,
-                                                                       _make_cache(model)):
+    mode = prefix_cache_mode(caps, _make_cache(model)) if cfg.enable_prefix_caching else None
+    if mode is None:
         return None
     kv_bytes = kv_budget_bytes(cfg, device_memory, mx.get_active_memory())
     budget = prefix_budget_bytes(cfg.prefix_cache_memory_bytes, kv_bytes)
-    return EnginePrefixCache(budget) if budget > 0 else None
+    return EnginePrefixCache(budget, exact=mode == "exact") if budget > 0 else None
 
 
 def _make_cache(model) -> list:

@@ -47,26 +47,45 @@ class SeqState:
     request_id: str
     prompt_len: int
     max_tokens: int
-    num_prefilled: int = 0  # tokens of ``prefill_len`` handed to the runner so far
+    num_prefilled: int = 0  # tokens of ``target_len`` handed to the runner so far
     num_scheduled_output: int = 0  # output tokens whose computation has been scheduled
     num_committed: int = 0  # output tokens read back and accepted
     pinned: bool = False  # never preempted: reserves its whole life at admission
     reserved: int = 0  # KV tokens reserved now (0 while waiting)
     recompute: int = 0  # output tokens read again as prompt since the last preemption
     preempted: bool = False  # waiting to be resumed
+    # SpecPrefill: the draft reads ``draft_len`` prompt tokens first; once it has scored
+    # them, the target prefills ``prefill_len`` (cached + kept) instead of prompt_len
+    draft_len: int = 0
+    num_drafted: int = 0
+    prefill_len: int | None = None
+
+    @property
+    def base_len(self) -> int:
+        """Prompt tokens the target holds: all, or SpecPrefill's cached + kept ones."""
+        return self.prompt_len if self.prefill_len is None else self.prefill_len
+
+    @property
+    def target_len(self) -> int:
+        """Tokens to prefill: the prompt, plus the output so far after a preemption."""
+        return self.base_len + self.recompute
 
     @property
     def whole_life(self) -> int:
-        return self.prompt_len + self.max_tokens
+        return self.base_len + self.max_tokens
 
     @property
-    def prefill_len(self) -> int:
-        """Tokens to prefill: the prompt, plus the output so far after a preemption."""
-        return self.prompt_len + self.recompute
+    def drafting(self) -> bool:
+        return self.num_drafted < self.draft_len
+
+    @property
+    def scoring(self) -> bool:
+        """The draft has read the prompt; the kept tokens are not known yet."""
+        return self.draft_len > 0 and self.prefill_len is None
 
     @property
     def prefill_done(self) -> bool:
-        return self.num_prefilled >= self.prefill_len
+        return not self.scoring and self.num_prefilled >= self.target_len
 
     @property
     def wants_decode(self) -> bool:
@@ -96,6 +115,7 @@ class PrefillChunk:
     start: int  # first prompt position of the chunk
     length: int
     is_last: bool  # the chunk ends the prompt: its last logits give the first output token
+    draft: bool = False  # a SpecPrefill draft chunk (is_last: the draft's last, it scores)
 
 
 @dataclass
@@ -138,6 +158,8 @@ class Scheduler:
         self.num_preemptions = 0
         # at admission: how many prompt tokens a prefix-cache hit already holds
         self.cached_prefix: Callable[[str], int] | None = None
+        # at admission: (request id, cached tokens) -> whether a SpecPrefill draft reads it
+        self.sparse_prefill: Callable[[str, int], bool] | None = None
 
     # ---- checks (no side effects) -------------------------------------------------
     @property
@@ -232,20 +254,49 @@ class Scheduler:
         seq.reserved = 0
 
     def _admit(self, seq: SeqState) -> SeqState:
-        if seq.preempted:
+        resumed = seq.preempted
+        if resumed:
             seq.resume()
         self.running[seq.request_id] = seq
-        self._reserve(seq, seq.prefill_len + 1)
+        self._reserve(seq, seq.target_len + 1)
         if self.cached_prefix is not None:
             seq.num_prefilled = max(0, min(self.cached_prefix(seq.request_id),
-                                           seq.prefill_len - 1))
+                                           seq.target_len - 1))
+        if not resumed and self._sparse(seq):
+            seq.draft_len, seq.pinned = seq.prompt_len, True  # its KV is not recomputable
+            self._reserve(seq, seq.whole_life)
         return seq
+
+    def _sparse(self, seq: SeqState) -> bool:
+        """Whether a SpecPrefill draft reads the prompt (only when the request's whole life
+        fits now: a sparse prefill cannot be recomputed, so it is never preempted)."""
+        fits = (seq.whole_life + self.seq_overhead_tokens - seq.reserved
+                <= self.kv_tokens_free)
+        return (fits and self.sparse_prefill is not None
+                and self.sparse_prefill(seq.request_id, seq.num_prefilled))
+
+    def sparse_selected(self, request_id: str, kept: int) -> None:
+        """The draft scored a sparse request: the target prefills ``kept`` tokens after
+        the cached ones (and its KV reservation shrinks to them)."""
+        seq = self.running.get(request_id)
+        if seq is None:
+            return
+        seq.prefill_len = seq.num_prefilled + kept
+        self._release(seq)
+        self._reserve(seq, seq.whole_life)
+
+    def _schedule_draft(self, seq: SeqState, budget: int, plan: StepPlan) -> int:
+        n = min(seq.draft_len - seq.num_drafted, self.prefill_chunk_size, budget)
+        plan.prefills.append(PrefillChunk(seq.request_id, seq.num_drafted, n, draft=True,
+                                          is_last=seq.num_drafted + n == seq.draft_len))
+        seq.num_drafted += n
+        return n
 
     def _schedule_decode(self, seq: SeqState, proposed: int, budget: int,
                          plan: StepPlan) -> int:
         left = seq.max_tokens - seq.num_scheduled_output
         width = min(1 + proposed, budget, left)
-        if not self._make_room(seq, seq.prompt_len + seq.num_scheduled_output + width, plan):
+        if not self._make_room(seq, seq.base_len + seq.num_scheduled_output + width, plan):
             return 0
         plan.decodes.append(seq.request_id)
         if width > 1:
@@ -276,9 +327,13 @@ class Scheduler:
         self.num_preemptions += 1
 
     def _schedule_prefill(self, seq: SeqState, budget: int, plan: StepPlan) -> int:
-        n = min(seq.prefill_len - seq.num_prefilled, self.prefill_chunk_size, budget)
+        if seq.drafting:
+            return self._schedule_draft(seq, budget, plan)
+        if seq.scoring:
+            return 0  # waits for sparse_selected
+        n = min(seq.target_len - seq.num_prefilled, self.prefill_chunk_size, budget)
         chunk = PrefillChunk(seq.request_id, seq.num_prefilled, n,
-                             is_last=seq.num_prefilled + n == seq.prefill_len)
+                             is_last=seq.num_prefilled + n == seq.target_len)
         plan.prefills.append(chunk)
         seq.num_prefilled += n
         if chunk.is_last:

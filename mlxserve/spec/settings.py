@@ -9,7 +9,7 @@ from mlxserve.config import SpeculativeConfig
 from mlxserve.spec.registry import METHODS
 
 MAX_SPECULATIVE_TOKENS = 16
-_COMMON = frozenset({"method", "num_speculative_tokens"})
+_COMMON = frozenset({"method", "num_speculative_tokens", "adaptive"})
 _FIELDS = frozenset({"prompt_lookup_min", "prompt_lookup_max", "model"})
 
 
@@ -33,6 +33,8 @@ def parse_speculative_config(text: str) -> SpeculativeConfig:
         prompt_lookup_max=_count(data, "prompt_lookup_max", 5, 1, 64),
         model=_text(data, "model"),
         options={k: v for k, v in data.items() if k not in _COMMON | _FIELDS})
+    if not isinstance(data.get("adaptive", True), bool):
+        raise ValueError("--speculative-config: adaptive must be true or false")
     if config.prompt_lookup_min > config.prompt_lookup_max:
         raise ValueError("--speculative-config: prompt_lookup_min must not exceed "
                          "prompt_lookup_max")
