@@ -204,8 +204,16 @@ async def _score_set(engine, tokenizer, name: str, cases: list, keeps: list[floa
 
 
 # ---- speed (random weights) ------------------------------------------------------
+# a mid-size shape: a CPU check of the speed paths in a minute (not a real model's shape)
+MINI_SHAPE = dict(hidden_size=512, num_hidden_layers=8, intermediate_size=1536,
+                  num_attention_heads=8, num_key_value_heads=4, head_dim=64,
+                  tie_word_embeddings=True)
+
+
 def _random_loader(args):
-    from engine import build_random_model, loaded_model_for  # benchmarks/engine.py
+    from engine import RANDOM_SHAPES, build_random_model, loaded_model_for  # benchmarks/
+
+    RANDOM_SHAPES.setdefault("qwen3-mini", MINI_SHAPE)
 
     dtype = "bfloat16" if args.dtype == "auto" else args.dtype
     built = {}
