@@ -21,7 +21,8 @@ class ModelConfig:
     revision: str | None = None
     # "auto": float32 on a CPU-only machine (fast BLAS path), the checkpoint's dtype on GPU.
     dtype: str = "auto"
-    # On CPU, quantized weights are dequantized to float32 unless this is True.
+    # Quantized weights are dequantized at load unless this is True: on CPU (to float32),
+    # and on CUDA when the 16-bit weights fit (models/hf_folder.py); Metal keeps them.
     keep_quantized: bool = False
     chat_template: str | None = None  # path to a Jinja file overriding the model's template
     trust_remote_code: bool = False

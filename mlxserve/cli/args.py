@@ -49,7 +49,8 @@ def add_model_args(parser: argparse.ArgumentParser, *, optional_model: bool) -> 
                         choices=["auto", "float32", "bfloat16", "float16"],
                         help="auto: float32 on a CPU-only machine, the checkpoint's on GPU")
     parser.add_argument("--keep-quantized", action="store_true",
-                        help="on CPU, keep quantized weights instead of float32 (slower here)")
+                        help="keep quantized weights (default: dequantized at load on CPU, "
+                             "and on CUDA when the 16-bit weights fit; Metal keeps them)")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction,
                         default=EngineConfig.enable_prefix_caching,
