@@ -68,6 +68,12 @@ class EngineConfig:
     seed: int = 0
     enable_prefix_caching: bool = True  # plain-KV models, text requests (engine/prefix.py)
     prefix_cache_memory_bytes: int | None = None  # None: a share of the KV budget
+    # start-up warm-up (engine/warm_up.py): every batch path once, then decode batch sizes
+    # in powers of two up to warmup_max_batch (None: max_num_seqs with a GPU, none on a
+    # CPU, which compiles nothing on first use), within warmup_timeout_s
+    warmup: bool = True
+    warmup_max_batch: int | None = None
+    warmup_timeout_s: float = 120.0
     speculative: SpeculativeConfig | None = None  # --speculative-config; None: off
     specprefill: SpecPrefillConfig = field(default_factory=SpecPrefillConfig)
 
