@@ -71,6 +71,10 @@ class EngineConfig:
     # start-up warm-up (engine/warm_up.py): every batch path once, then decode batch sizes
     # in powers of two up to warmup_max_batch (None: max_num_seqs with a GPU, none on a
     # CPU, which compiles nothing on first use), within warmup_timeout_s
+    # pad single-row prefill forwards to a bounded set of lengths (engine/prefill.py), so a
+    # new prompt length costs no kernel compilation; None: on with a GPU, off on a CPU
+    # (which compiles nothing and pays for the padding)
+    bucket_prefill: bool | None = None
     warmup: bool = True
     warmup_max_batch: int | None = None
     warmup_timeout_s: float = 120.0

@@ -178,6 +178,8 @@ class EngineCore:
         )
         self.runner = Runner(model, caps.vocab_size or loaded.config.get("vocab_size"),
                              lambda: _make_cache(model), merge_floor_tokens=max(1, total // 8))
+        self.runner.bucket_prefill = (not _cpu_only() if cfg.bucket_prefill is None
+                                      else cfg.bucket_prefill)
         if cfg.warmup:
             self._warm_up()
         self.speculation = build_speculation(cfg.speculative, loaded, self.model_config)
@@ -194,7 +196,8 @@ class EngineCore:
 
     def _warm_up(self) -> None:
         """Compile the batch paths' kernels now, not while the first requests wait."""
-        from mlxserve.engine.warm_up import batch_sizes, warm_up_batches
+        from mlxserve.engine.warm_up import (batch_sizes, prefill_buckets, warm_up_batches,
+                                             warm_up_prefills)
 
         cfg, started = self.engine_config, time.monotonic()
         largest = cfg.warmup_max_batch
@@ -204,12 +207,15 @@ class EngineCore:
             self.runner.warm_up()
             sizes = warm_up_batches(self.runner, batch_sizes(self.scheduler.max_num_seqs,
                                                              largest), cfg.warmup_timeout_s)
+            buckets = warm_up_prefills(self.runner, prefill_buckets(cfg.prefill_chunk_size),
+                                       started + cfg.warmup_timeout_s) \
+                if self.runner.bucket_prefill else []
         except Exception:  # e.g. a model whose forward needs more than token ids
             log.warning("engine warm-up failed; batch paths compile on first use",
                         exc_info=True)
             return
-        log.info("engine warm-up took %.1f s (decode batch sizes %s)",
-                 time.monotonic() - started, sizes or "none")
+        log.info("engine warm-up took %.1f s (decode batch sizes %s, prefill buckets %s)",
+                 time.monotonic() - started, sizes or "none", buckets or "none")
 
     def _load_specprefill(self, loaded) -> None:
         from mlxserve.engine.specprefill import EngineSpecPrefill

@@ -76,3 +76,33 @@ def _decode_batch(runner, n: int, longer: int) -> None:
         runner.collect()
     finally:
         runner.reset()
+
+
+def prefill_buckets(chunk_size: int) -> list[int]:
+    """Every length a bucketed prefill forward of at most ``chunk_size`` tokens pads to."""
+    from mlxserve.engine.prefill import bucket_length
+
+    return sorted({bucket_length(n) for n in range(1, chunk_size + 1)})
+
+
+def warm_up_prefills(runner, buckets: list[int], deadline: float) -> list[int]:
+    """One prompt of ``b + 1`` tokens per bucket ``b`` (its head forward is that bucket)."""
+    import time
+
+    done = []
+    for b in buckets:
+        if time.monotonic() > deadline:
+            break
+        rid = f"__warm_up_p{b}"
+        runner.add(GenerateRequest(rid, [1 + k % 7 for k in range(b + 1)],
+                                   SamplingParams(temperature=0.0), StopParams(max_tokens=2)),
+                   seed=0)
+        try:
+            _, failures = runner.run(StepPlan(prefills=[PrefillChunk(rid, 0, b + 1, True)]))
+            if failures:
+                raise RuntimeError(failures[0].error)
+            runner.collect()
+        finally:
+            runner.reset()
+        done.append(b)
+    return done

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from engine_support import collect, greedy, reference_model, run_with_engine, stream_generate_tokens
 
 from mlxserve.config import EngineConfig
@@ -33,3 +35,25 @@ def test_warm_up_batches_then_serve_as_before(tiny_dir, caplog):
         got = run_with_engine(path, body, config)
     assert got["tokens"] == stream_generate_tokens(model, tok, prompt, 16)
     assert "decode batch sizes [1, 2, 4, 8]" in caplog.text
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3"])
+def test_bucketed_prefill_keeps_greedy_outputs(tiny_dir, family, caplog):
+    """Prefill forwards padded to bucket lengths (the padding trimmed off the caches), over
+    several chunks and after a prefix-cache hit: the same greedy tokens as mlx-lm."""
+    path = tiny_dir(family)
+    model, tok = reference_model(path)
+    first = tok.encode("once upon a time, in a land far away, there lived a tiny model that")
+    second = first[:40] + tok.encode(" sang a song")
+    config = EngineConfig(bucket_prefill=True, max_num_batched_tokens=40,
+                          prefill_chunk_size=23, warmup_max_batch=2)
+
+    async def body(engine):
+        return [await collect(engine, greedy(rid, p, 12)) for rid, p in (("a", first),
+                                                                         ("b", second))]
+
+    with caplog.at_level(logging.INFO, logger="mlxserve.engine.core"):
+        got = run_with_engine(path, body, config)
+    for result, prompt in zip(got, (first, second)):
+        assert result["tokens"] == stream_generate_tokens(model, tok, prompt, 12)
+    assert "prefill buckets [16, 32]" in caplog.text
