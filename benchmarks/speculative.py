@@ -281,10 +281,10 @@ def run_mtp(args) -> dict:
             for engine in engines.values():
                 await engine.start()
             try:
-                await mtp_row(engines, 2, argparse.Namespace(**{**vars(args), "gen_len": 8}),
-                              vocab, 0)  # warm-up
+                warm = argparse.Namespace(**{**vars(args), "gen_len": 8})
                 rows = {}
                 for batch in args.batches:
+                    await mtp_row(engines, batch, warm, vocab, 0)  # compile this shape
                     runs = [await mtp_row(engines, batch, args, vocab, r)
                             for r in range(args.repeats)]
                     rows[batch] = mtp_batch_summary(runs)
