@@ -281,10 +281,10 @@ def run_mtp(args) -> dict:
             for engine in engines.values():
                 await engine.start()
             try:
-                await mtp_row(engines, 2, argparse.Namespace(**{**vars(args), "gen_len": 8}),
-                              vocab, 0)  # warm-up
+                warm = argparse.Namespace(**{**vars(args), "gen_len": 8})
                 rows = {}
                 for batch in args.batches:
+                    await mtp_row(engines, batch, warm, vocab, 0)  # compile this shape
                     runs = [await mtp_row(engines, batch, args, vocab, r)
                             for r in range(args.repeats)]
                     rows[batch] = mtp_batch_summary(runs)
@@ -349,7 +349,9 @@ def edit_prompts(tokenizer, n: int) -> list[list[int]]:
         text = (f"{EDITS[i % len(EDITS)]} in this file and print the whole file, nothing "
                 f"else:\n\n```python\n{FILE}```")
         messages = [{"role": "user", "content": text}]
-        prompts.append(list(tokenizer.apply_chat_template(messages, add_generation_prompt=True)))
+        ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+        # the answer starts as the file does (as edit tools prompt): the copy starts at once
+        prompts.append(ids + list(tokenizer.encode("```python\n", add_special_tokens=False)))
     return prompts
 
 

@@ -188,3 +188,23 @@ def row_state(row: Any) -> tuple[int, list] | None:
 
 def _is_arrays(layer) -> bool:
     return isinstance(getattr(layer, "cache", None), list)
+
+
+def seeded_length(row: Any) -> int:
+    """Positions a row's own caches hold when every layer is attention KV (a prefix-cache
+    hit's, or earlier chunks'); -1 when it has SSM layers (they join no seeded group)."""
+    caches = row.cache
+    if caches is None or any(_is_arrays(c) for c in caches):
+        return -1
+    return caches[0].offset if caches else 0
+
+
+def seeded_batch(prototype: list, rows: list, starts: list[int]) -> Any:
+    """A new batch of ``rows``, each starting with the first ``starts[i]`` positions of
+    its own caches (the rest of its prompt is prefilled into it)."""
+    from mlxserve.cache.batch_kv import BatchCache
+
+    batch = BatchCache(prototype)
+    for row, start in zip(rows, starts):
+        batch.append(row.request.request_id, row.cache, start, mx.zeros((1,), mx.uint32))
+    return batch

@@ -31,18 +31,17 @@ class EngineSpecPrefill:
 
     @classmethod
     def load(cls, engine_config: EngineConfig, model_config: ModelConfig, target,
-             prototype: list) -> EngineSpecPrefill:
-        """Load the draft (when a source is set) and check it can score."""
+             prototype: list, loader=None) -> EngineSpecPrefill:
+        """Load the draft (when a source is set) and check it can score. ``loader``: the
+        engine's own model loader when a test or benchmark gave one (its models, its
+        vocabularies); else ``models.draft`` loads it and checks the vocabulary."""
         config, source = engine_config.specprefill, engine_config.specprefill_draft()
         window = max((getattr(c, "max_size", 0) or 0 for c in prototype), default=0)
         if source is None:
             return cls(config, window=window)
-        from mlxserve.models.draft import load_draft_model
         from mlxserve.spec.specprefill.scoring import DraftScorer
 
-        # the model as its own scorer shares its weights (its caches are its own)
-        same = source == model_config.model
-        draft = target if same else load_draft_model(source, target, model_config)
+        draft = _load_draft(source, target, model_config, loader)
         scorer = DraftScorer(draft.model, config.tail_tokens)
         reason = scorer.unsupported()
         if reason is not None:
@@ -72,7 +71,8 @@ class EngineSpecPrefill:
 
     def take(self, request_id: str, cached: int) -> SparseRow | None:
         keep = self._plans.pop(request_id, None)
-        return None if keep is None else SparseRow(cached, keep)
+        return None if keep is None else SparseRow(cached, keep,
+                                                   width=self.selection.chunk_tokens)
 
     def forget(self, request_id: str) -> None:
         self._plans.pop(request_id, None)
@@ -80,3 +80,15 @@ class EngineSpecPrefill:
     def scored(self, skipped: int) -> None:
         self.requests += 1
         self.tokens_skipped += skipped
+
+
+def _load_draft(source: str, target, model_config: ModelConfig, loader):
+    if source == model_config.model:  # the model scores itself: shared weights, own caches
+        return target
+    if loader is not None:
+        from dataclasses import replace
+
+        return loader(replace(model_config, model=source))
+    from mlxserve.models.draft import load_draft_model
+
+    return load_draft_model(source, target, model_config)

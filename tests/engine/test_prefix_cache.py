@@ -285,3 +285,28 @@ def test_hybrid_model_hits_whole_snapshots_only_and_matches_the_cache_off(tiny_d
     plain = run_with_engine(path, lambda e: _sequential(e, prompts, 12), OFF)
     assert [r["tokens"] for r in cached] == [r["tokens"] for r in plain]
     assert [r["cached"] for r in cached] == [0, len(prompt) + 11, 0, 0]
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_hits_of_different_lengths_prefilled_in_one_group_match(tiny_dir, family):
+    """Rows admitted together, each with its own cached length (the whole system prompt,
+    part of it, none), share one padded group prefill, each row from its own column."""
+    path = tiny_dir(family)
+    _, tok = reference_model(path)
+    system = tok.encode(TEXT * 2)
+    prompts = [system + tok.encode(" a cat"), system[:20] + tok.encode(" a dog sleeps"),
+               tok.encode("rain falls on the sea"), system + tok.encode(" the end of it")]
+    config = replace(CHUNKED, max_num_batched_tokens=64)
+
+    async def body(engine):
+        await collect(engine, greedy("warm", system, 2))
+        return await asyncio.gather(*(collect(engine, greedy(f"t{k}", p, 10))
+                                      for k, p in enumerate(prompts)))
+
+    cached = run_with_engine(path, body, config)
+    plain = run_with_engine(path, lambda e: asyncio.gather(
+        *(collect(e, greedy(f"t{k}", p, 10)) for k, p in enumerate(prompts))),
+                            replace(config, enable_prefix_caching=False))
+    assert [r["tokens"] for r in cached] == [r["tokens"] for r in plain]
+    assert [r["deltas"][-1].cached_tokens for r in cached] == [len(system), 20, 0,
+                                                                len(system)]
