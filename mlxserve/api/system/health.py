@@ -46,7 +46,7 @@ def _not_serving(request: Request, state: ApiState) -> JSONResponse | None:
     return None
 
 
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])
 async def health(request: Request) -> JSONResponse:
     state = api_state(request)
     refused = _not_serving(request, state)
@@ -57,7 +57,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "model": state.models.primary})
 
 
-@router.get("/ready")
+@router.api_route("/ready", methods=["GET", "HEAD"])
 async def ready(request: Request) -> JSONResponse:
     state = api_state(request)
     refused = _not_serving(request, state)
