@@ -50,10 +50,10 @@ class RowSampler:
             self.table.release(self.slot)
             self.slot = None
 
-    def noise_key(self) -> int:
-        """32-bit key of this row's noise for its current output position: a function of
-        (seed, position) only."""
-        return _fmix64((self.seed * _KEY_MIX + self.position) & _U64) & 0xFFFFFFFF
+    def noise_key(self, ahead: int = 0) -> int:
+        """32-bit key of this row's noise for output position ``position + ahead``: a
+        function of (seed, position) only (a verify step draws several positions)."""
+        return _fmix64((self.seed * _KEY_MIX + self.position + ahead) & _U64) & 0xFFFFFFFF
 
 
 @dataclass
@@ -82,16 +82,16 @@ def _fmix32(x: mx.array) -> mx.array:
     return x ^ (x >> 16)
 
 
-def _gumbel_noise(row_keys: list[int], vocab: int) -> mx.array:
+def gumbel_noise(row_keys: list[int], vocab: int) -> mx.array:
     """(B, V) Gumbel noise, one counter-based stream per row, built with a few vectorized
     ops whatever the batch size (no per-row random calls)."""
     keys = mx.array(row_keys, dtype=mx.uint32)[:, None]
     index = mx.arange(vocab, dtype=mx.uint32)[None, :] * mx.array(0x9E3779B1, dtype=mx.uint32)
     bits = _fmix32(_fmix32(keys ^ index) + keys)
-    return -mx.log(-mx.log(_open_uniform(bits)))
+    return -mx.log(-mx.log(open_uniform(bits)))
 
 
-def _open_uniform(bits: mx.array) -> mx.array:
+def open_uniform(bits: mx.array) -> mx.array:
     """uint32 bits → float32 strictly inside (0, 1): (2k + 1) / 2^24 for the top 23 bits k.
     Every value is exact in float32 (24-bit significand), from 2^-24 to 1 - 2^-24; 24 bits
     would round their top value to 1.0, whose noise is +inf."""
@@ -135,6 +135,15 @@ def _filter_min_p(scaled: mx.array, rows: list[RowSampler]) -> mx.array:
 
 def _draw(logits: mx.array, rows: list[RowSampler]) -> mx.array:
     """Sampled token per row (greedy rows get an argmax; their noise is zero)."""
+    scaled = scaled_filtered(logits, rows)
+    noise = gumbel_noise([r.noise_key() for r in rows], logits.shape[-1])
+    sampled = mx.array([not r.params.greedy for r in rows])[:, None]
+    return mx.argmax(scaled + mx.where(sampled, noise, 0.0), axis=-1).astype(mx.uint32)
+
+
+def scaled_filtered(logits: mx.array, rows: list[RowSampler]) -> mx.array:
+    """Each row's logits over its temperature, top-k / top-p / min-p filtered (-inf): the
+    log-weights a sampled row draws from (greedy rows: temperature 1, nothing filtered)."""
     temps = _row_values(rows, "temperature", 1.0)[:, None]
     # shifted so the best token is 0: large logits over a small temperature keep their
     # precision next to the noise (greedy params cover temperatures that would overflow)
@@ -145,9 +154,7 @@ def _draw(logits: mx.array, rows: list[RowSampler]) -> mx.array:
         scaled = _filter_top_p(scaled, rows)
     if any(r.params.min_p > 0.0 and not r.params.greedy for r in rows):
         scaled = _filter_min_p(scaled, rows)
-    noise = _gumbel_noise([r.noise_key() for r in rows], logits.shape[-1])
-    sampled = mx.array([not r.params.greedy for r in rows])[:, None]
-    return mx.argmax(scaled + mx.where(sampled, noise, 0.0), axis=-1).astype(mx.uint32)
+    return scaled
 
 
 def _adjust_rows(logits: mx.array, rows: list[RowSampler]) -> mx.array:
@@ -157,6 +164,12 @@ def _adjust_rows(logits: mx.array, rows: list[RowSampler]) -> mx.array:
     if not users:
         return logits
     counts, seen, bias = users[0].table.rows([r.slot or 0 for r in rows])
+    return adjust_with(logits, rows, counts, seen, bias)
+
+
+def adjust_with(logits: mx.array, rows: list[RowSampler], counts: mx.array, seen: mx.array,
+                bias: mx.array) -> mx.array:
+    """Penalties and bias from the given (B, V) counts (a verify step adds its drafts)."""
     p = [r.params if r.slot is not None else _NEUTRAL for r in rows]
     rp = _column([q.repetition_penalty for q in p])
     penalised = mx.where(logits > 0, logits / rp, logits * rp)
@@ -183,7 +196,7 @@ def _record(tokens: mx.array, rows: list[RowSampler]) -> None:
         rows[users[0]].table.record([rows[k].slot for k in users], tokens[index])
 
 
-def _logprob_outputs(logits: mx.array, tokens: mx.array, rows: list[RowSampler]):
+def logprob_outputs(logits: mx.array, tokens: mx.array, rows: list[RowSampler]):
     if not any(r.params.logprobs or r.params.top_logprobs for r in rows):
         return None, None, None
     logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
@@ -227,6 +240,6 @@ def sample(logits: mx.array, rows: list[RowSampler], allowed: mx.array | None = 
             tokens = mx.argmax(adjusted, axis=-1).astype(mx.uint32)
         else:
             tokens = _draw(adjusted, rows)
-    chosen, top_ids, top_vals = _logprob_outputs(raw.astype(mx.float32), tokens, rows)
+    chosen, top_ids, top_vals = logprob_outputs(raw.astype(mx.float32), tokens, rows)
     _record(tokens, rows)
     return SampleResult(tokens, chosen, top_ids, top_vals)
