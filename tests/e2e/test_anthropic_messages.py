@@ -10,7 +10,7 @@ import anthropic
 import httpx
 import pytest
 
-from anthropic_support import assert_anthropic_error, post, sse_events
+from anthropic_support import assert_anthropic_error, post, prompt_tokens, sse_events
 
 pytestmark = pytest.mark.slow
 
@@ -43,12 +43,6 @@ def test_plain_answer(client, default_server):
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
     assert message.usage.input_tokens > 10 and 0 < message.usage.output_tokens < 40
     assert message.usage.cache_read_input_tokens == 0
-
-
-def prompt_tokens(usage) -> int:
-    """The whole prompt: Anthropic counts prefix-cache hits apart from input_tokens."""
-    return (usage.input_tokens + usage.cache_read_input_tokens
-            + usage.cache_creation_input_tokens)
 
 
 def test_streaming_equals_non_streaming(client):
