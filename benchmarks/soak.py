@@ -213,7 +213,13 @@ class SoakResult:
     outcomes: list[Outcome] = field(default_factory=list)
     rss_warm: int | None = None
     rss_samples: list[int] = field(default_factory=list)
+    cache_samples: list[int] = field(default_factory=list)  # prefix-cache bytes, with RSS
     duration_s: float = 0.0
+
+
+async def _prefix_cache_bytes(client: httpx.AsyncClient, base: str) -> int:
+    stats = (await client.get(base + "/v1/cache/stats")).json()
+    return int(stats.get("bytes") or 0)
 
 
 async def _wait_idle(client: httpx.AsyncClient, base: str, timeout: float = 60) -> None:
@@ -242,6 +248,7 @@ async def run_soak(base: str, pid: int | None, requests: int, concurrency: int, 
             result.rss_warm = rss_bytes(pid)
         elif done > warm_at and done % every == 0 and pid is not None:
             result.rss_samples.append(rss_bytes(pid))
+            result.cache_samples.append(await _prefix_cache_bytes(client, base))
 
     limits = httpx.Limits(max_connections=concurrency * 2)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
@@ -283,7 +290,20 @@ def summarize(result: SoakResult) -> dict:
         "rss_final_mib": _mib(result.rss_samples[-1] if result.rss_samples else None),
         "rss_max_over_warm": (round(rss_max / result.rss_warm, 4)
                               if rss_max and result.rss_warm else None),
+        **_rss_trend(result),
     }
+
+
+def _rss_trend(result: SoakResult) -> dict:
+    """Warm-up or growth: the RSS series after warm-up, and the second half's max over the
+    sample at half way (growth keeps rising there; warm-up has levelled off)."""
+    samples = result.rss_samples
+    if len(samples) < 4:
+        return {}
+    half = samples[len(samples) // 2]
+    return {"rss_samples_mib": [_mib(v) for v in samples],
+            "prefix_cache_mib": [_mib(v) for v in result.cache_samples],
+            "rss_second_half_max_over_half": round(max(samples[len(samples) // 2:]) / half, 4)}
 
 
 def _mib(value: int | None) -> float | None:
@@ -306,8 +326,12 @@ def main() -> int:
     parser.add_argument("--url", default=None, help="an already running server")
     parser.add_argument("--pid", type=int, default=None, help="its process id (for RSS)")
     parser.add_argument("--out", default=None, help="write the summary here (JSON)")
+    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="one more `mlxserve serve` argument (repeat), e.g. "
+                             "--server-arg=--no-enable-prefix-caching")
     args = parser.parse_args()
-    server = None if args.url else _start_server(args.model, ["--max-model-len", "2048"])
+    server = None if args.url else _start_server(args.model, ["--max-model-len", "2048",
+                                                              *args.server_arg])
     base, pid = (args.url, args.pid) if args.url else (server.base_url, server.process.pid)
     try:
         summary = summarize(asyncio.run(run_soak(base, pid, args.requests, args.concurrency,
@@ -316,6 +340,7 @@ def main() -> int:
         if server is not None:
             server.stop()
     summary.update(model=args.model, concurrency=args.concurrency, seed=args.seed,
+                   server_args=args.server_arg,
                    device=f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores")
     print(json.dumps(summary, indent=2))
     if args.out:
