@@ -129,6 +129,10 @@ def test_responses_tool_loop_stateless_and_with_previous_response_id(codex):
     assert "18" in stateless.output_text and "light rain" in stateless.output_text
     assert chained.output_text == stateless.output_text
     assert chained.usage.input_tokens == stateless.usage.input_tokens
+    assert chained.usage.input_tokens_details.cached_tokens > 0  # the first turn, cached
+    closing = codex_ask(codex, [output], previous_response_id=first.id, tool_choice="none")
+    assert [item.type for item in closing.output] == ["message"]
+    assert closing.status == "completed" and "18" in closing.output_text
 
 
 def test_responses_namespace_tools_are_flattened(codex):

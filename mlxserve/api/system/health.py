@@ -46,7 +46,8 @@ def _not_serving(request: Request, state: ApiState) -> JSONResponse | None:
     return None
 
 
-@router.api_route("/health", methods=["GET", "HEAD"])
+@router.head("/health", include_in_schema=False)  # probes and checks send HEAD
+@router.get("/health")
 async def health(request: Request) -> JSONResponse:
     state = api_state(request)
     refused = _not_serving(request, state)
@@ -57,7 +58,8 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "model": state.models.primary})
 
 
-@router.api_route("/ready", methods=["GET", "HEAD"])
+@router.head("/ready", include_in_schema=False)  # probes and checks send HEAD
+@router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
     state = api_state(request)
     refused = _not_serving(request, state)

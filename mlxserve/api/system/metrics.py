@@ -154,7 +154,8 @@ class ServerMetrics:
         return generate_latest(self.registry)
 
 
-@router.api_route("/metrics", methods=["GET", "HEAD"])
+@router.head("/metrics", include_in_schema=False)  # probes and checks send HEAD
+@router.get("/metrics")
 async def metrics(request: Request) -> Response:
     server_metrics: ServerMetrics = request.app.state.metrics
     return Response(server_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
