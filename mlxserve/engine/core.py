@@ -15,6 +15,7 @@ else, fails what was running and goes on (waiting requests keep waiting).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import queue
 import random
@@ -27,7 +28,7 @@ from mlxserve.config import EngineConfig, ModelConfig
 from mlxserve.engine.delivery import Outbox, error_delta
 from mlxserve.engine.request import (FINISH_ABORT, FINISH_ERROR, FINISH_STOP, EngineDelta,
                                      GenerateRequest)
-from mlxserve.engine.request_state import DeltaSink, RequestState, Submitted
+from mlxserve.engine.request_state import DeltaSink, RequestState, Submitted, resumable
 from mlxserve.engine.scheduler import Scheduler, SeqState
 from mlxserve.engine.stops import NullDetokenizer, OutputStream
 
@@ -49,6 +50,10 @@ class EngineStats:
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
     prefix_cache: dict | None = None  # the store's PrefixCacheStats; None when off
+    num_preemptions: int = 0  # running requests sent back to the queue (memory was short)
+    max_num_seqs: int = 0  # most requests running at once (configured or from the budget)
+    specprefill_requests: int = 0  # prompts prefilled sparsely (SpecPrefill)
+    specprefill_tokens_skipped: int = 0  # prompt tokens those prefills did not compute
     # speculative decoding (engine/speculation.py; vLLM's names), totals of the one method
     spec_decode_num_drafts: int = 0
     spec_decode_num_draft_tokens: int = 0
@@ -102,6 +107,8 @@ class EngineCore:
         self._steps = 0
         self.prefix = None  # EnginePrefixCache when the model and config allow one
         self._matches: dict = {}  # request id -> its PrefixMatch, admission to _admit
+        self._preempted: set[str] = set()  # active requests whose rows were dropped
+        self.specprefill = None  # EngineSpecPrefill (its scorer is None without a draft)
         self.speculation = None  # engine.speculation.Speculation with --speculative-config
 
     # ---- other threads ------------------------------------------------------------
@@ -142,7 +149,9 @@ class EngineCore:
     def _load(self) -> None:
         import mlx.core as mx
 
-        from mlxserve.engine.kv_budget import kv_tokens_total
+        from mlxserve.engine.kv_budget import default_max_num_seqs, kv_tokens_total
+        from mlxserve.engine.kv_footprint import footprint_or_none
+        from mlxserve.engine.prefix import full_history
         from mlxserve.engine.runner import Runner
         from mlxserve.engine.speculation import build_speculation
         from mlxserve.models import load_model
@@ -155,14 +164,18 @@ class EngineCore:
         device_memory = mx.device_info().get("memory_size") if not _cpu_only() else None
         self.prefix = _prefix_cache(cfg, caps, loaded.model, device_memory)
         reserved = self.prefix.store.budget_bytes if self.prefix is not None else 0
+        model = loaded.model
+        footprint = footprint_or_none(model, lambda: _make_cache(model))
         total = kv_tokens_total(cfg, loaded.config, caps.dtype, device_memory,
-                                mx.get_active_memory(), reserved_bytes=reserved)
+                                mx.get_active_memory(), reserved_bytes=reserved,
+                                bytes_per_token=footprint and footprint.bytes_per_token)
         self.scheduler = Scheduler(
-            max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.token_budget(_cpu_only()),
+            max_num_seqs=cfg.max_num_seqs or default_max_num_seqs(total),
+            max_num_batched_tokens=cfg.token_budget(_cpu_only()),
             prefill_chunk_size=cfg.prefill_chunk_size, kv_tokens_total=total,
             max_queue_size=cfg.max_queue_size,
+            seq_overhead_tokens=footprint.request_overhead_tokens() if footprint else 0,
         )
-        model = loaded.model
         self.runner = Runner(model, caps.vocab_size or loaded.config.get("vocab_size"),
                              lambda: _make_cache(model), merge_floor_tokens=max(1, total // 8))
         try:  # compile the batch paths' kernels now, not while the first requests wait
@@ -176,9 +189,21 @@ class EngineCore:
         if self.prefix is not None:
             self.scheduler.cached_prefix = self._lookup_prefix
             self.runner.keep_final_kv = True
+            self.runner.make_row_cache = lambda: full_history(_make_cache(model))
+        self._load_specprefill(loaded)
         self.loaded = loaded
         self._detokenizer_proto = detokenizer_prototype(loaded.tokenizer)
         self._publish_stats()
+
+    def _load_specprefill(self, loaded) -> None:
+        from mlxserve.engine.specprefill import EngineSpecPrefill
+
+        self.specprefill = EngineSpecPrefill.load(self.engine_config, self.model_config,
+                                                  loaded, self.runner.prototype, self._loader)
+        self.runner.scorer = self.specprefill.scorer
+        self.runner.selection = self.specprefill.selection
+        self.scheduler.sparse_prefill = lambda rid, cached: self.specprefill.plan(
+            self._waiting[rid].request, cached)
 
     def _loop(self) -> None:
         while True:
@@ -218,7 +243,9 @@ class EngineCore:
         rid = request.request_id
         try:
             request.validate(self.runner.vocab_size, self.max_model_len)
-            seq = SeqState(rid, len(request.prompt_tokens), request.stop.max_tokens)
+            self.specprefill.check(request)
+            seq = SeqState(rid, len(request.prompt_tokens), request.stop.max_tokens,
+                           pinned=not resumable(request))
             self.scheduler.add(seq)
         except Exception as e:  # the client validated already: a race or a bad request
             self._outbox.put(sink, error_delta(rid, e))
@@ -239,16 +266,28 @@ class EngineCore:
         output = OutputStream(request, detokenizer, self.loaded.eos_token_ids,
                               self.max_model_len)
         match = self._matches.pop(request_id, None)
+        cached = match.length if match is not None else 0
+        sparse = self.specprefill.take(request_id, cached)
         self._active[request_id] = RequestState(
             request, submitted.sink, output, submitted.seed,
-            locks=[match] if match is not None else [],
-            cached_tokens=match.length if match is not None else 0,
-            queue_time_s=time.monotonic() - submitted.added_at)
-        self.runner.add(request, submitted.seed, prefix=match)
+            locks=[match] if match is not None else [], cached_tokens=cached,
+            sparse=sparse is not None, queue_time_s=time.monotonic() - submitted.added_at)
+        self.runner.add(request, submitted.seed, prefix=match, sparse=sparse)
+
+    def _sparse_selected(self, request_id: str, kept: int) -> None:
+        """The draft scored a sparse request: the target prefills ``kept`` tokens."""
+        self.scheduler.sparse_selected(request_id, kept)
+        state = self._active.get(request_id)
+        if state is not None:
+            skipped = len(state.prompt_ids) - state.cached_tokens - kept
+            state.prefilled_tokens, state.position_delta = kept, skipped
+            self.specprefill.scored(skipped)
 
     def _lookup_prefix(self, request_id: str) -> int:
         """At admission (the scheduler asks): the prompt tokens a cached prefix holds."""
-        match = self.prefix.lookup(self._waiting[request_id].request)
+        submitted = self._waiting.get(request_id)
+        request = submitted.request if submitted else self._resumed_request(request_id)
+        match = self.prefix.lookup(request)
         if match is None:
             return 0
         self._matches[request_id] = match
@@ -258,10 +297,15 @@ class EngineCore:
         started = time.perf_counter()
         drafts = self._propose() if self.speculation is not None else {}
         plan = self.scheduler.schedule({rid: len(p.tokens) for rid, p in drafts.items()})
+        for request_id in plan.preempted:
+            self._preempt(request_id)
+            drafts.pop(request_id, None)
         for chunk in plan.prefills:
-            if chunk.request_id in self._waiting:
+            if chunk.request_id in self._waiting or chunk.request_id in self._preempted:
                 self._admit_guarded(chunk.request_id)
         failures = self.runner.launch(plan, drafts)
+        for request_id, kept in self.runner.take_selections():
+            self._sparse_selected(request_id, kept)
         outputs, late = self.runner.collect(leave=0 if plan.decode_tokens else 1)
         self._deliver(outputs, failures + late)
         if self.speculation is not None:
@@ -296,13 +340,18 @@ class EngineCore:
         if not rows:
             return {}
         if self.runner.has_pending:  # the histories grow in place as tokens are read back
-            self._deliver(*self.runner.collect(leave=0))
+            outputs, failures = self.runner.collect(leave=0)
+            self._deliver(outputs, failures)
+            spec.drained += len(outputs)
         rows = [r for r in rows if r.request_id in self._active]
         return spec.propose(rows)
 
     def _admit_guarded(self, request_id: str) -> None:
         try:
-            self._admit(request_id)
+            if request_id in self._preempted:
+                self._resume(request_id)
+            else:
+                self._admit(request_id)
         except Exception as e:
             log.exception("admitting request %s failed", request_id)
             self._finish(request_id, FINISH_ERROR, error=f"{type(e).__name__}: {e}")
@@ -322,11 +371,42 @@ class EngineCore:
             finish_reason=step.finish_reason, stop_reason=step.stop_reason,
             prompt_tokens=len(state.request.prompt_tokens),
             completion_tokens=state.completion_tokens, cached_tokens=state.cached_tokens,
-            queue_time_s=state.queue_time_s if state.completion_tokens == 1 else None,
+            prefilled_tokens=state.prefilled_tokens, queue_time_s=state.queue_time_s if state.completion_tokens == 1 else None,
         )
         if step.finish_reason is not None:
             self._retire(out.request_id, keep_prefix=True)
         self._outbox.put(state.sink, delta, on_gone=self._consumer_gone)
+
+    # ---- preemption (the scheduler ran short of KV memory) ---------------------------
+    def _preempt(self, request_id: str) -> None:
+        """Drop a running request's cache (its computed KV goes to the prefix cache, where
+        its resume finds it); its state, output so far and consumer stay."""
+        state = self._active[request_id]
+        if self.prefix is not None:
+            self._store_prefix(state)
+            self.prefix.release(state.locks)
+            state.locks = []
+        self.runner.release(request_id, preempted=True)
+        self._preempted.add(request_id)
+
+    def _resumed_request(self, request_id: str) -> GenerateRequest:
+        """A preempted request as it resumes: its prompt is prompt + output so far."""
+        state = self._active[request_id]
+        done = self.scheduler.running[request_id].recompute
+        if done != len(state.output_ids):
+            raise RuntimeError(f"resuming with {done} of {len(state.output_ids)} outputs")
+        return dataclasses.replace(state.request,
+                                   prompt_tokens=state.prompt_ids + state.output_ids)
+
+    def _resume(self, request_id: str) -> None:
+        """The scheduler re-admitted a preempted request: a new row recomputes its prompt
+        and output so far (from a cached prefix where there is one)."""
+        state = self._active[request_id]
+        self._preempted.discard(request_id)
+        match = self._matches.pop(request_id, None)
+        state.locks = [match] if match is not None else []
+        self.runner.add(self._resumed_request(request_id), state.seed, prefix=match,
+                        resumed=len(state.output_ids))
 
     def _consumer_gone(self, request_id: str) -> None:
         """Its consumer is gone (the event loop closed): stop computing for it."""
@@ -349,15 +429,18 @@ class EngineCore:
             prompt_tokens=len(request.prompt_tokens),
             completion_tokens=state.completion_tokens if state is not None else 0,
             cached_tokens=state.cached_tokens if state is not None else 0,
+            prefilled_tokens=state.prefilled_tokens if state is not None else None,
         ))
 
     def _retire(self, request_id: str, keep_prefix: bool = False) -> RequestState | None:
         """Forget a request; ``keep_prefix``: store its computed KV in the prefix cache."""
         state = self._active.pop(request_id, None)
+        self._preempted.discard(request_id)
         if state is not None and self.prefix is not None:
             if keep_prefix:
                 self._store_prefix(state)
             self.prefix.release(state.locks)
+        self.specprefill.forget(request_id)
         stale = self._matches.pop(request_id, None)  # admitted, then failed before _admit
         if stale is not None:
             self.prefix.release([stale])
@@ -372,11 +455,13 @@ class EngineCore:
     def _store_prefix(self, state: RequestState) -> None:
         """Prompt + output tokens whose KV is computed, once a token came back (so the
         prompt's forward ran and was read back; a partial prefill has no output)."""
-        if not state.output_ids or not self.prefix.eligible(state.request):
-            return
-        tokens = state.prompt_ids + state.output_ids[:-1]
+        if state.sparse or not state.output_ids or not self.prefix.eligible(state.request):
+            return  # a sparse prompt's KV is not the dense prompt's
+        tokens = self.prefix.key(state.request) + state.output_ids
         try:
-            self.prefix.insert(tokens, self.runner.kv_of(state.request_id, len(tokens)))
+            self.prefix.insert(tokens, state.tokens_computed,
+                               self.runner.rows.get(state.request_id),
+                               pin=state.request.pin_prefix)
         except Exception:  # the cache is an optimisation: never fail a finish for it
             log.exception("storing the prefix of request %s failed", state.request_id)
 
@@ -393,6 +478,10 @@ class EngineCore:
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
             kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
             total_generated_tokens=self._total_generated, **self._prefix_stats(),
+            num_preemptions=s.num_preemptions, max_num_seqs=s.max_num_seqs,
+            specprefill_requests=self.specprefill.requests if self.specprefill else 0,
+            specprefill_tokens_skipped=self.specprefill.tokens_skipped
+            if self.specprefill else 0,
             **(self.speculation.stats() if self.speculation is not None else {}))
 
     def _prefix_stats(self) -> dict:
@@ -416,15 +505,14 @@ def _prefix_cache(cfg: EngineConfig, caps, model, device_memory: int | None):
     import mlx.core as mx
 
     from mlxserve.engine.kv_budget import kv_budget_bytes
-    from mlxserve.engine.prefix import (EnginePrefixCache, model_supports_prefix_cache,
-                                        prefix_budget_bytes)
+    from mlxserve.engine.prefix import EnginePrefixCache, prefix_budget_bytes, prefix_cache_mode
 
-    if not cfg.enable_prefix_caching or not model_supports_prefix_cache(caps,
-                                                                       _make_cache(model)):
+    mode = prefix_cache_mode(caps, _make_cache(model)) if cfg.enable_prefix_caching else None
+    if mode is None:
         return None
     kv_bytes = kv_budget_bytes(cfg, device_memory, mx.get_active_memory())
     budget = prefix_budget_bytes(cfg.prefix_cache_memory_bytes, kv_bytes)
-    return EnginePrefixCache(budget) if budget > 0 else None
+    return EnginePrefixCache(budget, exact=mode == "exact") if budget > 0 else None
 
 
 def _make_cache(model) -> list:

@@ -26,10 +26,12 @@ class RowSampler:
     penalties or a logit_bias, its slot in the shared ``PenaltyTable``."""
 
     def __init__(self, params: SamplingParams, prompt_tokens: list[int], vocab_size: int,
-                 seed: int, table: PenaltyTable | None = None):
+                 seed: int, table: PenaltyTable | None = None, output_tokens: list[int] = ()):
+        """``output_tokens``: what a resumed (preempted) request had produced already; its
+        random stream and penalty counts go on from there."""
         self.params = params
         self.seed = seed
-        self.position = 0  # output tokens sampled so far
+        self.position = len(output_tokens)  # output tokens sampled so far
         self.vocab_size = vocab_size
         p = params
         self.has_penalties = (p.repetition_penalty != 1.0 or p.presence_penalty != 0.0
@@ -38,7 +40,7 @@ class RowSampler:
         self.slot: int | None = None
         if self.has_penalties or p.logit_bias:
             self.table = table if table is not None else table_for(vocab_size)
-            self.slot = self.table.allocate(prompt_tokens, p.logit_bias)
+            self.slot = self.table.allocate(prompt_tokens, p.logit_bias, output_tokens)
 
     @property
     def processes_logits(self) -> bool:
@@ -212,9 +214,11 @@ def logprob_outputs(logits: mx.array, tokens: mx.array, rows: list[RowSampler]):
 
 
 def apply_token_mask(logits: mx.array, allowed: mx.array) -> mx.array:
-    """-inf where ``allowed`` ((B, ceil(V/32)) uint32, bit t%32 of word t//32) is 0.
-    Unpacked by broadcast shifts (B, W, 32) -> (B, V): about twice as fast on a CPU as a
-    gather of each token's word."""
+    """-inf where ``allowed`` ((B, ceil(V/32)) uint32, bit t%32 of word t//32) is 0, or
+    plus ``allowed`` when it is an additive (B, V) float mask (0 / -inf, built on the host
+    for a CPU device). Packed masks are unpacked by broadcast shifts (B, W, 32) -> (B, V)."""
+    if allowed.dtype != mx.uint32:
+        return logits + allowed
     rows, vocab = logits.shape
     shifts = mx.arange(32, dtype=mx.uint32)  # per call: a module-level array is bound to the
     # stream of the thread that imported it and fails on another engine thread
