@@ -10,7 +10,9 @@ level sends ``rows`` greedy requests at once (one prompt length, so they prefill
 together), and measures the decode phase: from the moment every request has its first
 token to the last one's end, divided by the decode steps (``--gen-len`` - 1). Best of
 ``--repeats``. Optionally also with penalties on every row (``--penalties``). Run it on the
-code before and after a change, on one machine, to compare.
+code before and after a change, on one machine, to compare. Besides wall time it reports
+the process's CPU time per step (all threads: engine, event loop, MLX's CPU stream): on a
+shared machine whose other load stretches wall time, that is the steadier of the two.
 """
 
 from __future__ import annotations
@@ -42,21 +44,23 @@ def _request(k: int, prompt: list[int], gen_len: int, penalties: bool) -> Genera
 
 
 async def _level(engine: AsyncEngine, rows: int, prompt: list[int], gen_len: int,
-                 penalties: bool) -> float:
-    """Seconds per decode step with ``rows`` rows decoding together."""
-    first: list[float] = []
-    ends: list[float] = []
+                 penalties: bool) -> tuple[float, float]:
+    """Seconds per decode step with ``rows`` rows decoding together: wall time, and the
+    CPU time of the whole process (all threads) over the same span."""
+    first: list[tuple[float, float]] = []
+    ends: list[tuple[float, float]] = []
 
     async def one(k: int) -> None:
         got = 0
         async for delta in engine.generate(_request(k, prompt, gen_len, penalties)):
             if got == 0 and delta.token_ids:
-                first.append(time.perf_counter())
+                first.append((time.perf_counter(), time.process_time()))
             got += len(delta.token_ids)
-        ends.append(time.perf_counter())
+        ends.append((time.perf_counter(), time.process_time()))
 
     await asyncio.gather(*(one(k) for k in range(rows)))
-    return (max(ends) - max(first)) / (gen_len - 1)
+    start, end = max(first), max(ends)
+    return (end[0] - start[0]) / (gen_len - 1), (end[1] - start[1]) / (gen_len - 1)
 
 
 async def _measure(path: str, levels: list[int], args) -> dict:
@@ -65,14 +69,16 @@ async def _measure(path: str, levels: list[int], args) -> dict:
     await engine.start()
     try:
         prompt = list(range(3, 3 + args.prompt_len))
-        out = {}
+        wall, cpu = {}, {}
         for rows in levels:
             await _level(engine, rows, prompt, 8, args.penalties)  # warm this shape
-            best = min([await _level(engine, rows, prompt, args.gen_len, args.penalties)
-                        for _ in range(args.repeats)])
-            out[str(rows)] = round(best * 1000, 2)
-            print(f"{rows:4d} rows: {best * 1000:7.2f} ms per step", flush=True)
-        return out
+            runs = [await _level(engine, rows, prompt, args.gen_len, args.penalties)
+                    for _ in range(args.repeats)]
+            wall[str(rows)] = round(min(w for w, _ in runs) * 1000, 2)
+            cpu[str(rows)] = round(min(c for _, c in runs) * 1000, 2)
+            print(f"{rows:4d} rows: {wall[str(rows)]:7.2f} ms per step "
+                  f"(process CPU {cpu[str(rows)]:.2f} ms)", flush=True)
+        return dict(ms_per_step=wall, cpu_ms_per_step=cpu)
     finally:
         await engine.shutdown()
 
@@ -100,7 +106,7 @@ def main() -> None:
         per_step = asyncio.run(_measure(_model_path(args.model, root), args.rows, args))
     result = dict(device=f"{platform.processor() or platform.machine()} CPU",
                   model=args.model, label=args.label, penalties=args.penalties,
-                  prompt_len=args.prompt_len, gen_len=args.gen_len, ms_per_step=per_step,
+                  prompt_len=args.prompt_len, gen_len=args.gen_len, **per_step,
                   load_average=[round(x, 2) for x in os.getloadavg()])
     print(json.dumps(result))
     if args.out:

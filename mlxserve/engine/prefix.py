@@ -87,16 +87,19 @@ def seed_caches(caches: list, match: PrefixMatch | None) -> None:
         cache.offset = n
 
 
-def final_kv(row: Any) -> list | None:
+def final_kv(row: Any, start: bool = True) -> list | None:
     """A copy of a row's positions in its batch (taken as it leaves, done decoding: the
-    request finishes when its last token is read back, after the row left)."""
+    request finishes when its last token is read back, after the row left). ``start``:
+    ``async_eval`` the copies now; rows leaving together pass False and start all their
+    copies in one call."""
     batch, rid = row.batch, row.request.request_id
     if batch is None or not EnginePrefixCache.eligible(row.request):
         return None
     n = batch.length(rid)
     copies = [(mx.contiguous(k[..., :n, :]), mx.contiguous(v[..., :n, :]))
               for k, v in row_kv(row, n)]
-    mx.async_eval([a for kv in copies for a in kv])
+    if start:
+        mx.async_eval([a for kv in copies for a in kv])
     return copies
 
 

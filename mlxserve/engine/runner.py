@@ -44,7 +44,7 @@ from mlxserve.engine.prefix import final_kv, row_kv, seed_caches
 from mlxserve.engine.prompt_logprobs import read_prompt_logprobs
 from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams, TokenLogprob
 from mlxserve.engine.row import Row
-from mlxserve.engine.sampler import RowSampler, SampleResult, sample
+from mlxserve.engine.sampler import RowSampler, SampleResult, SamplingCache, sample
 from mlxserve.engine.scheduler import PrefillChunk, StepPlan
 from mlxserve.errors import InvalidRequest
 
@@ -110,6 +110,7 @@ class Runner:
         self.joining: list[BatchCache] = []  # batch-prefilled rows, join at next decode
         self.launched: deque[list[_Pending]] = deque()
         self.penalties = PenaltyTable(vocab_size)  # counts and biases of every row
+        self.sampling = SamplingCache()  # per-batch sampling constants, by membership
         # grammar failures found while starting a masked sample; reported with the next
         # collect, so the tokens read back before them are delivered first
         self.late_failures: list[StepFailure] = []
@@ -147,6 +148,7 @@ class Runner:
         self.rows.clear()
         self.batches, self.joining = [], []
         self.launched.clear()
+        self.sampling = SamplingCache()
         self.late_failures, self.failed = [], set()
 
     @property
@@ -209,7 +211,7 @@ class Runner:
         if any(r.request.constraint is not None for r in rows):
             pending.masked = _MaskedSample(logits, rows, assign)
             return pending
-        pending.result = sample(logits, [r.sampler for r in rows])
+        pending.result = sample(logits, [r.sampler for r in rows], cache=self.sampling)
         assign(pending.result.tokens)
         return pending
 
@@ -231,7 +233,8 @@ class Runner:
                 with mx.stream(self.stream):
                     words = (work.logits.shape[-1] + 31) // 32
                     allowed = mx.array(fill_masks(constraints, words).view(np.uint32))
-                    p.result = sample(work.logits, [r.sampler for r in work.rows], allowed)
+                    p.result = sample(work.logits, [r.sampler for r in work.rows], allowed,
+                                      cache=self.sampling)
                     work.assign(p.result.tokens)
                     mx.async_eval(_result_arrays(p.result))
             except Exception as e:  # only this piece's rows
@@ -361,15 +364,19 @@ class Runner:
     def _settle(self, decode_ids: list[str]) -> None:
         """Before a decode: rows that are gone or done leave their batches; prefilled
         rows and batches join."""
+        copies = []
         for batch in self.batches + self.joining:
             for rid in list(batch.ids):
                 row = self.rows.get(rid)
                 if row is None or row.done_decoding:
                     if row is not None and self.keep_final_kv:
-                        row.final_kv = final_kv(row)  # for the prefix cache, as it leaves
+                        row.final_kv = final_kv(row, start=False)  # for the prefix cache
+                        copies += [a for kv in row.final_kv or [] for a in kv]
                     batch.remove(rid)
                     if row is not None:
                         row.batch = None
+        if copies:  # one start for every row leaving now
+            mx.async_eval(copies)
         self.batches = [b for b in self.batches if b.size]
         joining = [b for b in self.joining if b.size]
         self.joining = []
