@@ -28,6 +28,18 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class SpeculativeConfig:
+    """``--speculative-config`` (spec/settings.py parses and validates the JSON)."""
+
+    method: str  # "ngram", "draft_model", "mtp" (spec/registry.py)
+    num_speculative_tokens: int = 3  # most proposals verified per row per step
+    prompt_lookup_min: int = 2  # ngram: shortest suffix n-gram looked up
+    prompt_lookup_max: int = 5  # ngram: longest
+    model: str | None = None  # draft_model: its source (anything --model takes)
+    options: dict = field(default_factory=dict)  # other keys a method declares
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     max_num_seqs: int = 64  # most requests in the running batch
     # Token budget of one step (prefill chunks + decodes); None: token_budget() decides.
@@ -40,6 +52,7 @@ class EngineConfig:
     seed: int = 0
     enable_prefix_caching: bool = True  # plain-KV models, text requests (engine/prefix.py)
     prefix_cache_memory_bytes: int | None = None  # None: a share of the KV budget
+    speculative: SpeculativeConfig | None = None  # --speculative-config; None: off
 
     def token_budget(self, cpu_only: bool) -> int:
         """8192 with a GPU: a burst of requests is admitted in one step, so their rows stay

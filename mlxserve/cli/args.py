@@ -54,6 +54,16 @@ def add_model_args(parser: argparse.ArgumentParser, *, optional_model: bool) -> 
     parser.add_argument("--prefix-cache-memory-gb", type=float, default=None,
                         help="prefix-cache size, taken from the KV-cache budget (at most "
                              "half of it); default: a quarter of it")
+    parser.add_argument("--speculative-config", default=None, metavar="JSON",
+                        help='speculative decoding, e.g. \'{"method": "ngram", '
+                             '"num_speculative_tokens": 4}\' (methods: ngram, draft_model, '
+                             'mtp)')
+    parser.add_argument("--draft-model", default=None, metavar="SOURCE",
+                        help='shortcut for --speculative-config \'{"method": "draft_model", '
+                             '"model": SOURCE}\' (a model with the same vocabulary)')
+    parser.add_argument("--enable-mtp", action="store_true",
+                        help='shortcut for --speculative-config \'{"method": "mtp"}\' (the '
+                             "checkpoint's own multi-token-prediction heads)")
 
 
 def add_serve_args(parser: argparse.ArgumentParser) -> None:
@@ -113,8 +123,35 @@ def model_and_engine_configs(args: argparse.Namespace) -> tuple[ModelConfig, Eng
                           kv_cache_memory_bytes=kv_bytes,
                           enable_prefix_caching=args.enable_prefix_caching,
                           prefix_cache_memory_bytes=None if prefix_gb is None
-                          else int(prefix_gb * 2**30))
+                          else int(prefix_gb * 2**30),
+                          speculative=_speculative(args))
     return model, engine
+
+
+def _speculative(args: argparse.Namespace):
+    from mlxserve.spec.settings import parse_speculative_config
+
+    text = getattr(args, "speculative_config", None)
+    shortcut = _speculative_shortcut(args)
+    if text and shortcut:
+        raise CliError("give --speculative-config or --draft-model / --enable-mtp, not both")
+    text = text or shortcut
+    try:
+        return parse_speculative_config(text) if text else None
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def _speculative_shortcut(args: argparse.Namespace) -> str | None:
+    """--draft-model / --enable-mtp as the --speculative-config JSON they stand for."""
+    import json
+
+    draft, mtp = getattr(args, "draft_model", None), getattr(args, "enable_mtp", False)
+    if draft and mtp:
+        raise CliError("--draft-model and --enable-mtp are two methods: pick one")
+    if draft:
+        return json.dumps({"method": "draft_model", "model": draft})
+    return json.dumps({"method": "mtp"}) if mtp else None
 
 
 def serve_configs(args: argparse.Namespace) -> ServeConfigs:

@@ -49,6 +49,12 @@ class EngineStats:
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
     prefix_cache: dict | None = None  # the store's PrefixCacheStats; None when off
+    # speculative decoding (engine/speculation.py; vLLM's names), totals of the one method
+    spec_decode_num_drafts: int = 0
+    spec_decode_num_draft_tokens: int = 0
+    spec_decode_num_accepted_tokens: int = 0
+    spec_decode_mean_accepted_length: float = 0.0
+    spec_decode: dict | None = None  # {method: counters}; None when off
 
 
 @dataclass
@@ -96,6 +102,7 @@ class EngineCore:
         self._steps = 0
         self.prefix = None  # EnginePrefixCache when the model and config allow one
         self._matches: dict = {}  # request id -> its PrefixMatch, admission to _admit
+        self.speculation = None  # engine.speculation.Speculation with --speculative-config
 
     # ---- other threads ------------------------------------------------------------
     def start(self, on_ready: Callable[[BaseException | None], None]) -> None:
@@ -137,6 +144,7 @@ class EngineCore:
 
         from mlxserve.engine.kv_budget import kv_tokens_total
         from mlxserve.engine.runner import Runner
+        from mlxserve.engine.speculation import build_speculation
         from mlxserve.models import load_model
         from mlxserve.models.detokenizer import detokenizer_prototype
 
@@ -162,6 +170,9 @@ class EngineCore:
         except Exception:  # e.g. a model whose forward needs more than token ids
             log.warning("engine warm-up failed; batch paths compile on first use",
                         exc_info=True)
+        self.speculation = build_speculation(cfg.speculative, loaded, self.model_config)
+        if self.speculation is not None:
+            self.runner.want_hidden = bool(self.speculation.proposer.needs_hidden)
         if self.prefix is not None:
             self.scheduler.cached_prefix = self._lookup_prefix
             self.runner.keep_final_kv = True
@@ -244,15 +255,18 @@ class EngineCore:
         return match.length
 
     def _step(self) -> None:
-        plan = self.scheduler.schedule()
+        started = time.perf_counter()
+        drafts = self._propose() if self.speculation is not None else {}
+        plan = self.scheduler.schedule({rid: len(p.tokens) for rid, p in drafts.items()})
         for chunk in plan.prefills:
             if chunk.request_id in self._waiting:
                 self._admit_guarded(chunk.request_id)
-        failures = self.runner.launch(plan)
-        outputs, late = self.runner.collect(leave=1)
-        for failure in failures + late:
-            self._finish(failure.request_id, FINISH_ERROR, error=failure.error)
-        self._deliver(outputs)
+        failures = self.runner.launch(plan, drafts)
+        outputs, late = self.runner.collect(leave=0 if plan.decode_tokens else 1)
+        self._deliver(outputs, failures + late)
+        if self.speculation is not None:
+            self.speculation.settle(plan, drafts, outputs, time.perf_counter() - started,
+                                    self.scheduler)
         self._steps += 1
         if self._steps % _CLEAR_CACHE_EVERY == 0:
             import mlx.core as mx
@@ -260,17 +274,11 @@ class EngineCore:
             mx.clear_cache()
         self._publish_stats()
 
-    def _admit_guarded(self, request_id: str) -> None:
-        try:
-            self._admit(request_id)
-        except Exception as e:
-            log.exception("admitting request %s failed", request_id)
-            self._finish(request_id, FINISH_ERROR, error=f"{type(e).__name__}: {e}")
-
-    def _deliver(self, outputs: list) -> None:
-        """Commit each read-back token and queue its delta (one tight loop per step)."""
+    def _deliver(self, outputs: list, failures: list) -> None:
+        for failure in failures:
+            self._finish(failure.request_id, FINISH_ERROR, error=failure.error)
         active = self._active
-        for out in outputs:
+        for out in outputs:  # one tight loop per step
             state = active.get(out.request_id)
             if state is None:  # finished or aborted while its token was in flight
                 continue
@@ -279,6 +287,29 @@ class EngineCore:
             except Exception as e:  # e.g. a detokenizer failure: only this request ends
                 log.exception("output of request %s failed", out.request_id)
                 self._finish(out.request_id, FINISH_ERROR, error=f"{type(e).__name__}: {e}")
+
+    # ---- speculative decoding (engine/speculation.py, engine/verify.py) -------------
+    def _propose(self) -> dict:
+        """Proposals for this step's rows (request id -> Proposal), when speculation is
+        worth it now; the rows' last tokens are read back first (proposals follow them)."""
+        spec = self.speculation
+        decoding = [s for s in self.scheduler.running.values() if s.wants_decode]
+        if not decoding or not spec.wanted(len(decoding)):
+            return {}
+        rows = spec.rows(self.scheduler.running, self._active, self.runner.hidden)
+        if not rows:
+            return {}
+        if self.runner.has_pending:  # the histories grow in place as tokens are read back
+            self._deliver(*self.runner.collect(leave=0))
+        rows = [r for r in rows if r.request_id in self._active]
+        return spec.propose(rows)
+
+    def _admit_guarded(self, request_id: str) -> None:
+        try:
+            self._admit(request_id)
+        except Exception as e:
+            log.exception("admitting request %s failed", request_id)
+            self._finish(request_id, FINISH_ERROR, error=f"{type(e).__name__}: {e}")
 
     def _update(self, state: RequestState, out) -> None:
         rid, token = out.request_id, out.token_id
@@ -332,6 +363,8 @@ class EngineCore:
             self.prefix.release([stale])
         self.scheduler.finish(request_id)
         self.runner.release(request_id)
+        if self.speculation is not None:
+            self.speculation.drop(request_id)
         if state is not None:
             self._total_finished += 1
         return state
@@ -360,7 +393,7 @@ class EngineCore:
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
             kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
             total_generated_tokens=self._total_generated, **self._prefix_stats(),
-        )
+            **(self.speculation.stats() if self.speculation is not None else {}))
 
     def _prefix_stats(self) -> dict:
         if self.prefix is None:

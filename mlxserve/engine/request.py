@@ -123,6 +123,7 @@ class GenerateRequest:
     # Logprobs of the prompt tokens, with this many alternatives each (0..20); None: not
     # computed (the prefill then never builds logits for the prompt positions).
     prompt_logprobs: int | None = None
+    speculative: bool = True  # False: never speculate for this request (the API's opt-out)
 
     def validate(self, vocab_size: int | None = None, max_model_len: int | None = None) -> None:
         if not self.prompt_tokens:

@@ -24,6 +24,7 @@ class Row:
     batch: Any = None  # the BatchCache holding this row's cache once it decodes
     prompt_lp: list = field(default_factory=list)  # PromptLogprobChunk per forward so far
     final_kv: list | None = None  # (keys, values) per layer copied as it left its batch
+    hidden: mx.array | None = None  # (hidden,) last hidden state of its latest decode (MTP)
 
     @property
     def rope_delta(self) -> int:

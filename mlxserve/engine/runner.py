@@ -30,36 +30,28 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import mlx.core as mx
 import numpy as np
 
 from mlxserve.cache.batch_kv import BatchCache, mergeable
-from mlxserve.engine.model_step import forward
+from mlxserve.engine.model_step import forward, forward_with_hidden
 from mlxserve.engine.penalties import PenaltyTable
+from mlxserve.engine.pending import (MaskedSample, Pending, TokenOutput, read_back,
+                                     result_arrays)
 from mlxserve.engine.prefill import prefill_chunk, prefill_together
 from mlxserve.engine.prefix import final_kv, row_kv, seed_caches
-from mlxserve.engine.prompt_logprobs import read_prompt_logprobs
-from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams, TokenLogprob
+from mlxserve.engine.request import GenerateRequest
 from mlxserve.engine.row import Row
 from mlxserve.engine.sampler import RowSampler, SampleResult, SamplingCache, sample
 from mlxserve.engine.scheduler import PrefillChunk, StepPlan
+from mlxserve.engine.verify import PendingVerify, launch_verify, settle_verify
 from mlxserve.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 MERGE_FLOOR_TOKENS = 1 << 16  # batches this small always merge (padding is cheap there)
-
-
-@dataclass
-class TokenOutput:
-    """One sampled token of one request, read back from the device."""
-
-    request_id: str
-    token_id: int
-    logprob: TokenLogprob | None = None
-    prompt_logprobs: list[TokenLogprob | None] | None = None  # with a request's first token
 
 
 @dataclass
@@ -68,32 +60,6 @@ class StepFailure:
 
     request_id: str
     error: str
-
-
-@dataclass
-class _MaskedSample:
-    """A sample that waits for its rows' grammar masks (filled while the forward runs)."""
-
-    logits: mx.array
-    rows: list[Row]
-    assign: Callable[[mx.array], None]  # hands the sampled tokens to their batch / row
-
-
-@dataclass
-class _Pending:
-    ids: list[str]
-    result: SampleResult | None
-    want_logprobs: list[int] = field(default_factory=list)  # top-k wanted per row, -1 = none
-    prompt_logprobs: dict[str, list] = field(default_factory=dict)  # id -> its chunks
-    masked: _MaskedSample | None = None  # set until the masked sample is started
-
-    def arrays(self) -> list:
-        """What to start evaluating now (a masked sample: its logits only, for now)."""
-        chunks = [c for cs in self.prompt_logprobs.values() for c in cs]
-        lp = [a for c in chunks for a in c.arrays()]
-        if self.masked is not None:
-            return [self.masked.logits] + lp
-        return _result_arrays(self.result) + lp
 
 
 class Runner:
@@ -108,7 +74,7 @@ class Runner:
         self.rows: dict[str, Row] = {}
         self.batches: list[BatchCache] = []  # decoding rows, one forward per batch
         self.joining: list[BatchCache] = []  # batch-prefilled rows, join at next decode
-        self.launched: deque[list[_Pending]] = deque()
+        self.launched: deque[list[Pending]] = deque()
         self.penalties = PenaltyTable(vocab_size)  # counts and biases of every row
         self.sampling = SamplingCache()  # per-batch sampling constants, by membership
         # grammar failures found while starting a masked sample; reported with the next
@@ -116,6 +82,7 @@ class Runner:
         self.late_failures: list[StepFailure] = []
         self.failed: set[str] = set()  # requests whose grammar failure was reported
         self.keep_final_kv = False  # rows leaving a batch keep a copy of their KV
+        self.want_hidden = False  # decode steps keep each row's last hidden state (MTP)
 
     # ---- request lifecycle --------------------------------------------------------
     def add(self, request: GenerateRequest, seed: int, prefix=None) -> None:
@@ -151,6 +118,11 @@ class Runner:
         self.sampling = SamplingCache()
         self.late_failures, self.failed = [], set()
 
+    def hidden(self, request_id: str):
+        """The row's last-layer hidden state from its latest decode (``want_hidden``)."""
+        row = self.rows.get(request_id)
+        return None if row is None else row.hidden
+
     @property
     def has_pending(self) -> bool:
         return any(self.launched)
@@ -166,22 +138,25 @@ class Runner:
         return sum(b.nbytes for b in self.batches + self.joining)
 
     # ---- the step -----------------------------------------------------------------
-    def run(self, plan: StepPlan) -> tuple[list[TokenOutput], list[StepFailure]]:
-        failures = self.launch(plan)
-        outputs, late = self.collect(leave=1)
+    def run(self, plan: StepPlan, drafts: dict | None = None
+            ) -> tuple[list[TokenOutput], list[StepFailure]]:
+        failures = self.launch(plan, drafts)
+        outputs, late = self.collect(leave=0 if plan.decode_tokens else 1)
         return outputs, failures + late
 
-    def launch(self, plan: StepPlan) -> list[StepFailure]:
-        """Build and start one step; returns the rows that failed while doing so."""
+    def launch(self, plan: StepPlan, drafts: dict | None = None) -> list[StepFailure]:
+        """Build and start one step; returns the rows that failed while doing so.
+        ``drafts``: request id -> spec.proposer.Proposal, for the rows ``plan`` gives more
+        than one token (a verify step: read it back before the next launch)."""
         failures: list[StepFailure] = []
-        started: list[_Pending] = []
+        started: list[Pending] = []
         with mx.stream(self.stream):
             decode_ids = [i for i in plan.decodes if i in self.rows]
             self._settle(decode_ids)
-            wanted = set(decode_ids)
+            wanted = {rid: plan.decode_tokens.get(rid, 1) for rid in decode_ids}
             for batch in list(self.batches):
-                self._guarded(batch.ids, lambda b=batch: self._decode(b, wanted), started,
-                              failures)
+                self._guarded(batch.ids, lambda b=batch: self._decode(b, wanted, drafts or {}),
+                              started, failures)
             self._launch_prefills(plan, started, failures)
         self.launched.append(self._start(started, failures))
         return failures
@@ -193,7 +168,7 @@ class Runner:
         while len(self.launched) > leave:
             for pending in self.launched.popleft():
                 try:
-                    outputs += _read_back(pending)
+                    outputs += self._read_back(pending)
                 except Exception as e:  # a lazy failure: only this piece's rows
                     log.exception("reading back a step failed")
                     failures += self._fail_rows(pending.ids, e)
@@ -203,13 +178,21 @@ class Runner:
             self.late_failures = self._start_masked(masked)
         return outputs, failures
 
+    def _read_back(self, pending) -> list[TokenOutput]:
+        if not isinstance(pending, PendingVerify):
+            return read_back(pending)
+        with mx.stream(self.stream):
+            outcomes = settle_verify(self.model, pending)
+        return [TokenOutput(o.request_id, t, lp) for o in outcomes
+                for t, lp in zip(o.tokens, o.logprobs)]
+
     # ---- structured outputs: masked sampling --------------------------------------
     def _sample(self, ids: list[str], logits: mx.array, rows: list[Row],
-                assign: Callable[[mx.array], None]) -> _Pending:
+                assign: Callable[[mx.array], None]) -> Pending:
         """Sample now, or (a constrained row among ``rows``) once the masks are known."""
-        pending = _Pending(list(ids), None, [r.wanted_top for r in rows])
+        pending = Pending(list(ids), None, [r.wanted_top for r in rows])
         if any(r.request.constraint is not None for r in rows):
-            pending.masked = _MaskedSample(logits, rows, assign)
+            pending.masked = MaskedSample(logits, rows, assign)
             return pending
         pending.result = sample(logits, [r.sampler for r in rows], cache=self.sampling)
         assign(pending.result.tokens)
@@ -222,7 +205,7 @@ class Runner:
             if row is not None and row.request.constraint is not None:
                 row.request.constraint.commit(out.token_id)
 
-    def _start_masked(self, pending: list[_Pending]) -> list[StepFailure]:
+    def _start_masked(self, pending: list[Pending]) -> list[StepFailure]:
         from mlxserve.structured.masks import fill_masks
 
         failures = []
@@ -236,7 +219,7 @@ class Runner:
                     p.result = sample(work.logits, [r.sampler for r in work.rows], allowed,
                                       cache=self.sampling)
                     work.assign(p.result.tokens)
-                    mx.async_eval(_result_arrays(p.result))
+                    mx.async_eval(result_arrays(p.result))
             except Exception as e:  # only this piece's rows
                 log.exception("starting a masked sample failed")
                 failures += self._fail_rows(p.ids, e)
@@ -249,7 +232,7 @@ class Runner:
                     failures.append(StepFailure(rid, c.error))
         return failures
 
-    def _start(self, started: list[_Pending], failures: list[StepFailure]) -> list[_Pending]:
+    def _start(self, started: list[Pending], failures: list[StepFailure]) -> list[Pending]:
         """``async_eval`` each piece alone, so an evaluation error names its own rows."""
         kept = []
         for pending in started:
@@ -307,7 +290,7 @@ class Runner:
         return (chunk.start == 0 and chunk.is_last and row.request.multimodal is None
                 and row.request.prompt_logprobs is None)
 
-    def _prefill(self, chunk: PrefillChunk) -> _Pending | None:
+    def _prefill(self, chunk: PrefillChunk) -> Pending | None:
         row = self.rows[chunk.request_id]
         logits = prefill_chunk(self.model, row, chunk)
         if logits is None:
@@ -320,7 +303,7 @@ class Runner:
         pending.prompt_logprobs = prompt_lp
         return pending
 
-    def _prefill_together(self, ids: list[str]) -> _Pending:
+    def _prefill_together(self, ids: list[str]) -> Pending:
         rows = [self.rows[i] for i in ids]
         batch, logits = prefill_together(self.model, self.prototype, rows)
         for r in rows:
@@ -329,7 +312,7 @@ class Runner:
         return self._sample(ids, logits, rows, lambda t: setattr(batch, "tokens", t))
 
     # ---- decode -------------------------------------------------------------------
-    def _decode(self, batch: BatchCache, wanted: set[str]) -> _Pending | None:
+    def _decode(self, batch: BatchCache, wanted: dict[str, int], drafts: dict):
         keep = [rid for rid in batch.ids if rid in wanted]
         if not keep:
             return None
@@ -337,17 +320,22 @@ class Runner:
         extra = {}
         if any(r.rope_delta for r in rows):  # M-RoPE rows: cache offset + their delta
             extra["rope_deltas"] = [r.rope_delta for r in rows]
+        if not extra and any(wanted[rid] > 1 and rid in drafts for rid in keep) and not any(
+                r.request.constraint is not None for r in rows):
+            return self._verify(batch, rows, wanted, drafts, extra)
         if len(keep) < batch.size:
             return self._decode_some(batch, keep, extra)
-        logits = forward(self.model, batch.tokens[:, None], batch.layers, **extra)[:, -1, :]
+        logits = self._forward(batch, rows, extra)
         batch.advance(1)
         return self._sample(batch.ids, logits, rows, lambda t: setattr(batch, "tokens", t))
 
-    def _decode_some(self, batch: BatchCache, keep: list[str], extra: dict) -> _Pending:
+    def _decode_some(self, batch: BatchCache, keep: list[str], extra: dict) -> Pending:
         """Rows that skip this step (no token budget left) ride along: their results are
         dropped, their lengths stay and their SSM state is restored."""
         snapshot = batch.snapshot()
-        logits = forward(self.model, batch.tokens[:, None], batch.layers, **extra)[:, -1, :]
+        computing = set(keep)  # riders' hidden states stay those of their last decode
+        logits = self._forward(batch, [self.rows[i] if i in computing else None
+                                       for i in batch.ids], extra)
         slots = mx.array([batch.slot(rid) for rid in keep], dtype=mx.int32)
         kept = set(keep)
         batch.restore(snapshot, [rid for rid in batch.ids if rid not in kept])
@@ -359,6 +347,30 @@ class Runner:
             batch.tokens = previous
 
         return self._sample(keep, logits[slots], [self.rows[i] for i in keep], assign)
+
+    def _forward(self, batch: BatchCache, rows: list[Row], extra: dict) -> mx.array:
+        """One decode token per row: (B, V) logits; with ``want_hidden`` (an MTP
+        proposer) each row also keeps its last hidden state (``Row.hidden``)."""
+        if not self.want_hidden or extra:
+            return forward(self.model, batch.tokens[:, None], batch.layers, **extra)[:, -1, :]
+        logits, hidden = forward_with_hidden(self.model, batch.tokens[:, None], batch.layers)
+        for slot, row in enumerate(rows):
+            if row is not None:
+                row.hidden = hidden[slot, -1]
+        return logits[:, -1, :]
+
+    def _verify(self, batch: BatchCache, rows: list[Row], wanted: dict[str, int],
+                drafts: dict, extra: dict) -> PendingVerify:
+        """Rows with proposals check them in one forward (engine/verify.py)."""
+        widths = [wanted.get(rid, 0) for rid in batch.ids]
+        proposals = [drafts.get(rid) for rid in batch.ids]
+        tokens = [p.tokens[:w - 1] if p is not None and w > 1 else []
+                  for p, w in zip(proposals, widths)]
+        widths = [1 + len(t) if w else 0 for t, w in zip(tokens, widths)]
+        probs = [p.probs[:len(t)] if p is not None and p.probs is not None and t else None
+                 for p, t in zip(proposals, tokens)]
+        return launch_verify(self.model, batch, rows, widths, tokens, probs, extra,
+                             self.want_hidden)
 
     # ---- batch membership ---------------------------------------------------------
     def _settle(self, decode_ids: list[str]) -> None:
@@ -415,54 +427,9 @@ class Runner:
     def warm_up(self) -> None:
         """Run every batch path once on tiny prompts, then forget it all (MLX's CUDA
         back-end compiles some kernels on first use, which takes seconds)."""
-        greedy, sampled = SamplingParams(temperature=0.0), SamplingParams(
-            temperature=1.0, top_k=4, top_p=0.9, min_p=0.01, seed=0)
-        prompts = {"a": ([1, 2, 3], greedy), "b": ([4, 5], sampled), "c": ([6, 7, 8, 9], greedy),
-                   "d": ([1, 2], greedy), "e": ([3, 4], greedy)}
-        for rid, (tokens, params) in prompts.items():
-            self.add(GenerateRequest(f"__warm_up_{rid}", tokens, params,
-                                     StopParams(max_tokens=8)), seed=0)
+        from mlxserve.engine.warm_up import warm_up
 
-        def step(decodes: str, prefills: str = "") -> None:
-            plan = StepPlan(decodes=[f"__warm_up_{r}" for r in decodes])
-            for r in prefills:
-                n = len(prompts[r][0])
-                plan.prefills.append(PrefillChunk(f"__warm_up_{r}", 0, n, is_last=True))
-            _, failures = self.run(plan)
-            if failures:
-                raise RuntimeError(failures[0].error)
-
-        try:
-            for decodes, prefills in (("", "ab"), ("ab", "c"), ("abc", ""), ("ac", ""),
-                                      ("a", ""), ("", "de"), ("de", ""), ("d", ""), ("", "")):
-                step(decodes, prefills)
-            self.collect()
-        finally:
-            self.reset()
-
-
-def _read_back(pending: _Pending) -> list[TokenOutput]:
-    result = pending.result
-    tokens = result.tokens.tolist()
-    chosen = result.logprobs.tolist() if result.logprobs is not None else None
-    top_ids = result.top_ids.tolist() if result.top_ids is not None else None
-    top_vals = result.top_logprobs.tolist() if result.top_logprobs is not None else None
-    outputs = []
-    for k, rid in enumerate(pending.ids):
-        lp = None
-        if chosen is not None and pending.want_logprobs[k] >= 0:
-            n = pending.want_logprobs[k]
-            top = list(zip(top_ids[k][:n], top_vals[k][:n])) if n and top_ids else []
-            lp = TokenLogprob(tokens[k], chosen[k], top)
-        chunks = pending.prompt_logprobs.get(rid)
-        prompt_lp = read_prompt_logprobs(chunks) if chunks is not None else None
-        outputs.append(TokenOutput(rid, tokens[k], lp, prompt_lp))
-    return outputs
-
-
-def _result_arrays(result: SampleResult) -> list:
-    return [a for a in (result.tokens, result.logprobs, result.top_ids, result.top_logprobs)
-            if a is not None]
+        warm_up(self)
 
 
 def _describe(error: Exception) -> str:

@@ -51,10 +51,10 @@ class RowSampler:
             self.table.release(self.slot)
             self.slot = None
 
-    def noise_key(self) -> int:
-        """32-bit key of this row's noise for its current output position: a function of
-        (seed, position) only."""
-        return _fmix64((self.seed * _KEY_MIX + self.position) & _U64) & 0xFFFFFFFF
+    def noise_key(self, ahead: int = 0) -> int:
+        """32-bit key of this row's noise for output position ``position + ahead``: a
+        function of (seed, position) only (a verify step draws several positions)."""
+        return _fmix64((self.seed * _KEY_MIX + self.position + ahead) & _U64) & 0xFFFFFFFF
 
 
 @dataclass
@@ -83,7 +83,7 @@ def _fmix32(x: mx.array) -> mx.array:
     return x ^ (x >> 16)
 
 
-def _gumbel_noise(row_keys: list[int], vocab: int) -> mx.array:
+def gumbel_noise(row_keys: list[int], vocab: int) -> mx.array:
     """(B, V) Gumbel noise, one counter-based stream per row, built with a few vectorized
     ops whatever the batch size (no per-row random calls)."""
     return _keyed_gumbel(mx.array(row_keys, dtype=mx.uint32), vocab)
@@ -93,10 +93,10 @@ def _keyed_gumbel(row_keys: mx.array, vocab: int) -> mx.array:
     keys = row_keys[:, None]
     index = mx.arange(vocab, dtype=mx.uint32)[None, :] * mx.array(0x9E3779B1, dtype=mx.uint32)
     bits = _fmix32(_fmix32(keys ^ index) + keys)
-    return -mx.log(-mx.log(_open_uniform(bits)))
+    return -mx.log(-mx.log(open_uniform(bits)))
 
 
-def _open_uniform(bits: mx.array) -> mx.array:
+def open_uniform(bits: mx.array) -> mx.array:
     """uint32 bits → float32 strictly inside (0, 1): (2k + 1) / 2^24 for the top 23 bits k.
     Every value is exact in float32 (24-bit significand), from 2^-24 to 1 - 2^-24; 24 bits
     would round their top value to 1.0, whose noise is +inf."""
@@ -155,7 +155,7 @@ def _penalty_columns(rows: tuple[RowSampler, ...], users: list[int]) -> tuple:
     penalties or bias read slot 0 with neutral values (penalty 1 and 0, no bias)."""
     p = [r.params if r.slot is not None else _NEUTRAL for r in rows]
     index = mx.array([r.slot or 0 for r in rows], dtype=mx.int32)
-    return (rows[users[0]].table, index, _column([q.repetition_penalty for q in p]),
+    return (rows[users[0]].table if users else None, index, _column([q.repetition_penalty for q in p]),
             _column([q.frequency_penalty for q in p]), _column([q.presence_penalty for q in p]),
             mx.array([bool(q.logit_bias) for q in p])[:, None])
 
@@ -214,6 +214,20 @@ def _filter_min_p(scaled: mx.array, min_p: mx.array) -> mx.array:
 def _draw(logits: mx.array, batch: BatchParams) -> mx.array:
     """Sampled token per row (greedy rows get an argmax; their noise is zero)."""
     draw = batch.draw
+    scaled = _scaled(logits, draw)
+    noise = _keyed_gumbel(batch.noise_keys(), logits.shape[-1])
+    return mx.argmax(scaled + mx.where(draw.sampled, noise, 0.0), axis=-1).astype(mx.uint32)
+
+
+def scaled_filtered(logits: mx.array, rows: list[RowSampler]) -> mx.array:
+    """Each row's logits over its temperature, top-k / top-p / min-p filtered (-inf): the
+    log-weights a sampled row draws from (greedy rows: temperature 1, nothing filtered)."""
+    params = [r.params for r in rows]
+    return _scaled(logits, _DrawColumns(params, [not p.greedy for p in params],
+                                        logits.shape[-1]))
+
+
+def _scaled(logits: mx.array, draw: _DrawColumns) -> mx.array:
     # shifted so the best token is 0: large logits over a small temperature keep their
     # precision next to the noise (greedy params cover temperatures that would overflow)
     scaled = (logits - mx.max(logits, axis=-1, keepdims=True)) / draw.temps
@@ -223,16 +237,27 @@ def _draw(logits: mx.array, batch: BatchParams) -> mx.array:
         scaled = _filter_top_p(scaled, draw.top_p)
     if draw.min_p is not None:
         scaled = _filter_min_p(scaled, draw.min_p)
-    noise = _keyed_gumbel(batch.noise_keys(), logits.shape[-1])
-    return mx.argmax(scaled + mx.where(draw.sampled, noise, 0.0), axis=-1).astype(mx.uint32)
+    return scaled
 
 
 def _adjust_rows(logits: mx.array, batch: BatchParams) -> mx.array:
     """Penalties and logit_bias of every row at once: one gather from the shared table."""
     if batch.penalty is None:
         return logits
-    table, index, rp, fp, pp, has_bias = batch.penalty
-    counts, seen, bias = table.rows(index)
+    table, index = batch.penalty[:2]
+    return _penalised(logits, batch.penalty[2:], *table.rows(index))
+
+
+def adjust_with(logits: mx.array, rows: list[RowSampler], counts: mx.array, seen: mx.array,
+                bias: mx.array) -> mx.array:
+    """Penalties and bias from the given (B, V) counts (a verify step adds its drafts)."""
+    users = [k for k, r in enumerate(rows) if r.slot is not None]
+    return _penalised(logits, _penalty_columns(tuple(rows), users)[2:], counts, seen, bias)
+
+
+def _penalised(logits: mx.array, columns: tuple, counts: mx.array, seen: mx.array,
+               bias: mx.array) -> mx.array:
+    rp, fp, pp, has_bias = columns
     penalised = mx.where(logits > 0, logits / rp, logits * rp)
     logits = mx.where(seen > 0, penalised, logits)
     logits = logits - fp * counts
@@ -253,12 +278,17 @@ def _record(tokens: mx.array, batch: BatchParams) -> None:
         table.record(slots, tokens[index])
 
 
-def _logprob_outputs(logits: mx.array, tokens: mx.array, batch: BatchParams):
-    if not batch.want_logprobs:
+def logprob_outputs(logits: mx.array, tokens: mx.array, rows: list[RowSampler]):
+    """Logprob of each row's token and its best alternatives (None: no row asks)."""
+    want = any(r.params.logprobs or r.params.top_logprobs for r in rows)
+    return _logprob_outputs(logits, tokens, want, max(r.params.top_logprobs for r in rows))
+
+
+def _logprob_outputs(logits: mx.array, tokens: mx.array, want: bool, k: int):
+    if not want:
         return None, None, None
     logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
     chosen = mx.take_along_axis(logprobs, tokens[:, None].astype(mx.int32), axis=-1)[:, 0]
-    k = batch.top_logprobs
     if k == 0:
         return chosen, None, None
     top_ids = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
@@ -299,6 +329,7 @@ def sample(logits: mx.array, rows: list[RowSampler], allowed: mx.array | None = 
             tokens = mx.argmax(adjusted, axis=-1).astype(mx.uint32)
         else:
             tokens = _draw(adjusted, batch)
-    chosen, top_ids, top_vals = _logprob_outputs(raw.astype(mx.float32), tokens, batch)
+    chosen, top_ids, top_vals = _logprob_outputs(raw.astype(mx.float32), tokens,
+                                                 batch.want_logprobs, batch.top_logprobs)
     _record(tokens, batch)
     return SampleResult(tokens, chosen, top_ids, top_vals)

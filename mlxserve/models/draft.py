@@ -52,3 +52,14 @@ def _probe_ids(size: int) -> list[int]:
     step = max(1, size // _PROBES)
     return sorted(set(range(min(8, size))) | set(range(0, size, step))
                   | set(range(max(0, size - 8), size)))
+
+
+def logits_width(target: LoadedModel) -> int:
+    """The width of the target's logits: its embedding rows, which may exceed the
+    tokenizer's size (a draft's proposal distributions are cut or padded to it)."""
+    from mlxserve.models.hidden import text_trunk
+
+    embed = getattr(text_trunk(target.model), "embed_tokens", None)
+    if embed is not None and hasattr(embed, "weight"):
+        return int(embed.weight.shape[0])
+    return int(target.capabilities.vocab_size)

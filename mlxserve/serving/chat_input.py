@@ -35,6 +35,7 @@ class GenerationOptions:
     clamp_max_tokens: bool = False
     prompt_logprobs: int | None = None  # logprobs of the prompt tokens, k alternatives each
     timeout: float | None = None  # seconds for the whole request; None: the server's
+    speculative: bool = True  # False: this request never speculates (`"speculative": false`)
 
 
 @dataclass

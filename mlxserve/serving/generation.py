@@ -120,6 +120,7 @@ class GenerationService:
             req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt),
                                   choice_sampling(sampling, i), stop, multimodal,
                                   prompt_logprobs=options.prompt_logprobs,
+                                  speculative=options.speculative,
                                   constraint=constraint.fork() if constraint else None)
             check = getattr(self._engine, "check", None)
             if check is not None:

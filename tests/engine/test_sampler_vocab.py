@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from mlxserve.engine.request import SamplingParams
-from mlxserve.engine.sampler import RowSampler, _gumbel_noise, _open_uniform, sample
+from mlxserve.engine.sampler import RowSampler, gumbel_noise, open_uniform, sample
 
 VOCABS = {"smollm2": 49152, "qwen2.5": 151936}
 BATCH = 128
@@ -38,9 +38,9 @@ def _random_logits(vocab: int):
 def test_uniform_stays_strictly_inside_zero_one_for_every_extreme_bit_pattern():
     edge = np.concatenate([np.arange(1 << 16), (1 << 32) - 1 - np.arange(1 << 16)])
     bits = mx.array(edge.astype(np.uint32))
-    uniform = np.array(_open_uniform(bits))
+    uniform = np.array(open_uniform(bits))
     assert uniform.min() > 0.0 and uniform.max() < 1.0
-    noise = np.array(_gumbel_noise(list(range(4)), 1 << 18))  # many random patterns too
+    noise = np.array(gumbel_noise(list(range(4)), 1 << 18))  # many random patterns too
     assert np.isfinite(noise).all()
 
 

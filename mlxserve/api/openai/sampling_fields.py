@@ -41,6 +41,7 @@ class SamplingFields(StructuredFields):
     user: Any = None  # accepted and ignored
     prompt_logprobs: int | None = None  # vLLM's field: logprobs of the prompt tokens
     timeout: float | None = None  # seconds for the whole request (bounded by the server's)
+    speculative: bool | None = None  # false: no speculative decoding for this request
 
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
@@ -84,4 +85,5 @@ class SamplingFields(StructuredFields):
             ignore_eos=bool(self.ignore_eos), logprobs=logprobs, top_logprobs=top_logprobs,
             structured=self.structured_output(),
             prompt_logprobs=self.checked_prompt_logprobs(), timeout=self.timeout,
+            speculative=self.speculative is not False,
         )
