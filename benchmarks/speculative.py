@@ -256,8 +256,11 @@ async def mtp_row(engines: dict, batch: int, args, vocab: int, repeat: int) -> d
         order.reverse()
     rates = {}
     for name in order:
+        before = spec_counters(engines[name])
         rates[name], _ = await timed_requests(engines[name], prompts, args.gen_len,
-                                                 f"b{batch}r{repeat}{name}")
+                                              f"b{batch}r{repeat}{name}")
+        if name == "forced":
+            rates["forced_counters"] = counter_delta(before, spec_counters(engines[name]))
     return rates
 
 
@@ -278,10 +281,10 @@ def run_mtp(args) -> dict:
             for engine in engines.values():
                 await engine.start()
             try:
-                await mtp_row(engines, 2, argparse.Namespace(**{**vars(args), "gen_len": 8}),
-                              vocab, 0)  # warm-up
+                warm = argparse.Namespace(**{**vars(args), "gen_len": 8})
                 rows = {}
                 for batch in args.batches:
+                    await mtp_row(engines, batch, warm, vocab, 0)  # compile this shape
                     runs = [await mtp_row(engines, batch, args, vocab, r)
                             for r in range(args.repeats)]
                     rows[batch] = mtp_batch_summary(runs)
@@ -300,7 +303,9 @@ def mtp_batch_summary(runs: list[dict]) -> dict:
                 forced_tps=spread([r["forced"] for r in runs]),
                 adaptive_tps=spread([r["adaptive"] for r in runs]),
                 verify_step_cost=spread([r["plain"] / r["forced"] for r in runs]),
-                adaptive_vs_plain=spread([r["adaptive"] / r["plain"] for r in runs]))
+                adaptive_vs_plain=spread([r["adaptive"] / r["plain"] for r in runs]),
+                forced_counters={k: sum(r["forced_counters"][k] for r in runs)
+                                 for k in runs[0]["forced_counters"]})
 
 
 # ---- --method ngram ----------------------------------------------------------------------
@@ -344,7 +349,9 @@ def edit_prompts(tokenizer, n: int) -> list[list[int]]:
         text = (f"{EDITS[i % len(EDITS)]} in this file and print the whole file, nothing "
                 f"else:\n\n```python\n{FILE}```")
         messages = [{"role": "user", "content": text}]
-        prompts.append(list(tokenizer.apply_chat_template(messages, add_generation_prompt=True)))
+        ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+        # the answer starts as the file does (as edit tools prompt): the copy starts at once
+        prompts.append(ids + list(tokenizer.encode("```python\n", add_special_tokens=False)))
     return prompts
 
 

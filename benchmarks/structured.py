@@ -4,6 +4,8 @@ rows against the same rows unconstrained, measured in one run.
     python benchmarks/structured.py --model smollm2-135m --rows 1 8 64 --out r.json
     python benchmarks/structured.py --masks-only --tokenizers smollm2-135m qwen2.5-coder-0.5b
     XGRAMMAR_PATH=/opt/xg python benchmarks/structured.py --masks-only   # compare xgrammar
+    python benchmarks/structured.py --device gpu --random-shape qwen3-0.6b \
+        --tokenizer /root/models/qwen0.5b.gguf --gen-len 128 --repeats 5   # no model files
 
 1. Masks, per tokenizer (the GGUF-built SmolLM2 and Qwen2.5 tokenizers by default): for a
    few JSON Schemas, a valid compact answer is tokenized by the model's tokenizer and
@@ -17,14 +19,19 @@ rows against the same rows unconstrained, measured in one run.
    tokens, and for the same N rows unconstrained (EOS ignored, same length). Both sides
    run each N once untimed first; timed runs alternate (--repeats each, best kept).
 
-Runs on whatever MLX device is the default (CPU here; on a GPU machine the same command
-measures the GPU: masks stay on the CPU and overlap the device's forward pass).
+Runs on whatever MLX device is the default (or --device): masks are filled on the CPU and
+overlap the device's forward pass. On a machine without network or model files,
+--random-shape builds a random-weight model (benchmarks/engine.py's shapes) and the grammar
+uses --tokenizer: a GGUF file's tokenizer (no weights read), or by default a byte-level BPE
+trained by this script on the Python standard library's sources (a real BPE vocabulary).
+Random weights change which allowed token wins, not the work per step.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -70,12 +77,21 @@ MASK_CASES = {  # schema, and a valid answer whose tokens (the model tokenizer's
                       "type": "array", "maxItems": 6, "items": {"$ref": "#/$defs/c"}}},
                   "required": ["colors"]}, {"colors": ["red", "cyan", "blue"]}),
 }
+BPE_STDLIB = "bpe-stdlib"  # a tokenizer trained by this script (for machines without models)
+ARGS_BPE = [32768, 8.0]  # its vocabulary size and corpus megabytes (--bpe-vocab, --bpe-mb)
 LONG_SCHEMA = {"type": "array", "minItems": 400, "items": {"type": "integer", "minimum": 0,
                                                            "maximum": 999}}
 
 
+@functools.lru_cache(maxsize=4)
 def load_tokenizer(name: str):
-    """(mlx-lm TokenizerWrapper, logits width, eos ids) without loading the weights."""
+    """(tokenizer, logits width, eos ids) without loading any weights: a model name or
+    folder (its config's vocab_size), a GGUF file (its own tokenizer), or "bpe-stdlib"."""
+    if name == BPE_STDLIB:
+        tokenizer, eos = stdlib_bpe_tokenizer(ARGS_BPE[0], ARGS_BPE[1])
+        return tokenizer, len(tokenizer), eos
+    if name.endswith(".gguf"):
+        return gguf_tokenizer(name)
     from mlx_lm.tokenizer_utils import load as load_tokenizer_folder
 
     from mlxserve.models.hf_folder import collect_eos_ids, read_json
@@ -86,6 +102,65 @@ def load_tokenizer(name: str):
     config = read_json(os.path.join(folder, "config.json"))
     tokenizer = load_tokenizer_folder(Path(folder))
     return tokenizer, config["vocab_size"], collect_eos_ids(folder, config, tokenizer)
+
+
+def gguf_tokenizer(path: str):
+    """The tokenizer a GGUF file describes (no weights read), its vocabulary and EOS ids."""
+    from mlxserve.models.gguf.arch import arch_spec, build_config
+    from mlxserve.models.gguf.reader import open_gguf
+    from mlxserve.models.gguf.tokenizer import build_tokenizer
+
+    file = open_gguf(path)
+    config = build_config(file, arch_spec(file))
+    eos = config["eos_token_id"]
+    return build_tokenizer(file), config["vocab_size"], set(eos if isinstance(eos, list) else [eos])
+
+
+def _corpus(megabytes: float):
+    """Source text for training a BPE offline: the Python standard library's modules,
+    then this repository's Python and Markdown files, up to ``megabytes``."""
+    import sysconfig
+
+    roots = [Path(sysconfig.get_paths()["stdlib"]), Path(__file__).resolve().parents[1]]
+    budget = megabytes * 1e6
+    for root in roots:
+        for path in sorted(root.rglob("*.py")) + sorted(root.rglob("*.md")):
+            if budget <= 0 or "site-packages" in path.parts:
+                continue
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            budget -= len(text)
+            yield text
+
+
+def stdlib_bpe_tokenizer(vocab: int, megabytes: float):
+    """A byte-level BPE (GPT-2 style, like Qwen's and SmolLM2's) trained here on source
+    text: a real BPE vocabulary on a machine without network or model files."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    bpe.train_from_iterator(_corpus(megabytes), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    return fast, {fast.eos_token_id}
+
+
+def random_model(shape: str, dtype: str, eos: set[int]):
+    """A random-weight model of a named shape (benchmarks/engine.py's), as a LoadedModel
+    without a tokenizer (the engine then skips detokenizing, on both sides alike)."""
+    from benchmarks.engine import build_random_model, loaded_model_for
+
+    model, config = build_random_model(shape, dtype)
+    loaded = loaded_model_for(model, config, None, shape, dtype)
+    loaded.eos_token_ids = set(eos)
+    return loaded
 
 
 def answer_path(tokenizer, answer) -> list[int]:
@@ -212,39 +287,68 @@ async def _run_rows(engine, prompt: list[int], rows: int, gen_len: int, constrai
     return sum(counts) / elapsed
 
 
-async def bench_throughput(model: str, rows_list: list[int], gen_len: int, repeats: int) -> dict:
-    engine = AsyncEngine(ModelConfig(model=model), EngineConfig(max_num_seqs=max(rows_list)))
+def make_engine(args) -> tuple[AsyncEngine, object]:
+    """The engine on --model, or on a random-weight --random-shape model; and the
+    tokenizer the grammar is built for (None: the loaded model's)."""
+    config = EngineConfig(max_num_seqs=max(args.rows))
+    if not args.random_shape:
+        return AsyncEngine(ModelConfig(model=args.model), config), None
+    tokenizer, _, eos = load_tokenizer(args.tokenizer)
+    loaded = random_model(args.random_shape, args.dtype, eos)
+    return (AsyncEngine(ModelConfig(model=args.random_shape), config,
+                        loader=lambda _config: loaded), tokenizer)
+
+
+async def bench_throughput(args) -> dict:
+    engine, tokenizer = make_engine(args)
     await engine.start()
     try:
         loaded = engine.model
-        llg_tok = build_llg_tokenizer(loaded.tokenizer, loaded.capabilities.vocab_size,
+        tokenizer = tokenizer or loaded.tokenizer
+        llg_tok = build_llg_tokenizer(tokenizer, loaded.capabilities.vocab_size,
                                       loaded.eos_token_ids)
-        spec = StructuredOutput("json_schema", schema=LONG_SCHEMA)
-        proto = compile_constraint(spec, llg_tok)
-        prompt = loaded.tokenizer.encode("Numbers: ")
-        out = {}
-        for rows in rows_list:  # untimed warm-up of both sides
+        proto = compile_constraint(StructuredOutput("json_schema", schema=LONG_SCHEMA), llg_tok)
+        prompt = tokenizer.encode("Numbers: ")
+        for rows in args.rows:  # untimed warm-up of both sides
             for constrained in (True, False):
                 await _run_rows(engine, prompt, rows, 8, constrained, proto.fork)
-        for rows in rows_list:
-            best = {True: 0.0, False: 0.0}
-            for k in range(repeats):
-                for constrained in ((True, False) if k % 2 == 0 else (False, True)):
-                    tps = await _run_rows(engine, prompt, rows, gen_len, constrained, proto.fork)
-                    best[constrained] = max(best[constrained], tps)
-            out[rows] = {"constrained_tok_s": best[True], "unconstrained_tok_s": best[False],
-                         "ratio": best[True] / best[False]}
-            print(f"  {model} {rows} rows: constrained {best[True]:.1f} tok/s, unconstrained "
-                  f"{best[False]:.1f} tok/s, ratio {best[True] / best[False]:.3f}", flush=True)
-        return out
+        return {rows: await _compare_rows(engine, prompt, rows, args, proto.fork)
+                for rows in args.rows}
     finally:
         await engine.shutdown()
 
 
-def main() -> None:
+async def _compare_rows(engine, prompt: list[int], rows: int, args, compile_one) -> dict:
+    """Timed runs of both sides, alternating which goes first; the best of each kept."""
+    runs = {True: [], False: []}
+    for k in range(args.repeats):
+        for constrained in ((True, False) if k % 2 == 0 else (False, True)):
+            runs[constrained].append(await _run_rows(engine, prompt, rows, args.gen_len,
+                                                     constrained, compile_one))
+    best = {side: max(values) for side, values in runs.items()}
+    print(f"  {rows} rows: constrained {best[True]:.1f} tok/s, unconstrained "
+          f"{best[False]:.1f} tok/s, ratio {best[True] / best[False]:.3f}", flush=True)
+    return {"constrained_tok_s": best[True], "unconstrained_tok_s": best[False],
+            "ratio": best[True] / best[False], "constrained_runs": runs[True],
+            "unconstrained_runs": runs[False]}
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--tokenizers", nargs="*", default=["smollm2-135m", "qwen2.5-coder-0.5b"])
+    parser.add_argument("--random-shape", default=None,
+                        help="a random-weight model of this benchmarks/engine.py shape "
+                             "(e.g. qwen3-0.6b) instead of --model: no model files needed")
+    parser.add_argument("--dtype", default="bfloat16", help="of the --random-shape model")
+    parser.add_argument("--tokenizer", default=BPE_STDLIB,
+                        help="with --random-shape: a model name, a .gguf file (a missing "
+                             f"one falls back to {BPE_STDLIB}), or {BPE_STDLIB}")
+    parser.add_argument("--bpe-vocab", type=int, default=ARGS_BPE[0])
+    parser.add_argument("--bpe-mb", type=float, default=ARGS_BPE[1])
+    parser.add_argument("--tokenizers", nargs="*", default=None,
+                        help="for the mask timings (default: SmolLM2's and Qwen2.5's; "
+                             "with --random-shape: --tokenizer)")
     parser.add_argument("--rows", nargs="*", type=int, default=[1, 8, 64])
     parser.add_argument("--gen-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
@@ -254,13 +358,34 @@ def main() -> None:
     parser.add_argument("--note", default="")
     parser.add_argument("--out")
     args = parser.parse_args()
-    result = {"device": str(mx.default_device()), "machine": platform.machine(),
-              "processor": platform.processor(), "cpus": os.cpu_count(), "note": args.note}
+    ARGS_BPE[:] = [args.bpe_vocab, args.bpe_mb]
+    if args.tokenizer.endswith(".gguf") and not os.path.exists(args.tokenizer):
+        print(f"{args.tokenizer} not found: using {BPE_STDLIB}", flush=True)
+        args.tokenizer = BPE_STDLIB
+    if args.tokenizers is None:
+        args.tokenizers = ([args.tokenizer] if args.random_shape
+                           else ["smollm2-135m", "qwen2.5-coder-0.5b"])
+    if args.device != "auto":
+        mx.set_default_device(getattr(mx, args.device))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    device = mx.default_device()
+    result = {"device": str(device), "device_name": mx.device_info().get("device_name", ""),
+              "machine": platform.machine(), "processor": platform.processor(),
+              "cpus": os.cpu_count(), "load_average_1m_start": os.getloadavg()[0],
+              "note": args.note}
     if not args.throughput_only:
         result["masks"] = [bench_masks(t, args.mask_rows) for t in args.tokenizers]
     if not args.masks_only:
-        result["throughput"] = {"model": args.model, "gen_len": args.gen_len, "rows": asyncio.run(
-            bench_throughput(args.model, args.rows, args.gen_len, args.repeats))}
+        result["throughput"] = {
+            "model": args.random_shape or args.model, "random_weights": bool(args.random_shape),
+            "tokenizer": args.tokenizer if args.random_shape else args.model,
+            "gen_len": args.gen_len, "repeats": args.repeats,
+            "rows": asyncio.run(bench_throughput(args))}
+    result["load_average_1m_end"] = os.getloadavg()[0]
     text = json.dumps(result, indent=1)
     if args.out:
         Path(args.out).write_text(text + "\n")

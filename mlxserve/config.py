@@ -40,6 +40,20 @@ class SpeculativeConfig:
 
 
 @dataclass(frozen=True)
+class SpecPrefillConfig:
+    """SpecPrefill (spec/specprefill/): a small draft model scores the prompt's tokens,
+    the target prefills only the chunks that matter (vllm-mlx's option names)."""
+
+    enabled: bool = False  # --specprefill: on by default for prompts over the threshold
+    draft_model: str | None = None  # --specprefill-draft-model; None: the spec draft's
+    threshold: int = 8192  # uncached prompt tokens from which it is on by default
+    keep_pct: float = 0.3  # share of the scored tokens the target prefills
+    chunk_tokens: int = 32  # tokens are kept or dropped in whole chunks of this size
+    sink_tokens: int = 32  # the prompt's first tokens, always kept (attention sinks)
+    tail_tokens: int = 64  # the prompt's last tokens: always kept, their queries score
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     max_num_seqs: int = 64  # most requests in the running batch
     # Token budget of one step (prefill chunks + decodes); None: token_budget() decides.
@@ -53,6 +67,13 @@ class EngineConfig:
     enable_prefix_caching: bool = True  # plain-KV models, text requests (engine/prefix.py)
     prefix_cache_memory_bytes: int | None = None  # None: a share of the KV budget
     speculative: SpeculativeConfig | None = None  # --speculative-config; None: off
+    specprefill: SpecPrefillConfig = field(default_factory=SpecPrefillConfig)
+
+    def specprefill_draft(self) -> str | None:
+        """SpecPrefill's draft source: its own, else speculative decoding's draft model."""
+        if self.specprefill.draft_model is not None:
+            return self.specprefill.draft_model
+        return self.speculative.model if self.speculative is not None else None
 
     def token_budget(self, cpu_only: bool) -> int:
         """8192 with a GPU: a burst of requests is admitted in one step, so their rows stay
@@ -88,3 +109,5 @@ class ServerConfig:
     shutdown_grace_s: float = 30.0  # SIGTERM: how long requests in flight may finish
     metrics_require_api_key: bool = False  # /metrics and /metrics/json behind --api-key
     log_prompts: bool = False  # prompt text in the access log
+    # --warm-prompts: prefilled at start-up, pinned in the prefix cache (serving/warm_prompts.py)
+    warm_prompts: tuple = ()

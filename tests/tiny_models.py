@@ -115,29 +115,43 @@ def _random_weights(config: dict, seed: int, scale: float) -> dict:
 
     module = importlib.import_module(f"mlx_lm.models.{config['model_type']}")
     mx.random.seed(seed)
-    model = module.Model(module.ModelArgs.from_dict(config))
+    # a copy: some ModelArgs rewrite nested dicts (rope_parameters) of what they are given
+    model = module.Model(module.ModelArgs.from_dict(json.loads(json.dumps(config))))
     model.update(tree_map(lambda p: (p * scale).astype(mx.float32), model.parameters()))
     weights = dict(tree_flatten(model.parameters()))
     mx.eval(weights)
     return weights
 
 
+def new_model_folder(folder: Path) -> list[int] | None:
+    """Start a tiny model folder with its tokenizer; its EOS ids, or None when the folder
+    already holds a model (nothing to write)."""
+    if (folder / "model.safetensors").exists():
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    special_ids = _write_tokenizer(folder)
+    return [special_ids["<|im_end|>"], special_ids["<|endoftext|>"]]
+
+
+def save_model_folder(folder: Path, config: dict, weights: dict) -> str:
+    import mlx.core as mx
+
+    mx.save_safetensors(str(folder / "model.safetensors"), weights)
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    (folder / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": config["eos_token_id"]}))
+    return str(folder)
+
+
 def make_tiny_model(tmp_path, family: str = "llama", *, seed: int = 0,
                     scale: float = 3.0, overrides: dict | None = None) -> str:
     """Write a tiny random ``family`` model as an HF folder under ``tmp_path``; return it."""
-    import mlx.core as mx
-
     if family not in FAMILIES:
         raise ValueError(f"unknown tiny family {family!r}; known: {sorted(FAMILIES)}")
     folder = Path(tmp_path) / f"tiny-{family}-{seed}"
-    if (folder / "model.safetensors").exists():
+    eos = new_model_folder(folder)
+    if eos is None:
         return str(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    special_ids = _write_tokenizer(folder)
     config = dict(FAMILIES[family], vocab_size=tokenizer_vocab_size(), **(overrides or {}))
-    eos = [special_ids["<|im_end|>"], special_ids["<|endoftext|>"]]
     config.update(eos_token_id=eos, bos_token_id=None, torch_dtype="float32")
-    mx.save_safetensors(str(folder / "model.safetensors"), _random_weights(config, seed, scale))
-    (folder / "config.json").write_text(json.dumps(config, indent=1))
-    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": eos}))
-    return str(folder)
+    return save_model_folder(folder, config, _random_weights(config, seed, scale))

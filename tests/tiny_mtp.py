@@ -11,11 +11,10 @@ and shape below (not derived from the adapter's module, so a layout mistake ther
 
 from __future__ import annotations
 
-import importlib
-import json
 from pathlib import Path
 
-from tiny_models import _write_tokenizer, tokenizer_vocab_size
+from tiny_models import (_random_weights, new_model_folder, save_model_folder,
+                         tokenizer_vocab_size)
 
 _TRUNK = dict(
     hidden_size=64, num_hidden_layers=4, intermediate_size=128, num_attention_heads=4,
@@ -82,20 +81,6 @@ def _mtp_shapes(text: dict, family: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _trunk_weights(config: dict, seed: int, scale: float) -> dict:
-    """Random weights of mlx-lm's model class, in mlx-lm's names and order."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten, tree_map
-
-    module = importlib.import_module(f"mlx_lm.models.{config['model_type']}")
-    mx.random.seed(seed)
-    model = module.Model(module.ModelArgs.from_dict(json.loads(json.dumps(config))))
-    model.update(tree_map(lambda p: (p * scale).astype(mx.float32), model.parameters()))
-    weights = dict(tree_flatten(model.parameters()))
-    mx.eval(weights)
-    return weights
-
-
 def _as_hf(name: str, value, family: str) -> dict:
     """One mlx-lm trunk tensor → the Hugging Face tensor(s) it came from."""
     import mlx.core as mx
@@ -151,26 +136,19 @@ def make_tiny_mtp_model(tmp_path, family: str = "qwen3_5", *, seed: int = 0,
                         scale: float = 3.0, with_mtp: bool = True) -> str:
     """Write a tiny random ``family`` checkpoint (with ``mtp.*`` weights unless
     ``with_mtp`` is False) as a Hugging Face folder under ``tmp_path``; return it."""
-    import mlx.core as mx
-
     if family not in MTP_FAMILIES:
         raise ValueError(f"unknown MTP family {family!r}; known: {MTP_FAMILIES}")
     folder = Path(tmp_path) / f"tiny-mtp-{family}-{seed}-{int(with_mtp)}"
-    if (folder / "model.safetensors").exists():
+    eos = new_model_folder(folder)
+    if eos is None:
         return str(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    special = _write_tokenizer(folder)
     config = _config(family)
-    eos = [special["<|im_end|>"], special["<|endoftext|>"]]
     config.update(eos_token_id=eos, torch_dtype="float32")
     weights = {}
-    for name, value in _trunk_weights(config, seed, scale).items():
+    for name, value in _random_weights(config, seed, scale).items():
         weights.update(_as_hf(name, value, family))
     weights = _fuse_gate_up(weights)
     if with_mtp:
         text = config.get("text_config", config)
         weights.update(_mtp_weights(_mtp_shapes(text, family), seed, scale))
-    mx.save_safetensors(str(folder / "model.safetensors"), weights)
-    (folder / "config.json").write_text(json.dumps(config, indent=1))
-    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": eos}))
-    return str(folder)
+    return save_model_folder(folder, config, weights)

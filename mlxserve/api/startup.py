@@ -13,6 +13,7 @@ from mlxserve.serving.generation import GenerationService, ServingSettings
 from mlxserve.serving.limits import RequestLimits
 from mlxserve.serving.params import ContextLimits
 from mlxserve.serving.parser_setup import ServingSetupError, resolve_parser_settings
+from mlxserve.serving.warm_prompts import warm_prefix_cache
 
 log = logging.getLogger("mlxserve.api")
 
@@ -71,7 +72,9 @@ async def start_serving(state: ApiState, observer: Any = None) -> None:
         if not getattr(state.engine, "ready", False):
             await state.engine.start()
         state.models = served_models(state.engine, state.server_config)
-        state.service = build_service(state.engine, state.server_config, observer)
+        service = build_service(state.engine, state.server_config, observer)
+        await warm_prefix_cache(service, state.engine, state.server_config.warm_prompts)
+        state.service = service  # ready (/ready is 200) once the warm prompts are in
         log.info("serving %s", ", ".join(state.models.names))
     except MlxserveError as e:
         state.startup_error = e.message

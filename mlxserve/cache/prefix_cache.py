@@ -13,7 +13,9 @@ An entry holds the KV of one whole sequence (a request's prompt and output); a h
 any prefix of it trims the payload (plain attention KV can be cut anywhere). A new entry
 that extends an older one (the next turn of a chat) replaces it; one that is a prefix of
 an existing entry is not stored. Entries in use are locked (a count) and never evicted;
-the rest go least recently used first when the bytes would pass the budget.
+the rest go least recently used first when the bytes would pass the budget. Pinned
+entries (warm prompts) are never evicted, replaced or cleared; they count in the budget,
+and a pin that would pass it is refused.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ class PrefixEntry:
     nbytes: int
     locks: int = 0
     keys: list[int] = field(default_factory=list)  # its block keys, for removal
+    pinned: bool = False
+
+    @property
+    def kept(self) -> bool:
+        """Not evictable now: in use or pinned."""
+        return bool(self.locks) or self.pinned
 
 
 @dataclass
@@ -53,6 +61,8 @@ class PrefixCacheStats:
     tokens_queried: int = 0
     evictions: int = 0
     locked: int = 0
+    pinned: int = 0
+    pinned_bytes: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -77,8 +87,11 @@ def common_prefix(a, b) -> int:
 
 
 class PrefixCache:
-    def __init__(self, budget_bytes: int):
+    def __init__(self, budget_bytes: int, exact: bool = False):
+        """``exact``: entries are whole snapshots (state that cannot be cut, e.g. SSM
+        layers): a hit covers a whole entry, never part of one."""
         self.budget_bytes = max(0, int(budget_bytes))
+        self.exact = exact
         self._entries: OrderedDict[int, PrefixEntry] = OrderedDict()  # id -> entry, LRU first
         self._index: dict[int, set[int]] = {}  # block key -> ids of entries holding it
         self._next_id = 0
@@ -107,7 +120,10 @@ class PrefixCache:
         candidates = self._candidates(tokens)
         best = None
         for entry_id in candidates:
-            length = min(limit, common_prefix(self._entries[entry_id].tokens, tokens))
+            held = self._entries[entry_id].tokens
+            length = min(limit, common_prefix(held, tokens))
+            if self.exact and length < len(held):
+                continue
             if length > 0 and (best is None or length > best[1]):
                 best = (entry_id, length)
         return best
@@ -129,16 +145,23 @@ class PrefixCache:
         match.entry.locks = max(0, match.entry.locks - 1)
 
     # ---- insert and evict ---------------------------------------------------------
-    def insert(self, tokens: list[int], payload: Any, nbytes: int) -> bool:
-        """Store the KV of ``tokens``; False when it is already covered or cannot fit."""
+    def insert(self, tokens: list[int], payload: Any, nbytes: int, pin: bool = False) -> bool:
+        """Store the KV of ``tokens`` (``pin``: never to be evicted); False when it is
+        already covered (a pin then pins an entry of exactly these tokens) or cannot fit."""
         tokens = tuple(tokens)
-        if not tokens or nbytes > self.budget_bytes or self._covered(tokens):
+        if not tokens or nbytes > self.budget_bytes:
+            return False
+        if pin and self._pin_existing(tokens, pin):
+            return True
+        if not pin and not self.exact and self._covered(tokens):
+            return False
+        if self.exact and self._pin_existing(tokens, pin):
             return False
         for entry_id in self._extended_by(tokens):
             self._remove(entry_id)
         if not self._make_room(nbytes):
             return False
-        entry = PrefixEntry(tokens, payload, nbytes, keys=block_keys(tokens))
+        entry = PrefixEntry(tokens, payload, nbytes, keys=block_keys(tokens), pinned=pin)
         entry_id, self._next_id = self._next_id, self._next_id + 1
         self._entries[entry_id] = entry
         for key in entry.keys:
@@ -154,22 +177,32 @@ class PrefixCache:
                 return True
         return False
 
+    def _pin_existing(self, tokens: tuple[int, ...], pin: bool) -> bool:
+        """Whether an entry holds exactly ``tokens`` (then pinned when ``pin``)."""
+        for entry_id in self._candidates(list(tokens)):
+            entry = self._entries[entry_id]
+            if entry.tokens == tokens:
+                entry.pinned = entry.pinned or pin
+                self._entries.move_to_end(entry_id)
+                return True
+        return False
+
     def _extended_by(self, tokens: tuple[int, ...]) -> list[int]:
-        """Unlocked entries that are a prefix of ``tokens`` (the new entry covers them)."""
+        """Evictable entries that are a prefix of ``tokens`` (the new entry covers them)."""
         return [i for i in self._candidates(list(tokens))
-                if not self._entries[i].locks
+                if not self._entries[i].kept
                 and tokens[:len(self._entries[i].tokens)] == self._entries[i].tokens]
 
     def _make_room(self, nbytes: int) -> bool:
         """Evict unlocked entries, least recently used first, until ``nbytes`` fit (none
         when even evicting all of them would not make room)."""
-        locked = sum(e.nbytes for e in self._entries.values() if e.locks)
+        locked = sum(e.nbytes for e in self._entries.values() if e.kept)
         if locked + nbytes > self.budget_bytes:
             return False
         for entry_id in list(self._entries):
             if self.bytes + nbytes <= self.budget_bytes:
                 break
-            if not self._entries[entry_id].locks:
+            if not self._entries[entry_id].kept:
                 self._remove(entry_id)
                 self.evictions += 1
         return self.bytes + nbytes <= self.budget_bytes
@@ -185,8 +218,8 @@ class PrefixCache:
         self.bytes -= entry.nbytes
 
     def clear(self) -> int:
-        """Drop every unlocked entry; returns how many were dropped."""
-        doomed = [i for i, e in self._entries.items() if not e.locks]
+        """Drop every entry not in use or pinned; returns how many were dropped."""
+        doomed = [i for i, e in self._entries.items() if not e.kept]
         for entry_id in doomed:
             self._remove(entry_id)
         # fresh tables: a dict keeps its grown size after deletes
@@ -199,4 +232,6 @@ class PrefixCache:
             entries=len(self._entries), bytes=self.bytes, budget_bytes=self.budget_bytes,
             hits=self.hits, misses=self.misses, tokens_saved=self.tokens_saved,
             tokens_queried=self.tokens_queried, evictions=self.evictions,
-            locked=sum(1 for e in self._entries.values() if e.locks))
+            locked=sum(1 for e in self._entries.values() if e.locks),
+            pinned=sum(1 for e in self._entries.values() if e.pinned),
+            pinned_bytes=sum(e.nbytes for e in self._entries.values() if e.pinned))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mlxserve.cli.media_args import MediaArgsError, add_media_args, media_config
+from mlxserve.cli.specprefill_args import (SpecPrefillArgsError, add_specprefill_args,
+                                           specprefill_config)
 from mlxserve.cli.production_args import (ProductionArgsError, add_production_args,
                                           production_engine, production_options)
 from mlxserve.config import EngineConfig, ModelConfig, ServerConfig
@@ -64,6 +66,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, optional_model: bool) -> 
     parser.add_argument("--enable-mtp", action="store_true",
                         help='shortcut for --speculative-config \'{"method": "mtp"}\' (the '
                              "checkpoint's own multi-token-prediction heads)")
+    add_specprefill_args(parser)
 
 
 def add_serve_args(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +84,9 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                         help="any claude-* or gpt-* model name means the served model "
                              "(for agents that hard-code hosted model names)")
     parser.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
+    parser.add_argument("--warm-prompts", default=None, metavar="FILE",
+                        help="JSON list of message lists or strings: prefilled at start-up "
+                             "and pinned in the prefix cache")
     add_media_args(parser)
     add_production_args(parser)
     parser.add_argument("--log-level", default=defaults.log_level,
@@ -125,7 +131,7 @@ def model_and_engine_configs(args: argparse.Namespace) -> tuple[ModelConfig, Eng
                           prefix_cache_memory_bytes=None if prefix_gb is None
                           else int(prefix_gb * 2**30),
                           speculative=_speculative(args))
-    return model, engine
+    return model, replace(engine, specprefill=_specprefill(args, engine))
 
 
 def _speculative(args: argparse.Namespace):
@@ -139,6 +145,14 @@ def _speculative(args: argparse.Namespace):
     try:
         return parse_speculative_config(text) if text else None
     except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def _specprefill(args: argparse.Namespace, engine: EngineConfig):
+    spec_draft = engine.speculative.model if engine.speculative is not None else None
+    try:
+        return specprefill_config(args, spec_draft)
+    except SpecPrefillArgsError as e:
         raise CliError(str(e)) from None
 
 
@@ -170,9 +184,19 @@ def serve_configs(args: argparse.Namespace) -> ServeConfigs:
         reasoning_parser=args.reasoning_parser, tool_call_parser=args.tool_call_parser,
         enable_auto_tool_choice=args.enable_auto_tool_choice, log_level=args.log_level,
         accept_vendor_model_names=args.accept_vendor_model_names,
-        media=_media_config(args), **production,
+        media=_media_config(args), warm_prompts=_warm_prompts(args.warm_prompts),
+        **production,
     )
     return ServeConfigs(model, engine, server)
+
+
+def _warm_prompts(path: str | None) -> tuple:
+    from mlxserve.serving.warm_prompts import read_warm_prompts
+
+    try:
+        return read_warm_prompts(path) if path else ()
+    except ValueError as e:
+        raise CliError(f"--warm-prompts: {e}") from None
 
 
 def _media_config(args: argparse.Namespace):

@@ -98,6 +98,7 @@ class AsyncEngine:
         vocab = self.model.capabilities.vocab_size or None
         request.validate(vocab, self.max_model_len)
         self._core.scheduler.check_request(len(request.prompt_tokens), request.stop.max_tokens)
+        self._core.specprefill.check(request)
 
     def generate(self, request: GenerateRequest) -> AsyncIterator[EngineDelta]:
         """Validate now (raising here), then stream the request's deltas."""

@@ -49,6 +49,8 @@ class EngineStats:
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
     prefix_cache: dict | None = None  # the store's PrefixCacheStats; None when off
+    specprefill_requests: int = 0  # prompts prefilled sparsely (SpecPrefill)
+    specprefill_tokens_skipped: int = 0  # prompt tokens those prefills did not compute
     # speculative decoding (engine/speculation.py; vLLM's names), totals of the one method
     spec_decode_num_drafts: int = 0
     spec_decode_num_draft_tokens: int = 0
@@ -102,6 +104,7 @@ class EngineCore:
         self._steps = 0
         self.prefix = None  # EnginePrefixCache when the model and config allow one
         self._matches: dict = {}  # request id -> its PrefixMatch, admission to _admit
+        self.specprefill = None  # EngineSpecPrefill (its scorer is None without a draft)
         self.speculation = None  # engine.speculation.Speculation with --speculative-config
 
     # ---- other threads ------------------------------------------------------------
@@ -143,6 +146,7 @@ class EngineCore:
         import mlx.core as mx
 
         from mlxserve.engine.kv_budget import kv_tokens_total
+        from mlxserve.engine.prefix import full_history
         from mlxserve.engine.runner import Runner
         from mlxserve.engine.speculation import build_speculation
         from mlxserve.models import load_model
@@ -176,9 +180,21 @@ class EngineCore:
         if self.prefix is not None:
             self.scheduler.cached_prefix = self._lookup_prefix
             self.runner.keep_final_kv = True
+            self.runner.make_row_cache = lambda: full_history(_make_cache(model))
+        self._load_specprefill(loaded)
         self.loaded = loaded
         self._detokenizer_proto = detokenizer_prototype(loaded.tokenizer)
         self._publish_stats()
+
+    def _load_specprefill(self, loaded) -> None:
+        from mlxserve.engine.specprefill import EngineSpecPrefill
+
+        self.specprefill = EngineSpecPrefill.load(self.engine_config, self.model_config,
+                                                  loaded, self.runner.prototype, self._loader)
+        self.runner.scorer = self.specprefill.scorer
+        self.runner.selection = self.specprefill.selection
+        self.scheduler.sparse_prefill = lambda rid, cached: self.specprefill.plan(
+            self._waiting[rid].request, cached)
 
     def _loop(self) -> None:
         while True:
@@ -218,6 +234,7 @@ class EngineCore:
         rid = request.request_id
         try:
             request.validate(self.runner.vocab_size, self.max_model_len)
+            self.specprefill.check(request)
             seq = SeqState(rid, len(request.prompt_tokens), request.stop.max_tokens)
             self.scheduler.add(seq)
         except Exception as e:  # the client validated already: a race or a bad request
@@ -239,12 +256,22 @@ class EngineCore:
         output = OutputStream(request, detokenizer, self.loaded.eos_token_ids,
                               self.max_model_len)
         match = self._matches.pop(request_id, None)
+        cached = match.length if match is not None else 0
+        sparse = self.specprefill.take(request_id, cached)
         self._active[request_id] = RequestState(
             request, submitted.sink, output, submitted.seed,
-            locks=[match] if match is not None else [],
-            cached_tokens=match.length if match is not None else 0,
-            queue_time_s=time.monotonic() - submitted.added_at)
-        self.runner.add(request, submitted.seed, prefix=match)
+            locks=[match] if match is not None else [], cached_tokens=cached,
+            sparse=sparse is not None, queue_time_s=time.monotonic() - submitted.added_at)
+        self.runner.add(request, submitted.seed, prefix=match, sparse=sparse)
+
+    def _sparse_selected(self, request_id: str, kept: int) -> None:
+        """The draft scored a sparse request: the target prefills ``kept`` tokens."""
+        self.scheduler.sparse_selected(request_id, kept)
+        state = self._active.get(request_id)
+        if state is not None:
+            skipped = len(state.prompt_ids) - state.cached_tokens - kept
+            state.prefilled_tokens, state.position_delta = kept, skipped
+            self.specprefill.scored(skipped)
 
     def _lookup_prefix(self, request_id: str) -> int:
         """At admission (the scheduler asks): the prompt tokens a cached prefix holds."""
@@ -262,6 +289,8 @@ class EngineCore:
             if chunk.request_id in self._waiting:
                 self._admit_guarded(chunk.request_id)
         failures = self.runner.launch(plan, drafts)
+        for request_id, kept in self.runner.take_selections():
+            self._sparse_selected(request_id, kept)
         outputs, late = self.runner.collect(leave=0 if plan.decode_tokens else 1)
         self._deliver(outputs, failures + late)
         if self.speculation is not None:
@@ -300,7 +329,9 @@ class EngineCore:
         if not rows:
             return {}
         if self.runner.has_pending:  # the histories grow in place as tokens are read back
-            self._deliver(*self.runner.collect(leave=0))
+            outputs, failures = self.runner.collect(leave=0)
+            self._deliver(outputs, failures)
+            spec.drained += len(outputs)
         rows = [r for r in rows if r.request_id in self._active]
         return spec.propose(rows)
 
@@ -323,6 +354,7 @@ class EngineCore:
         delta = EngineDelta(rid, [token], step.text, logprobs, out.prompt_logprobs,
                             step.finish_reason, step.stop_reason,
                             len(state.request.prompt_tokens), count, state.cached_tokens,
+                            prefilled_tokens=state.prefilled_tokens,
                             queue_time_s=state.queue_time_s if count == 1 else None)
         if step.finish_reason is not None:
             self._retire(rid, keep_prefix=True)
@@ -349,6 +381,7 @@ class EngineCore:
             prompt_tokens=len(request.prompt_tokens),
             completion_tokens=state.completion_tokens if state is not None else 0,
             cached_tokens=state.cached_tokens if state is not None else 0,
+            prefilled_tokens=state.prefilled_tokens if state is not None else None,
         ))
 
     def _retire(self, request_id: str, keep_prefix: bool = False) -> RequestState | None:
@@ -358,6 +391,7 @@ class EngineCore:
             if keep_prefix:
                 self._store_prefix(state)
             self.prefix.release(state.locks)
+        self.specprefill.forget(request_id)
         stale = self._matches.pop(request_id, None)  # admitted, then failed before _admit
         if stale is not None:
             self.prefix.release([stale])
@@ -372,11 +406,13 @@ class EngineCore:
     def _store_prefix(self, state: RequestState) -> None:
         """Prompt + output tokens whose KV is computed, once a token came back (so the
         prompt's forward ran and was read back; a partial prefill has no output)."""
-        if not state.output_ids or not self.prefix.eligible(state.request):
-            return
-        tokens = state.prompt_ids + state.output_ids[:-1]
+        if state.sparse or not state.output_ids or not self.prefix.eligible(state.request):
+            return  # a sparse prompt's KV is not the dense prompt's
+        tokens = self.prefix.key(state.request) + state.output_ids
         try:
-            self.prefix.insert(tokens, self.runner.kv_of(state.request_id, len(tokens)))
+            self.prefix.insert(tokens, state.tokens_computed,
+                               self.runner.rows.get(state.request_id),
+                               pin=state.request.pin_prefix)
         except Exception:  # the cache is an optimisation: never fail a finish for it
             log.exception("storing the prefix of request %s failed", state.request_id)
 
@@ -393,6 +429,9 @@ class EngineCore:
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
             kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
             total_generated_tokens=self._total_generated, **self._prefix_stats(),
+            specprefill_requests=self.specprefill.requests if self.specprefill else 0,
+            specprefill_tokens_skipped=self.specprefill.tokens_skipped
+            if self.specprefill else 0,
             **(self.speculation.stats() if self.speculation is not None else {}))
 
     def _prefix_stats(self) -> dict:
@@ -416,15 +455,14 @@ def _prefix_cache(cfg: EngineConfig, caps, model, device_memory: int | None):
     import mlx.core as mx
 
     from mlxserve.engine.kv_budget import kv_budget_bytes
-    from mlxserve.engine.prefix import (EnginePrefixCache, model_supports_prefix_cache,
-                                        prefix_budget_bytes)
+    from mlxserve.engine.prefix import EnginePrefixCache, prefix_budget_bytes, prefix_cache_mode
 
-    if not cfg.enable_prefix_caching or not model_supports_prefix_cache(caps,
-                                                                       _make_cache(model)):
+    mode = prefix_cache_mode(caps, _make_cache(model)) if cfg.enable_prefix_caching else None
+    if mode is None:
         return None
     kv_bytes = kv_budget_bytes(cfg, device_memory, mx.get_active_memory())
     budget = prefix_budget_bytes(cfg.prefix_cache_memory_bytes, kv_bytes)
-    return EnginePrefixCache(budget) if budget > 0 else None
+    return EnginePrefixCache(budget, exact=mode == "exact") if budget > 0 else None
 
 
 def _make_cache(model) -> list:

@@ -109,5 +109,5 @@ def _fold(run: list[EngineDelta]) -> EngineDelta:
         logprobs if any(d.logprobs is not None for d in run) else None,
         next((d.prompt_logprobs for d in run if d.prompt_logprobs is not None), None),
         last.finish_reason, last.stop_reason, last.prompt_tokens, last.completion_tokens,
-        last.cached_tokens,
+        last.cached_tokens, prefilled_tokens=last.prefilled_tokens,
         queue_time_s=next((d.queue_time_s for d in run if d.queue_time_s is not None), None))

@@ -17,6 +17,7 @@ import mlx.core as mx
 
 from mlxserve.cache.batch_kv import BatchCache
 from mlxserve.engine.model_step import forward
+from mlxserve.engine.prefix import seeded_batch, seeded_length
 from mlxserve.engine.prompt_logprobs import forward_logprobs
 from mlxserve.engine.row import Row
 from mlxserve.engine.scheduler import PrefillChunk
@@ -48,7 +49,7 @@ def forward_chunk(model: Any, row: Row, start: int, end: int) -> mx.array:
 def prefill_chunk(model: Any, row: Row, chunk: PrefillChunk) -> mx.array | None:
     """Run one chunk; the (1, V) logits of the prompt's last token when it ends the prompt.
     A chunk's logits are never computed unless the request wants prompt logprobs."""
-    if chunk.start == 0:
+    if row.embeddings is None:  # the first chunk (after a prefix-cache hit: not at 0)
         encode_media(model, row)
     end = chunk.start + chunk.length
     if not chunk.is_last:
@@ -72,17 +73,21 @@ def prefill_together(model: Any, prototype: list, rows: list[Row]) -> tuple[Batc
                                                                              mx.array]:
     """Whole prompts of several text requests in one batched forward (as mlx-lm's
     BatchGenerator): right-padded ``prompt[:-1]`` into fresh rows of a new batch, whose
-    per-row lengths then drop the padding, then the last tokens together.
+    per-row lengths then drop the padding, then the last tokens together. Rows whose own
+    caches already hold a prefix (a prefix-cache hit) start the batch with it and send
+    only the rest (each row then writes at its own column, as a verify step's rows do).
     Returns the batch and the (B, V) logits of the last tokens."""
-    batch = BatchCache.fresh(prototype, [r.request.request_id for r in rows])
-    heads = [r.request.prompt_tokens[:-1] for r in rows]
+    starts = [max(0, seeded_length(r)) for r in rows]
+    batch = seeded_batch(prototype, rows, starts) if any(starts) else BatchCache.fresh(
+        prototype, [r.request.request_id for r in rows])
+    heads = [r.request.prompt_tokens[s:-1] for r, s in zip(rows, starts)]
     lengths = [len(h) for h in heads]
     longest = max(lengths)
     if longest > 0:
         padded = mx.array([h + [0] * (longest - len(h)) for h in heads], dtype=mx.uint32)
         batch.begin_padded(lengths)
         forward(model, padded, batch.layers)
-        batch.end_padded(lengths)
+        batch.end_padded([s + n for s, n in zip(starts, lengths)])
     last = mx.array([r.request.prompt_tokens[-1] for r in rows], dtype=mx.uint32)
     logits = forward(model, last[:, None], batch.layers)[:, -1, :]
     batch.advance(1)

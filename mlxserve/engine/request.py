@@ -94,6 +94,21 @@ class StopParams:
             raise InvalidRequest("'stop' entries must be non-empty strings", param="stop")
 
 
+@dataclass(frozen=True)
+class SpecPrefillOptions:
+    """A request's SpecPrefill fields (vllm-mlx's names); None: the server's setting."""
+
+    enabled: bool | None = None  # specprefill: true forces a sparse prefill, false: dense
+    keep_pct: float | None = None  # specprefill_keep_pct: share of the prompt kept, (0, 1]
+
+    def validate(self) -> None:
+        k = self.keep_pct
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, float))
+                              or not 0.0 < k <= 1.0):
+            raise InvalidRequest("'specprefill_keep_pct' must be in (0, 1]",
+                                 param="specprefill_keep_pct")
+
+
 @dataclass
 class MultimodalInputs:
     """What the vision front hands the runner for one request (filled by multimodal/).
@@ -102,12 +117,16 @@ class MultimodalInputs:
     ``position_ids`` a (3, L) array for M-RoPE families; both are MLX arrays created on
     the engine thread by ``encode`` (a callable run there). ``media_tokens`` counts the
     prompt tokens that stand for media (reported in usage), ``cache_key`` identifies the
-    media content for prefix/embedding caches.
+    media content for prefix/embedding caches. ``key_tokens`` is what a prefix cache keys
+    the request on: the prompt tokens with each media token replaced by an id of its
+    item's content and place in it (negative, so never a real token), so the same image
+    matches and a different one with the same placeholders never does.
     """
 
     encode: Any = None  # Callable[[model], tuple[embeddings, position_ids | None, extras]]
     media_tokens: int = 0
     cache_key: str = ""
+    key_tokens: list[int] | None = None  # None: no prefix-cache key (the cache skips it)
 
 
 @dataclass
@@ -123,11 +142,16 @@ class GenerateRequest:
     # Logprobs of the prompt tokens, with this many alternatives each (0..20); None: not
     # computed (the prefill then never builds logits for the prompt positions).
     prompt_logprobs: int | None = None
+    specprefill: SpecPrefillOptions | None = None  # None: the server's SpecPrefill setting
+    # Store this request's prompt in the prefix cache pinned (never evicted): warm prompts.
+    pin_prefix: bool = False
     speculative: bool = True  # False: never speculate for this request (the API's opt-out)
 
     def validate(self, vocab_size: int | None = None, max_model_len: int | None = None) -> None:
         if not self.prompt_tokens:
             raise InvalidRequest("the prompt is empty", param="prompt")
+        if self.specprefill is not None:
+            self.specprefill.validate()
         k = self.prompt_logprobs
         if k is not None and (not isinstance(k, int) or isinstance(k, bool)
                               or not 0 <= k <= MAX_PROMPT_LOGPROBS):
@@ -187,6 +211,7 @@ class EngineDelta:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    prefilled_tokens: int | None = None  # a sparse prefill's kept tokens (None: dense)
     error: str | None = None  # set with finish_reason == "error"
     # the typed error (an MlxserveError) that refused the request before it ran: the
     # client raises it, so an engine-side refusal (a full queue) is a 503, not a stream

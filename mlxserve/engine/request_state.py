@@ -39,6 +39,8 @@ class RequestState:
     position_delta: int = 0
     locks: list = field(default_factory=list)  # prefix-cache entries held while it runs
     cached_tokens: int = 0  # prompt tokens a prefix-cache hit supplied (not prefilled)
+    sparse: bool = False  # SpecPrefill: never stored in the prefix cache
+    prefilled_tokens: int | None = None  # the sparse prefill's kept tokens, once scored
     uncovered_logprobs: list = field(default_factory=list)  # their text is not sent yet
     queue_time_s: float | None = None  # added → admitted (first prefill chunk scheduled)
 

@@ -23,7 +23,8 @@ class Row:
     last_token: mx.array | None = None  # lazy (1,) first token, input of its first decode
     batch: Any = None  # the BatchCache holding this row's cache once it decodes
     prompt_lp: list = field(default_factory=list)  # PromptLogprobChunk per forward so far
-    final_kv: list | None = None  # (keys, values) per layer copied as it left its batch
+    final_kv: tuple | None = None  # (length, per-layer state) copied as it left its batch
+    sparse: Any = None  # engine.sparse_prefill.SparseRow while a SpecPrefill runs
     hidden: mx.array | None = None  # (hidden,) last hidden state of its latest decode (MTP)
 
     @property

@@ -42,11 +42,12 @@ from mlxserve.engine.penalties import PenaltyTable
 from mlxserve.engine.pending import (MaskedSample, Pending, TokenOutput, read_back,
                                      result_arrays)
 from mlxserve.engine.prefill import prefill_chunk, prefill_together
-from mlxserve.engine.prefix import final_kv, row_kv, seed_caches
+from mlxserve.engine.prefix import final_kv, seed_caches, seeded_length, state_arrays
 from mlxserve.engine.request import GenerateRequest
 from mlxserve.engine.row import Row
 from mlxserve.engine.sampler import RowSampler, SampleResult, SamplingCache, sample
 from mlxserve.engine.scheduler import PrefillChunk, StepPlan
+from mlxserve.engine.sparse_prefill import prefill_kept, read_draft
 from mlxserve.engine.verify import PendingVerify, launch_verify, settle_verify
 from mlxserve.errors import InvalidRequest
 
@@ -68,9 +69,11 @@ class Runner:
         self.model = model
         self.vocab_size = vocab_size
         self._make_cache = make_cache
+        self.make_row_cache = make_cache  # a row's own prefill caches (engine/prefix.py)
         self._prototype: list | None = None
         self.merge_floor_tokens = merge_floor_tokens
         self.stream = stream if stream is not None else mx.new_stream(mx.default_device())
+        self.on_cpu = self.stream.device == mx.cpu  # masks: additive on a CPU, packed on a GPU
         self.rows: dict[str, Row] = {}
         self.batches: list[BatchCache] = []  # decoding rows, one forward per batch
         self.joining: list[BatchCache] = []  # batch-prefilled rows, join at next decode
@@ -82,22 +85,21 @@ class Runner:
         self.late_failures: list[StepFailure] = []
         self.failed: set[str] = set()  # requests whose grammar failure was reported
         self.keep_final_kv = False  # rows leaving a batch keep a copy of their KV
+        self.scorer = None  # SpecPrefill's DraftScorer, when a draft model is loaded
+        self.selection = None  # its spec.specprefill.select.Selection
+        self.selections: list[tuple[str, int]] = []  # (request id, kept tokens) this step
         self.want_hidden = False  # decode steps keep each row's last hidden state (MTP)
 
     # ---- request lifecycle --------------------------------------------------------
-    def add(self, request: GenerateRequest, seed: int, prefix=None) -> None:
-        """``prefix``: a prefix-cache match whose positions the row's caches start with."""
+    def add(self, request: GenerateRequest, seed: int, prefix=None, sparse=None) -> None:
+        """``prefix``: a prefix-cache match whose positions the row's caches start with;
+        ``sparse``: a ``SparseRow`` when the prefill is SpecPrefill's."""
         sampler = RowSampler(request.sampling, request.prompt_tokens, self.vocab_size, seed,
                              self.penalties)
         prompt = mx.array(request.prompt_tokens, dtype=mx.uint32)
-        cache = self._make_cache()
+        cache = self.make_row_cache()
         seed_caches(cache, prefix)
-        self.rows[request.request_id] = Row(request, sampler, cache, prompt)
-
-    def kv_of(self, request_id: str, length: int) -> list | None:
-        """Views of a row's first ``length`` positions per layer (None: it has fewer)."""
-        row = self.rows.get(request_id)
-        return None if row is None else row_kv(row, length)
+        self.rows[request.request_id] = Row(request, sampler, cache, prompt, sparse=sparse)
 
     def release(self, request_id: str) -> None:
         """Forget a request; its row leaves its batch at the next launch."""
@@ -206,7 +208,7 @@ class Runner:
                 row.request.constraint.commit(out.token_id)
 
     def _start_masked(self, pending: list[Pending]) -> list[StepFailure]:
-        from mlxserve.structured.masks import fill_masks
+        from mlxserve.structured.masks import additive_mask, fill_masks
 
         failures = []
         for p in pending:
@@ -214,8 +216,10 @@ class Runner:
             constraints = [r.request.constraint for r in work.rows]
             try:
                 with mx.stream(self.stream):
-                    words = (work.logits.shape[-1] + 31) // 32
-                    allowed = mx.array(fill_masks(constraints, words).view(np.uint32))
+                    vocab = work.logits.shape[-1]
+                    bits = fill_masks(constraints, (vocab + 31) // 32)
+                    allowed = mx.array(additive_mask(bits, vocab) if self.on_cpu
+                                       else bits.view(np.uint32))
                     p.result = sample(work.logits, [r.sampler for r in work.rows], allowed,
                                       cache=self.sampling)
                     work.assign(p.result.tokens)
@@ -280,15 +284,20 @@ class Runner:
             self._guarded(ids, lambda: self._prefill_together(ids), started, failures)
         for chunk in chunks:
             if chunk not in together:
-                self._guarded([chunk.request_id], lambda c=chunk: self._prefill(c),
+                build = self._prefill_sparse if self.rows[chunk.request_id].sparse else \
+                    self._prefill
+                self._guarded([chunk.request_id], lambda c=chunk, b=build: b(c),
                               started, failures)
 
     def _whole_prompt_text_chunk(self, chunk: PrefillChunk) -> bool:
         row = self.rows[chunk.request_id]
         # a request wanting prompt logprobs has its own forward, so its logits are at most
         # one chunk (a padded group's would be rows x longest x vocab)
-        return (chunk.start == 0 and chunk.is_last and row.request.multimodal is None
-                and row.request.prompt_logprobs is None)
+        # a row whose own caches hold the positions before the chunk (a prefix-cache hit)
+        # joins with them (attention-only models: engine/prefix.py seeded_length)
+        starts_right = chunk.start == 0 or chunk.start == seeded_length(row)
+        return (starts_right and chunk.is_last and row.request.multimodal is None
+                and row.request.prompt_logprobs is None and row.sparse is None)
 
     def _prefill(self, chunk: PrefillChunk) -> Pending | None:
         row = self.rows[chunk.request_id]
@@ -302,6 +311,27 @@ class Runner:
                                lambda t: setattr(row, "last_token", t))
         pending.prompt_logprobs = prompt_lp
         return pending
+
+    def _prefill_sparse(self, chunk: PrefillChunk) -> Pending | None:
+        """A SpecPrefill chunk: the draft's (the last scores: ``selections``), or the
+        target's kept tokens (the last joins decoding as a one-row batch)."""
+        rid, row = chunk.request_id, self.rows[chunk.request_id]
+        if chunk.draft:
+            kept = read_draft(self.scorer, row, chunk, self.selection)
+            if kept is not None:
+                self.selections.append((rid, kept))
+            return None
+        logits = prefill_kept(self.model, self.prototype, row, chunk)
+        if logits is None:
+            return None
+        batch = row.sparse.batch
+        row.cache, row.batch, row.sparse.batch = None, batch, None
+        self.joining.append(batch)
+        return self._sample([rid], logits, [row], lambda t: setattr(batch, "tokens", t))
+
+    def take_selections(self) -> list[tuple[str, int]]:
+        taken, self.selections = self.selections, []
+        return taken
 
     def _prefill_together(self, ids: list[str]) -> Pending:
         rows = [self.rows[i] for i in ids]
@@ -381,9 +411,10 @@ class Runner:
             for rid in list(batch.ids):
                 row = self.rows.get(rid)
                 if row is None or row.done_decoding:
-                    if row is not None and self.keep_final_kv:
+                    if row is not None and self.keep_final_kv and row.sparse is None:
                         row.final_kv = final_kv(row, start=False)  # for the prefix cache
-                        copies += [a for kv in row.final_kv or [] for a in kv]
+                        if row.final_kv is not None:
+                            copies += state_arrays(row.final_kv[1])
                     batch.remove(rid)
                     if row is not None:
                         row.batch = None

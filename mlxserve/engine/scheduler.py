@@ -35,14 +35,32 @@ class SeqState:
     num_prefilled: int = 0  # prompt tokens handed to the runner so far
     num_scheduled_output: int = 0  # output tokens whose computation has been scheduled
     num_committed: int = 0  # output tokens read back and accepted
+    # SpecPrefill: the draft reads ``draft_len`` prompt tokens first; once it has scored
+    # them, the target prefills ``prefill_len`` (cached + kept) instead of prompt_len
+    draft_len: int = 0
+    num_drafted: int = 0
+    prefill_len: int | None = None
+
+    @property
+    def target_len(self) -> int:
+        return self.prompt_len if self.prefill_len is None else self.prefill_len
+
+    @property
+    def drafting(self) -> bool:
+        return self.num_drafted < self.draft_len
+
+    @property
+    def scoring(self) -> bool:
+        """The draft has read the prompt; the kept tokens are not known yet."""
+        return self.draft_len > 0 and self.prefill_len is None
 
     @property
     def kv_reservation(self) -> int:
-        return self.prompt_len + self.max_tokens
+        return self.target_len + self.max_tokens
 
     @property
     def prefill_done(self) -> bool:
-        return self.num_prefilled >= self.prompt_len
+        return not self.scoring and self.num_prefilled >= self.target_len
 
     @property
     def wants_decode(self) -> bool:
@@ -55,6 +73,7 @@ class PrefillChunk:
     start: int  # first prompt position of the chunk
     length: int
     is_last: bool  # the chunk ends the prompt: its last logits give the first output token
+    draft: bool = False  # a SpecPrefill draft chunk (is_last: the draft's last, it scores)
 
 
 @dataclass
@@ -90,6 +109,8 @@ class Scheduler:
         self.kv_tokens_used = 0
         # at admission: how many prompt tokens a prefix-cache hit already holds
         self.cached_prefix: Callable[[str], int] | None = None
+        # at admission: (request id, cached tokens) -> whether a SpecPrefill draft reads it
+        self.sparse_prefill: Callable[[str, int], bool] | None = None
 
     # ---- checks (no side effects) -------------------------------------------------
     def can_ever_fit(self, prompt_len: int, max_tokens: int) -> bool:
@@ -166,13 +187,37 @@ class Scheduler:
             if self.cached_prefix is not None:
                 seq.num_prefilled = max(0, min(self.cached_prefix(seq.request_id),
                                                 seq.prompt_len - 1))
+            if self.sparse_prefill is not None and self.sparse_prefill(seq.request_id,
+                                                                       seq.num_prefilled):
+                seq.draft_len = seq.prompt_len
             budget -= self._schedule_prefill(seq, budget, plan)
         return plan
 
+    def sparse_selected(self, request_id: str, kept: int) -> None:
+        """The draft scored a sparse request: the target prefills ``kept`` tokens after
+        the cached ones (and its KV reservation shrinks to them)."""
+        seq = self.running.get(request_id)
+        if seq is None:
+            return
+        before = seq.kv_reservation
+        seq.prefill_len = seq.num_prefilled + kept
+        self.kv_tokens_used -= before - seq.kv_reservation
+
+    def _schedule_draft(self, seq: SeqState, budget: int, plan: StepPlan) -> int:
+        n = min(seq.draft_len - seq.num_drafted, self.prefill_chunk_size, budget)
+        plan.prefills.append(PrefillChunk(seq.request_id, seq.num_drafted, n, draft=True,
+                                          is_last=seq.num_drafted + n == seq.draft_len))
+        seq.num_drafted += n
+        return n
+
     def _schedule_prefill(self, seq: SeqState, budget: int, plan: StepPlan) -> int:
-        n = min(seq.prompt_len - seq.num_prefilled, self.prefill_chunk_size, budget)
+        if seq.drafting:
+            return self._schedule_draft(seq, budget, plan)
+        if seq.scoring:
+            return 0  # waits for sparse_selected
+        n = min(seq.target_len - seq.num_prefilled, self.prefill_chunk_size, budget)
         chunk = PrefillChunk(seq.request_id, seq.num_prefilled, n,
-                             is_last=seq.num_prefilled + n == seq.prompt_len)
+                             is_last=seq.num_prefilled + n == seq.target_len)
         plan.prefills.append(chunk)
         seq.num_prefilled += n
         if chunk.is_last:

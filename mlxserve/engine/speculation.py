@@ -24,17 +24,45 @@ from mlxserve.spec.proposer import ProposalRow, TokenHistory
 _ALPHA = 0.3  # weight of a new measurement in the moving averages
 _PROBE_STEPS = 2
 _MAX_PAUSE = 512
-_WARM_STEPS = 2  # plain steps measured per bucket before the first probe
+_WARM_STEPS = 2
+_MAX_SKIP = 4  # steps a row without proposals waits before it is asked again  # plain steps measured per bucket before the first probe
+
+
+@dataclass
+class _Rate:
+    """Moving averages of a kind of step's seconds and tokens (their ratio is the rate:
+    steps that read back nothing, as after a pipeline restart, count at their cost)."""
+
+    seconds: float = 0.0
+    tokens: float = 0.0
+    seen: int = 0
+
+    def add(self, seconds: float, tokens: int) -> None:
+        weight = 1.0 if self.seen == 0 else _ALPHA
+        self.seconds += weight * (seconds - self.seconds)
+        self.tokens += weight * (tokens - self.tokens)
+        self.seen += 1
+
+    @property
+    def value(self) -> float | None:
+        return self.tokens / self.seconds if self.seen and self.seconds > 0 else None
 
 
 @dataclass
 class _Bucket:
-    plain: float | None = None  # tokens / s
-    spec: float | None = None
-    plain_seen: int = 0
+    plain_rate: _Rate = field(default_factory=_Rate)  # tokens / s of plain steps
+    spec_rate: _Rate = field(default_factory=_Rate)  # of verify steps (and the restarts)
     probing: int = 0  # verify steps left in the current probe
     pause: int = 16  # steps to wait after a lost probe
     resume_at: int = 0  # step number when the next probe may start
+
+    @property
+    def plain(self) -> float | None:
+        return self.plain_rate.value
+
+    @property
+    def spec(self) -> float | None:
+        return self.spec_rate.value
 
 
 @dataclass
@@ -70,6 +98,8 @@ class Speculation:
     _buckets: dict = field(default_factory=dict)
     _rows: dict = field(default_factory=dict)
     _step: int = 0
+    _verified_last: bool = False
+    drained: int = 0  # tokens read back early this step (before proposing): its output
 
     @property
     def method(self) -> str:
@@ -84,7 +114,7 @@ class Speculation:
         b = self._bucket(batch_size)
         if b.probing > 0:
             return True
-        if b.plain is None or b.plain_seen < _WARM_STEPS:
+        if b.plain is None or b.plain_rate.seen < _WARM_STEPS:
             return False
         if b.spec is not None and b.spec >= b.plain:
             return True
@@ -125,8 +155,8 @@ class Speculation:
             if proposal.tokens:
                 out[row.request_id], stats.misses = proposal, 0
             else:
-                stats.misses += 1
-                stats.skip_until = self._step + min(1 << stats.misses, 32)
+                stats.misses += 1  # the lookup is cheap; the drain before it is not free
+                stats.skip_until = self._step + min(stats.misses, _MAX_SKIP)
         if not out:
             self._no_verify()
         return out
@@ -144,13 +174,19 @@ class Speculation:
         """One step's wall time and the tokens it produced (steps with prefills are not
         measured: their time is not decode time)."""
         if seconds <= 0 or batch_size <= 0:
+            self.drained = 0
             return
-        b, rate = self._bucket(batch_size), tokens / seconds
+        b = self._bucket(batch_size)
+        tokens, self.drained = tokens + self.drained, 0
+        restart, self._verified_last = self._verified_last, verified
+        if not verified and not restart:
+            b.plain_rate.add(seconds, tokens)
+            return
+        # the plain step right after a verify restarts the pipeline (it reads back
+        # nothing): a cost of speculating, so it is counted with the verify steps
+        b.spec_rate.add(seconds, tokens)
         if not verified:
-            b.plain = rate if b.plain is None else (1 - _ALPHA) * b.plain + _ALPHA * rate
-            b.plain_seen += 1
             return
-        b.spec = rate if b.spec is None else (1 - _ALPHA) * b.spec + _ALPHA * rate
         if b.probing > 0:
             b.probing -= 1
             if b.probing == 0 and b.plain is not None and b.spec < b.plain:
@@ -187,6 +223,8 @@ class Speculation:
         if not plan.prefills and plan.decodes:
             self.observe(len(plan.decodes), seconds, len(outputs),
                          verified=bool(plan.decode_tokens))
+        else:
+            self.drained = 0
 
     def stats(self) -> dict:
         """The engine stats' speculative fields (vLLM's counter names)."""

@@ -172,9 +172,27 @@ def prepare_multimodal(prompt_tokens: list[int], images: list[Any], videos: list
     key = hashlib.sha256("".join(i.content_hash for i in items).encode()).hexdigest()
     encode = _MediaEncoder(tokens, items, vision, cache)
     media = expander.image_tokens + expander.video_tokens
+    key_tokens = media_key_tokens(tokens, items, {vision.image_token_id, vision.video_token_id})
     return PreparedPrompt(tokens, MultimodalInputs(encode=encode, media_tokens=media,
-                                                   cache_key=key),
+                                                   cache_key=key, key_tokens=key_tokens),
                           expander.image_tokens, expander.video_tokens, items)
+
+
+def media_key_tokens(tokens: list[int], items: list[MediaItem], media_ids: set[int]) -> list[int]:
+    """``tokens`` with the j-th media token of item i replaced by a negative id made of
+    item i's content hash and j (items in prompt order, ``num_tokens`` media tokens each)."""
+    spans = [(int(item.content_hash[:15], 16), item.patches.num_tokens) for item in items]
+    out, k, used = [], 0, 0
+    for token in tokens:
+        if token not in media_ids or k >= len(spans):
+            out.append(token)
+            continue
+        content, count = spans[k]
+        out.append(-1 - ((content << 24) | used))
+        used += 1
+        if used == count:
+            k, used = k + 1, 0
+    return out
 
 
 class _MediaEncoder:

@@ -39,6 +39,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    prefilled_tokens: int | None = None  # a sparse (SpecPrefill) prefill's computed tokens
 
     @property
     def total_tokens(self) -> int:
@@ -120,7 +121,8 @@ class OutputAssembler:
             if self._emitted_tool_call and delta.finish_reason == FINISH_STOP:
                 out.finish_reason = FINISH_TOOL_CALLS
             out.stop_reason = delta.stop_reason
-            out.usage = Usage(delta.prompt_tokens, delta.completion_tokens, delta.cached_tokens)
+            out.usage = Usage(delta.prompt_tokens, delta.completion_tokens, delta.cached_tokens,
+                              delta.prefilled_tokens)
         return out
 
 

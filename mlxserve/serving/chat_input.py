@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlxserve.engine.request import SpecPrefillOptions
 from mlxserve.structured.spec import StructuredOutput
 
 
@@ -35,6 +36,7 @@ class GenerationOptions:
     clamp_max_tokens: bool = False
     prompt_logprobs: int | None = None  # logprobs of the prompt tokens, k alternatives each
     timeout: float | None = None  # seconds for the whole request; None: the server's
+    specprefill: SpecPrefillOptions | None = None  # SpecPrefill fields; None: the server's
     speculative: bool = True  # False: this request never speculates (`"speculative": false`)
 
 

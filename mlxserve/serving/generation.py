@@ -120,6 +120,7 @@ class GenerationService:
             req = GenerateRequest(f"{base_id}-{first_index + i}", list(prompt),
                                   choice_sampling(sampling, i), stop, multimodal,
                                   prompt_logprobs=options.prompt_logprobs,
+                                  specprefill=options.specprefill,
                                   speculative=options.speculative,
                                   constraint=constraint.fork() if constraint else None)
             check = getattr(self._engine, "check", None)
@@ -186,6 +187,11 @@ class GenerationService:
         """The prompt tokens the engine would see for ``chat`` (media tokens included)."""
         ids, _, _, _ = await self._chat_prompt(chat)
         return len(ids)
+
+    async def chat_prompt(self, chat: ChatInput
+                          ) -> tuple[list[int], str, MultimodalInputs | None, ToolSetup]:
+        """The templated, tokenized prompt of ``chat`` (warm prompts render through it)."""
+        return await self._chat_prompt(chat)
 
     async def _chat_prompt(self, chat: ChatInput
                            ) -> tuple[list[int], str, MultimodalInputs | None, ToolSetup]:

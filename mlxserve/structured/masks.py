@@ -3,6 +3,11 @@
 Rows without a constraint get all bits set (every token allowed). Several constrained
 rows are filled in parallel by llguidance's thread pool (it drops the GIL), so the work
 overlaps the device's forward pass of the same step.
+
+How the mask reaches the sampler depends on the device: a GPU gets the packed bitmask
+(B, ceil(V/32)) uint32, unpacked there; a CPU device gets ``additive_mask``: (B, V)
+float32 0 / -inf built by a byte lookup in numpy, since MLX's select over a (64, 49k)
+array costs ~50 ms on a CPU (unvectorized) where numpy's lookup plus an add cost ~20.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-_EXECUTOR: list[Any] = []  # one llguidance.LLExecutor, made on first use
+_EXECUTOR: list[Any] = []
+_BYTE_BITS = (np.arange(256)[:, None] >> np.arange(8)[None, :]) & 1
+_BYTE_BIAS = np.where(_BYTE_BITS == 1, np.float32(0.0), np.float32(-np.inf)).astype(np.float32)
+# row b of _BYTE_BIAS: the 8 additive values of a mask byte b (bit k -> token 8 * byte + k)  # one llguidance.LLExecutor, made on first use
 
 
 def _executor() -> Any:
@@ -39,3 +47,10 @@ def fill_masks(constraints: list[Any], words: int) -> np.ndarray:
         if c is not None and c.error is not None:
             masks[i] = -1  # a failed row samples freely; its request is ended with the error
     return masks
+
+
+def additive_mask(masks: np.ndarray, vocab: int) -> np.ndarray:
+    """(B, vocab) float32: 0 where ``masks`` (little-endian packed bits) allows a token,
+    -inf elsewhere."""
+    bias = np.take(_BYTE_BIAS, masks.view(np.uint8), axis=0)  # (B, 4 * words, 8)
+    return bias.reshape(len(masks), -1)[:, :vocab]

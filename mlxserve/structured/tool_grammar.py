@@ -15,6 +15,7 @@ from mlxserve.structured.grammar import JSON_OPTIONS
 from mlxserve.structured.spec import ToolCallMarkup
 
 _TOOL_JSON_OPTIONS = dict(JSON_OPTIONS, lenient=True)
+_TRAILING_NEWLINE = '"\\n"?'  # after the last call (tool parsers drop whitespace after calls)
 
 
 def _function(tool: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +62,11 @@ def tool_call_grammar(tools: list[dict[str, Any]], markup: ToolCallMarkup,
                       several: bool = True, special_tokens: dict[str, int] | None = None
                       ) -> str:
     """llguidance grammar text: the calls in ``markup``; one call, or one or more when
-    ``several``. ``special_tokens``: the vocabulary's special tokens (text -> id)."""
+    ``several``; then optionally a newline. ``special_tokens``: the vocabulary's special
+    tokens (text -> id). EOS is allowed after each complete call and after that newline:
+    a model led into the markup (Qwen2.5-Coder-0.5B's own habit is a fenced object) tends
+    to write a newline after ``</tool_call>`` and only then its end of turn; without the
+    optional newline the grammar would force another call after it, call after call."""
     import llguidance
 
     def spell(text: str) -> list[str]:
@@ -72,5 +77,5 @@ def tool_call_grammar(tools: list[dict[str, Any]], markup: ToolCallMarkup,
     one = dict(one, **{"x-guidance": _TOOL_JSON_OPTIONS})
     call = " ".join(spell(markup.start) + [f"%json {json.dumps(one)}"] + spell(markup.end))
     calls = [f"call ({' '.join(spell(markup.separator))} call)*" if several else "call"]
-    start = " ".join(spell(markup.open) + calls + spell(markup.close))
+    start = " ".join(spell(markup.open) + calls + spell(markup.close) + [_TRAILING_NEWLINE])
     return llguidance.LLMatcher.grammar_from_lark(f"start: {start}\ncall: {call}")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import openai
 import pytest
 
-from e2e_support import GUARD_KEY, GUARD_MAX_BYTES, TINY_CONTEXT, TINY_NAME
+from e2e_support import GUARD_KEY, GUARD_MAX_BYTES, TINY_CONTEXT, TINY_NAME, WARM_SYSTEM
 from server_process import start_server
 from tiny_models import make_tiny_model
 
@@ -18,9 +19,12 @@ def tiny_model_path(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_server(tiny_model_path):
+def tiny_server(tiny_model_path, tmp_path_factory):
+    warm = tmp_path_factory.mktemp("warm") / "warm.json"
+    warm.write_text(json.dumps([[{"role": "system", "content": WARM_SYSTEM}], "plain text"]))
     server = start_server(tiny_model_path, ["--served-model-name", TINY_NAME, "tiny-alias",
-                                            "--max-model-len", str(TINY_CONTEXT)])
+                                            "--max-model-len", str(TINY_CONTEXT),
+                                            "--warm-prompts", str(warm)])
     yield server
     server.stop()
 

@@ -5,6 +5,9 @@ TINY_NAME = "tiny-chat"
 TINY_CONTEXT = 512
 GUARD_KEY = "test-key-123"
 GUARD_MAX_BYTES = 4096
+# tiny_server starts with this system prompt in --warm-prompts (pinned in the prefix cache)
+WARM_SYSTEM = ("You are the warm-prompt checker. Answer in one short line, never in lists, "
+               "and always name the colour of the sky first.")
 
 
 def same_usage_but_cache(streamed, whole) -> bool:

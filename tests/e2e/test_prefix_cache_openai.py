@@ -6,6 +6,8 @@ DELETE /v1/cache and /metrics/json report it."""
 from __future__ import annotations
 
 import httpx
+from e2e_support import TINY_NAME, WARM_SYSTEM
+from server_process import run_cli
 
 QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]
 
@@ -71,3 +73,29 @@ def test_completions_report_cached_tokens_streamed_and_not(default_server, defau
     assert _cached(chunks[-1].usage) == n - 1
     assert again.choices[0].text == first.choices[0].text
     assert "".join(c.choices[0].text for c in chunks if c.choices) == first.choices[0].text
+
+
+def test_warm_prompts_are_pinned_at_start_up_and_hit(tiny_server, tiny_client):
+    """tiny_server starts with --warm-prompts (WARM_SYSTEM as a message list, and a string):
+    both are pinned, survive DELETE /v1/cache, and a chat with that system prompt hits."""
+    base = tiny_server.base_url
+    assert httpx.delete(f"{base}/v1/cache", timeout=30).status_code == 200
+    stats = httpx.get(f"{base}/v1/cache/stats", timeout=30).json()
+    assert stats["pinned"] == 2 and stats["entries"] >= 2 and stats["pinned_bytes"] > 0
+    system = {"role": "system", "content": WARM_SYSTEM}
+    messages = [system, {"role": "user", "content": "What colour is the sea?"}]
+    reply = tiny_client.chat.completions.create(model=TINY_NAME, messages=messages,
+                                                max_tokens=4, temperature=0)
+    rendered = tiny_client.completions.create(model=TINY_NAME, prompt=WARM_SYSTEM,
+                                              max_tokens=1, temperature=0)
+    assert _cached(reply.usage) > rendered.usage.prompt_tokens  # the whole system turn
+    after = httpx.get(f"{base}/v1/cache/stats", timeout=30).json()
+    assert after["pinned"] == 2 and after["hits"] > stats["hits"]
+
+
+def test_a_bad_warm_prompts_file_is_a_clear_start_up_error(tiny_model_path, tmp_path):
+    bad = tmp_path / "warm.json"
+    bad.write_text('{"not": "a list"}')
+    result = run_cli(["serve", tiny_model_path, "--port", "0", "--warm-prompts", str(bad)])
+    assert result.returncode == 2
+    assert "--warm-prompts: must be a JSON list" in result.stderr

@@ -90,14 +90,15 @@ def test_tool_call_streaming_matches_non_streaming(qwen_client):
 
 def test_required_tool_choice_gives_valid_calls_of_declared_tools(qwen_client):
     """Under "required" decoding is constrained to the parser's call markup (issue 10), so
-    every call is a declared tool with JSON arguments. With parallel calls allowed this model
-    keeps repeating the call until max_tokens (a known limit: see the README); with
-    parallel_tool_calls false it is exactly one call (tests/e2e/test_structured_qwen.py)."""
+    every call is a declared tool with JSON arguments. With parallel calls allowed the
+    grammar lets the model end after any complete call (and the newline this model writes
+    after ``</tool_call>``), so it stops instead of repeating calls until max_tokens."""
     choice = qwen_client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "What's the weather in Paris?"}],
         tools=[WEATHER_TOOL, TIME_TOOL], tool_choice="required", temperature=0,
         max_tokens=128).choices[0]
     calls = choice.message.tool_calls
+    assert choice.finish_reason == "tool_calls", calls
     assert calls and calls[0].function.name == "get_weather"
     assert json.loads(calls[0].function.arguments) == {"city": "Paris"}
     assert all(c.function.name in ("get_weather", "get_time") for c in calls)

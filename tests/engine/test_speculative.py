@@ -17,7 +17,7 @@ from engine_support import collect, greedy, run_with_engine
 from mlxserve.config import EngineConfig, SpeculativeConfig
 from mlxserve.engine.acceptance import accept
 from mlxserve.engine.penalties import PenaltyTable
-from mlxserve.engine.request import SamplingParams
+from mlxserve.engine.request import GenerateRequest, SamplingParams, StopParams
 from mlxserve.engine.sampler import RowSampler
 from mlxserve.spec import registry
 
@@ -129,3 +129,46 @@ def _assert_follows(samples: np.ndarray, p: np.ndarray, n: int) -> None:
     freq = np.bincount(samples, minlength=VOCAB) / n
     sigma = np.sqrt(p * (1 - p) / n) + 1e-3
     assert np.all(np.abs(freq - p) < 5 * sigma), (freq.round(3), p.round(3))
+
+
+def _sampled_run(path: str, speculative, seeds: range, **params):
+    async def body(engine):
+        async def one(seed):
+            request = GenerateRequest(f"s{seed}", list(PROMPTS[0]),
+                                      SamplingParams(seed=seed, **params),
+                                      StopParams(max_tokens=4, ignore_eos=True))
+            out = await collect(engine, request)
+            logprobs = [lp for d in out["deltas"] for lp in (d.logprobs or [])]
+            return out["tokens"], len(logprobs)
+
+        return await asyncio.gather(*[one(s) for s in seeds])
+
+    return run_with_engine(path, body, EngineConfig(speculative=speculative))
+
+
+def test_sampled_rows_through_the_engine_keep_the_target_distribution(tiny_dir, monkeypatch):
+    """Seeded sampled requests (penalties, top_p, logprobs) with proposals on every step:
+    a seed repeats itself, every token has its logprob, and the tokens the verify steps
+    chose (positions 2..4) are distributed as without speculation."""
+    path = tiny_dir("qwen3")
+    plain_ref, _ = _run(path, None)
+    spec_support.REFERENCES.update({tuple(p): t for p, t in zip(PROMPTS, plain_ref)})
+    monkeypatch.setitem(registry.METHODS, "oracle",
+                        registry.Method("spec_support:make_oracle_proposer", frozenset()))
+    config = SpeculativeConfig("oracle", 3, options={"adaptive": False})
+    params = dict(temperature=1.0, top_p=0.95, repetition_penalty=1.1, logprobs=True)
+    seeds = range(240)
+    plain = _sampled_run(path, None, seeds, **params)
+    spec = _sampled_run(path, config, seeds, **params)
+    again = _sampled_run(path, config, range(8), **params)
+    assert [t for t, _ in again] == [t for t, _ in spec[:8]]  # seeds keep working
+    assert all(n == len(t) == 4 for t, n in spec)
+    for position in (1, 2, 3):
+        a = [t[position] for t, _ in plain]
+        b = [t[position] for t, _ in spec]
+        assert _total_variation(a, b) < 0.15, position
+
+
+def _total_variation(a: list[int], b: list[int]) -> float:
+    keys = set(a) | set(b)
+    return 0.5 * sum(abs(a.count(k) / len(a) - b.count(k) / len(b)) for k in keys)

@@ -85,3 +85,39 @@ def test_cli_flags_reach_the_engine_config():
     assert not off.enable_prefix_caching and off.prefix_cache_memory_bytes is None
     with pytest.raises(CliError):
         model_and_engine_configs(parser.parse_args(["--prefix-cache-memory-gb", "-1"]))
+
+
+def test_pinned_entries_survive_eviction_clear_and_extension_within_the_budget():
+    store = PrefixCache(300)
+    system = _seq(0, 2 * BLOCK)
+    assert store.insert(system, "SYS", 100, pin=True)
+    for k in range(6):  # unpinned traffic that needs evictions
+        assert store.insert(_seq(1000 * (k + 1), BLOCK), f"T{k}", 100)
+    assert store.lookup(system + [7], len(system)).entry.payload == "SYS"
+    store.release(store.lookup(system + [7], len(system)))
+    turn = system + _seq(900, BLOCK)  # extends the pinned entry: both stay
+    assert store.insert(turn, "TURN", 100)
+    assert store.clear() >= 1
+    stats = store.stats()
+    assert (stats.entries, stats.pinned, stats.pinned_bytes) == (1, 1, 100)
+    assert store.lookup(system + [7], len(system)).entry.payload == "SYS"
+    assert not store.insert(_seq(5000, BLOCK), "BIG", 201, pin=True)  # past the budget
+    assert store.insert(_seq(5000, BLOCK), "FITS", 200, pin=True)
+    assert not store.insert(_seq(6000, BLOCK), "NO ROOM", 10)  # everything is pinned
+    assert store.bytes <= store.budget_bytes
+    assert store.insert(system, "AGAIN", 100, pin=True)  # pins what is there: no copy
+    assert store.stats().entries == 2
+
+
+def test_exact_mode_hits_whole_entries_only():
+    """Snapshots that cannot be cut (SSM state): a hit covers a whole entry or nothing."""
+    store = PrefixCache(10_000, exact=True)
+    turn = _seq(0, 2 * BLOCK + 3)
+    store.insert(turn, "TURN", 10)
+    assert store.lookup(turn[:BLOCK + 4] + [999], 100) is None  # mid-entry: no hit
+    assert store.lookup(turn, len(turn) - 1) is None  # would need the entry cut
+    match = store.lookup(turn + [5, 6], 100)
+    assert (match.entry.payload, match.length) == ("TURN", len(turn))
+    assert store.insert(turn[:BLOCK], "PROMPT", 10)  # a shorter snapshot is its own entry
+    assert store.lookup(turn[:BLOCK] + [999], 100).entry.payload == "PROMPT"
+    assert not store.insert(turn, "AGAIN", 10)  # the same tokens: kept once

@@ -69,3 +69,22 @@ def test_special_tokens_are_spelled_as_token_references():
     grammar = tool_call_grammar([TOOL], ToolCallMarkup("<tool_call>\n", "\n</tool_call>"),
                                 True, special)
     assert "<[7]>" in grammar and "<[8]>" in grammar
+
+
+@pytest.mark.parametrize("several", [True, False])
+def test_forced_calls_may_end_after_a_call_and_its_newline(several):
+    """EOS is allowed after a complete call and after one newline following it (a model
+    that writes that newline would otherwise be forced into another call, until
+    max_tokens); more calls only when ``several``."""
+    tokenizer = llguidance.LLTokenizer("byte")
+    grammar = tool_call_grammar([TOOL], ToolCallMarkup("<tool_call>\n", "\n</tool_call>"),
+                                several)
+    matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+    call = '<tool_call>\n{"name": "f", "arguments": {"x": 1}}\n</tool_call>'
+    accepting = []
+    for piece in (call, "\n"):
+        assert matcher.consume_tokens(tokenizer.tokenize_str(piece)), matcher.get_error()
+        accepting.append(matcher.is_accepting())
+    assert accepting == [True, True]
+    assert matcher.try_consume_tokens(tokenizer.tokenize_str("<tool_call>")) == (
+        len("<tool_call>") if several else 0)

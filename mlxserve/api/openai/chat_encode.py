@@ -22,8 +22,13 @@ def usage_json(usage: Usage) -> dict[str, Any]:
     out: dict[str, Any] = {"prompt_tokens": usage.prompt_tokens,
                            "completion_tokens": usage.completion_tokens,
                            "total_tokens": usage.total_tokens}
+    details: dict[str, Any] = {}
     if usage.cached_tokens:
-        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+        details["cached_tokens"] = usage.cached_tokens
+    if usage.prefilled_tokens is not None:  # SpecPrefill: the prompt tokens computed
+        details["prefilled_tokens"] = usage.prefilled_tokens
+    if details:
+        out["prompt_tokens_details"] = details
     return out
 
 
@@ -32,7 +37,13 @@ def total_usage(usages: list[Usage], prompt_counted_once: bool = True) -> Usage:
         return Usage()
     prompt = usages[0].prompt_tokens if prompt_counted_once else sum(u.prompt_tokens for u in usages)
     return Usage(prompt, sum(u.completion_tokens for u in usages),
-                 max(u.cached_tokens for u in usages))
+                 max(u.cached_tokens for u in usages), prefilled_total(usages))
+
+
+def prefilled_total(usages: list[Usage]) -> int | None:
+    """Prompt tokens the sparse prefills computed (None: every prefill was dense)."""
+    sparse = [u.prefilled_tokens for u in usages if u.prefilled_tokens is not None]
+    return sum(sparse) if sparse else None
 
 
 def _message_json(message: CompletedMessage) -> dict[str, Any]:

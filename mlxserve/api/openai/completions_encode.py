@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from mlxserve.api.openai.chat_encode import ResponseMeta, usage_json
+from mlxserve.api.openai.chat_encode import ResponseMeta, prefilled_total, usage_json
 from mlxserve.api.openai.logprobs_encode import TokenTexts, completion_logprobs
 from mlxserve.api.openai.prompt_logprobs_encode import (
     PromptLogprobsAsked, echo_logprobs, vllm_prompt_logprobs,
@@ -18,7 +18,8 @@ from mlxserve.serving.generation import PreparedPrompt
 def completion_usage(prompts: list[PreparedPrompt], results: list[Usage]) -> Usage:
     return Usage(prompt_tokens=sum(len(p.token_ids) for p in prompts),
                  completion_tokens=sum(u.completion_tokens for u in results),
-                 cached_tokens=max((u.cached_tokens for u in results), default=0))
+                 cached_tokens=max((u.cached_tokens for u in results), default=0),
+                 prefilled_tokens=prefilled_total(results))
 
 
 def _joined(first: dict | None, second: dict | None) -> dict | None:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from mlxserve.api.openai.structured_fields import StructuredFields
-from mlxserve.engine.request import MAX_PROMPT_LOGPROBS
+from mlxserve.engine.request import MAX_PROMPT_LOGPROBS, SpecPrefillOptions
 from mlxserve.errors import InvalidRequest
 from mlxserve.serving.chat_input import GenerationOptions
 
@@ -41,6 +41,8 @@ class SamplingFields(StructuredFields):
     user: Any = None  # accepted and ignored
     prompt_logprobs: int | None = None  # vLLM's field: logprobs of the prompt tokens
     timeout: float | None = None  # seconds for the whole request (bounded by the server's)
+    specprefill: bool | None = None  # vllm-mlx's: force (true) or skip (false) SpecPrefill
+    specprefill_keep_pct: float | None = None  # its keep fraction, (0, 1]
     speculative: bool | None = None  # false: no speculative decoding for this request
 
     def include_usage(self) -> bool:
@@ -85,5 +87,13 @@ class SamplingFields(StructuredFields):
             ignore_eos=bool(self.ignore_eos), logprobs=logprobs, top_logprobs=top_logprobs,
             structured=self.structured_output(),
             prompt_logprobs=self.checked_prompt_logprobs(), timeout=self.timeout,
+            specprefill=self._specprefill(),
             speculative=self.speculative is not False,
         )
+
+    def _specprefill(self) -> SpecPrefillOptions | None:
+        if self.specprefill is None and self.specprefill_keep_pct is None:
+            return None
+        options = SpecPrefillOptions(self.specprefill, self.specprefill_keep_pct)
+        options.validate()
+        return options
