@@ -55,7 +55,8 @@ class SpecPrefillConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    max_num_seqs: int = 64  # most requests in the running batch
+    # most requests in the running batch; None: from the KV budget (kv_budget.py)
+    max_num_seqs: int | None = None
     # Token budget of one step (prefill chunks + decodes); None: token_budget() decides.
     max_num_batched_tokens: int | None = None
     prefill_chunk_size: int = 512  # longest prefill piece one request gets in one step

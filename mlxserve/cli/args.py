@@ -37,7 +37,9 @@ def add_model_args(parser: argparse.ArgumentParser, *, optional_model: bool) -> 
     parser.add_argument("--chat-template", default=None, metavar="FILE",
                         help="Jinja file replacing the model's chat template")
     parser.add_argument("--max-model-len", type=int, default=None)
-    parser.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs)
+    parser.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs,
+                        help="most requests running at once; default: from the KV budget "
+                             "(its tokens / 256, within 8..1024)")
     parser.add_argument("--max-num-batched-tokens", type=int, default=None,
                         help="token budget of one engine step (prefill chunks + decodes); "
                              "default 8192 with a GPU, 2048 on CPU")
