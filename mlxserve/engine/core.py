@@ -178,11 +178,10 @@ class EngineCore:
         )
         self.runner = Runner(model, caps.vocab_size or loaded.config.get("vocab_size"),
                              lambda: _make_cache(model), merge_floor_tokens=max(1, total // 8))
-        try:  # compile the batch paths' kernels now, not while the first requests wait
-            self.runner.warm_up()
-        except Exception:  # e.g. a model whose forward needs more than token ids
-            log.warning("engine warm-up failed; batch paths compile on first use",
-                        exc_info=True)
+        self.runner.bucket_prefill = (not _cpu_only() if cfg.bucket_prefill is None
+                                      else cfg.bucket_prefill)
+        if cfg.warmup:
+            self._warm_up()
         self.speculation = build_speculation(cfg.speculative, loaded, self.model_config)
         if self.speculation is not None:
             self.runner.want_hidden = bool(self.speculation.proposer.needs_hidden)
@@ -194,6 +193,29 @@ class EngineCore:
         self.loaded = loaded
         self._detokenizer_proto = detokenizer_prototype(loaded.tokenizer)
         self._publish_stats()
+
+    def _warm_up(self) -> None:
+        """Compile the batch paths' kernels now, not while the first requests wait."""
+        from mlxserve.engine.warm_up import (batch_sizes, prefill_buckets, warm_up_batches,
+                                             warm_up_prefills)
+
+        cfg, started = self.engine_config, time.monotonic()
+        largest = cfg.warmup_max_batch
+        if largest is None:
+            largest = 0 if _cpu_only() else self.scheduler.max_num_seqs
+        try:
+            self.runner.warm_up()
+            sizes = warm_up_batches(self.runner, batch_sizes(self.scheduler.max_num_seqs,
+                                                             largest), cfg.warmup_timeout_s)
+            buckets = warm_up_prefills(self.runner, prefill_buckets(cfg.prefill_chunk_size),
+                                       started + cfg.warmup_timeout_s) \
+                if self.runner.bucket_prefill else []
+        except Exception:  # e.g. a model whose forward needs more than token ids
+            log.warning("engine warm-up failed; batch paths compile on first use",
+                        exc_info=True)
+            return
+        log.info("engine warm-up took %.1f s (decode batch sizes %s, prefill buckets %s)",
+                 time.monotonic() - started, sizes or "none", buckets or "none")
 
     def _load_specprefill(self, loaded) -> None:
         from mlxserve.engine.specprefill import EngineSpecPrefill

@@ -90,6 +90,7 @@ class Runner:
         self.selection = None  # its spec.specprefill.select.Selection
         self.selections: list[tuple[str, int]] = []  # (request id, kept tokens) this step
         self.want_hidden = False  # decode steps keep each row's last hidden state (MTP)
+        self.bucket_prefill = False  # pad single-row prefill forwards to bounded shapes
 
     # ---- request lifecycle --------------------------------------------------------
     def add(self, request: GenerateRequest, seed: int, prefix=None, sparse=None,
@@ -314,7 +315,7 @@ class Runner:
 
     def _prefill(self, chunk: PrefillChunk) -> Pending | None:
         row = self.rows[chunk.request_id]
-        logits = prefill_chunk(self.model, row, chunk)
+        logits = prefill_chunk(self.model, row, chunk, self.bucket_prefill)
         if logits is None:
             return None
         prompt_lp = {} if row.request.prompt_logprobs is None else {chunk.request_id:
