@@ -84,27 +84,38 @@ class Runner:
         self.late_failures: list[StepFailure] = []
         self.failed: set[str] = set()  # requests whose grammar failure was reported
         self.keep_final_kv = False  # rows leaving a batch keep a copy of their KV
+        self._orphans: dict[str, Any] = {}  # preempted request id -> its constraint
         self.scorer = None  # SpecPrefill's DraftScorer, when a draft model is loaded
         self.selection = None  # its spec.specprefill.select.Selection
         self.selections: list[tuple[str, int]] = []  # (request id, kept tokens) this step
         self.want_hidden = False  # decode steps keep each row's last hidden state (MTP)
+        self.bucket_prefill = False  # pad single-row prefill forwards to bounded shapes
 
     # ---- request lifecycle --------------------------------------------------------
-    def add(self, request: GenerateRequest, seed: int, prefix=None, sparse=None) -> None:
+    def add(self, request: GenerateRequest, seed: int, prefix=None, sparse=None,
+            resumed: int = 0) -> None:
         """``prefix``: a prefix-cache match whose positions the row's caches start with;
-        ``sparse``: a ``SparseRow`` when the prefill is SpecPrefill's."""
-        sampler = RowSampler(request.sampling, request.prompt_tokens, self.vocab_size, seed,
-                             self.penalties)
+        ``sparse``: a ``SparseRow`` when the prefill is SpecPrefill's. ``resumed``: a
+        preempted request comes back; the last ``resumed`` of its ``prompt_tokens`` are
+        the output it had produced (its sampler goes on from there)."""
+        prompt = request.prompt_tokens[:len(request.prompt_tokens) - resumed]
+        sampler = RowSampler(request.sampling, prompt, self.vocab_size, seed, self.penalties,
+                             output_tokens=request.prompt_tokens[len(prompt):])
+        self._orphans.pop(request.request_id, None)
         prompt = mx.array(request.prompt_tokens, dtype=mx.uint32)
         cache = self.make_row_cache()
         seed_caches(cache, prefix)
         self.rows[request.request_id] = Row(request, sampler, cache, prompt, sparse=sparse)
 
-    def release(self, request_id: str) -> None:
-        """Forget a request; its row leaves its batch at the next launch."""
+    def release(self, request_id: str, preempted: bool = False) -> None:
+        """Forget a request; its row leaves its batch at the next launch. ``preempted``: it
+        comes back later, so tokens of it still in flight advance its grammar as read back."""
         row = self.rows.pop(request_id, None)
+        self._orphans.pop(request_id, None)
         if row is not None:
             row.sampler.release()
+            if preempted and row.request.constraint is not None:
+                self._orphans[request_id] = row.request.constraint
         self.failed.discard(request_id)
         if not self.rows:
             self.batches, self.joining = [], []
@@ -117,6 +128,7 @@ class Runner:
         self.batches, self.joining = [], []
         self.launched.clear()
         self.late_failures, self.failed = [], set()
+        self._orphans.clear()
 
     def hidden(self, request_id: str):
         """The row's last-layer hidden state from its latest decode (``want_hidden``)."""
@@ -202,8 +214,10 @@ class Runner:
         """Advance each constrained request's grammar over the tokens it emitted."""
         for out in outputs:
             row = self.rows.get(out.request_id)
-            if row is not None and row.request.constraint is not None:
-                row.request.constraint.commit(out.token_id)
+            constraint = (row.request.constraint if row is not None
+                          else self._orphans.get(out.request_id))
+            if constraint is not None:
+                constraint.commit(out.token_id)
 
     def _start_masked(self, pending: list[Pending]) -> list[StepFailure]:
         from mlxserve.structured.masks import additive_mask, fill_masks
@@ -298,7 +312,7 @@ class Runner:
 
     def _prefill(self, chunk: PrefillChunk) -> Pending | None:
         row = self.rows[chunk.request_id]
-        logits = prefill_chunk(self.model, row, chunk)
+        logits = prefill_chunk(self.model, row, chunk, self.bucket_prefill)
         if logits is None:
             return None
         prompt_lp = {} if row.request.prompt_logprobs is None else {chunk.request_id:

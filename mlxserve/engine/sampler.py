@@ -26,10 +26,12 @@ class RowSampler:
     penalties or a logit_bias, its slot in the shared ``PenaltyTable``."""
 
     def __init__(self, params: SamplingParams, prompt_tokens: list[int], vocab_size: int,
-                 seed: int, table: PenaltyTable | None = None):
+                 seed: int, table: PenaltyTable | None = None, output_tokens: list[int] = ()):
+        """``output_tokens``: what a resumed (preempted) request had produced already; its
+        random stream and penalty counts go on from there."""
         self.params = params
         self.seed = seed
-        self.position = 0  # output tokens sampled so far
+        self.position = len(output_tokens)  # output tokens sampled so far
         self.vocab_size = vocab_size
         p = params
         self.has_penalties = (p.repetition_penalty != 1.0 or p.presence_penalty != 0.0
@@ -38,7 +40,7 @@ class RowSampler:
         self.slot: int | None = None
         if self.has_penalties or p.logit_bias:
             self.table = table if table is not None else table_for(vocab_size)
-            self.slot = self.table.allocate(prompt_tokens, p.logit_bias)
+            self.slot = self.table.allocate(prompt_tokens, p.logit_bias, output_tokens)
 
     @property
     def processes_logits(self) -> bool:
