@@ -297,6 +297,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--folder", default="/tmp/serve-load-model")
     ap.add_argument("--quantize", type=int, default=0,
                     help="also run the model quantized to this many bits (mlx-lm convert)")
+    ap.add_argument("--quantized-only", action="store_true",
+                    help="with --quantize: run only the quantized model")
     ap.add_argument("--servers", default="mlxserve,mlx_lm,vllm-mlx",
                     type=lambda s: s.split(","))
     ap.add_argument("--server-cmd", action="append", default=[],
@@ -346,7 +348,7 @@ def main(argv=None) -> list[dict]:
         folder = Path(args.model) if args.model else write_random_folder(
             args.random_shape, args.dtype, Path(args.folder))
         label = folder.name if args.model else f"{args.random_shape} {args.dtype}"
-        runs = [run_model(folder, label, args)]
+        runs = [] if args.quantized_only else [run_model(folder, label, args)]
         if args.quantize:
             runs.append(run_model(write_quantized_folder(folder, args.quantize),
                                   f"{label} {args.quantize}-bit", args))
