@@ -132,11 +132,14 @@ class ServerMetrics:
             setattr(self, attribute, family.labels(model_name))
 
     def on_tokens(self, record: ChoiceRecord, gap_s: float | None, count: int) -> None:
+        """``count`` tokens arrived in one delta (an engine step may hand over several):
+        one inter-token latency per token after the first, as vLLM counts them."""
         self.generation_tokens.inc(count)
         if gap_s is None:
             self.prompt_tokens.inc(record.prompt_tokens)
             self.ttft.observe(record.ttft_s or 0.0)
-        else:
+            gap_s, count = 0.0, count - 1  # the first token's step-mates came with it
+        for _ in range(count):
             self.itl.observe(gap_s / count)
 
     def on_finish(self, record: ChoiceRecord) -> None:
