@@ -42,10 +42,10 @@ from mlxserve.engine.penalties import PenaltyTable
 from mlxserve.engine.pending import (MaskedSample, Pending, TokenOutput, read_back,
                                      result_arrays)
 from mlxserve.engine.prefill import prefill_chunk, prefill_together
-from mlxserve.engine.prefix import final_kv, seed_caches, seeded_length
+from mlxserve.engine.prefix import final_kv, seed_caches, seeded_length, state_arrays
 from mlxserve.engine.request import GenerateRequest
 from mlxserve.engine.row import Row
-from mlxserve.engine.sampler import RowSampler, SampleResult, sample
+from mlxserve.engine.sampler import RowSampler, SampleResult, SamplingCache, sample
 from mlxserve.engine.scheduler import PrefillChunk, StepPlan
 from mlxserve.engine.sparse_prefill import prefill_kept, read_draft
 from mlxserve.engine.verify import PendingVerify, launch_verify, settle_verify
@@ -79,6 +79,7 @@ class Runner:
         self.joining: list[BatchCache] = []  # batch-prefilled rows, join at next decode
         self.launched: deque[list[Pending]] = deque()
         self.penalties = PenaltyTable(vocab_size)  # counts and biases of every row
+        self.sampling = SamplingCache()  # per-batch sampling constants, by membership
         # grammar failures found while starting a masked sample; reported with the next
         # collect, so the tokens read back before them are delivered first
         self.late_failures: list[StepFailure] = []
@@ -127,6 +128,7 @@ class Runner:
         self.rows.clear()
         self.batches, self.joining = [], []
         self.launched.clear()
+        self.sampling = SamplingCache()
         self.late_failures, self.failed = [], set()
         self._orphans.clear()
 
@@ -206,7 +208,7 @@ class Runner:
         if any(r.request.constraint is not None for r in rows):
             pending.masked = MaskedSample(logits, rows, assign)
             return pending
-        pending.result = sample(logits, [r.sampler for r in rows])
+        pending.result = sample(logits, [r.sampler for r in rows], cache=self.sampling)
         assign(pending.result.tokens)
         return pending
 
@@ -232,7 +234,8 @@ class Runner:
                     bits = fill_masks(constraints, (vocab + 31) // 32)
                     allowed = mx.array(additive_mask(bits, vocab) if self.on_cpu
                                        else bits.view(np.uint32))
-                    p.result = sample(work.logits, [r.sampler for r in work.rows], allowed)
+                    p.result = sample(work.logits, [r.sampler for r in work.rows], allowed,
+                                      cache=self.sampling)
                     work.assign(p.result.tokens)
                     mx.async_eval(result_arrays(p.result))
             except Exception as e:  # only this piece's rows
@@ -417,15 +420,20 @@ class Runner:
     def _settle(self, decode_ids: list[str]) -> None:
         """Before a decode: rows that are gone or done leave their batches; prefilled
         rows and batches join."""
+        copies = []
         for batch in self.batches + self.joining:
             for rid in list(batch.ids):
                 row = self.rows.get(rid)
                 if row is None or row.done_decoding:
                     if row is not None and self.keep_final_kv and row.sparse is None:
-                        row.final_kv = final_kv(row)  # for the prefix cache, as it leaves
+                        row.final_kv = final_kv(row, start=False)  # for the prefix cache
+                        if row.final_kv is not None:
+                            copies += state_arrays(row.final_kv[1])
                     batch.remove(rid)
                     if row is not None:
                         row.batch = None
+        if copies:  # one start for every row leaving now
+            mx.async_eval(copies)
         self.batches = [b for b in self.batches if b.size]
         joining = [b for b in self.joining if b.size]
         self.joining = []
