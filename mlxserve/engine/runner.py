@@ -36,13 +36,14 @@ from typing import Any, Callable
 import mlx.core as mx
 import numpy as np
 
-from mlxserve.cache.batch_kv import BatchCache, mergeable
+from mlxserve.cache.batch_kv import BatchCache
+from mlxserve.engine.batch_membership import BatchMembership
 from mlxserve.engine.model_step import forward, forward_with_hidden
 from mlxserve.engine.penalties import PenaltyTable
 from mlxserve.engine.pending import (MaskedSample, Pending, TokenOutput, read_back,
                                      result_arrays)
 from mlxserve.engine.prefill import prefill_chunk, prefill_together
-from mlxserve.engine.prefix import final_kv, seed_caches, seeded_length, state_arrays
+from mlxserve.engine.prefix import seed_caches, seeded_length
 from mlxserve.engine.request import GenerateRequest
 from mlxserve.engine.row import Row
 from mlxserve.engine.sampler import RowSampler, SampleResult, SamplingCache, sample
@@ -63,7 +64,7 @@ class StepFailure:
     error: str
 
 
-class Runner:
+class Runner(BatchMembership):
     def __init__(self, model: Any, vocab_size: int, make_cache, stream=None,
                  merge_floor_tokens: int = MERGE_FLOOR_TOKENS):
         self.model = model
@@ -415,58 +416,6 @@ class Runner:
                  for p, t in zip(proposals, tokens)]
         return launch_verify(self.model, batch, rows, widths, tokens, probs, extra,
                              self.want_hidden)
-
-    # ---- batch membership ---------------------------------------------------------
-    def _settle(self, decode_ids: list[str]) -> None:
-        """Before a decode: rows that are gone or done leave their batches; prefilled
-        rows and batches join."""
-        copies = []
-        for batch in self.batches + self.joining:
-            for rid in list(batch.ids):
-                row = self.rows.get(rid)
-                if row is None or row.done_decoding:
-                    if row is not None and self.keep_final_kv and row.sparse is None:
-                        row.final_kv = final_kv(row, start=False)  # for the prefix cache
-                        if row.final_kv is not None:
-                            copies += state_arrays(row.final_kv[1])
-                    batch.remove(rid)
-                    if row is not None:
-                        row.batch = None
-        if copies:  # one start for every row leaving now
-            mx.async_eval(copies)
-        self.batches = [b for b in self.batches if b.size]
-        joining = [b for b in self.joining if b.size]
-        self.joining = []
-        for group in joining:
-            self._place_batch(group)
-        for rid in decode_ids:
-            row = self.rows[rid]
-            if row.batch is None and row.cache is not None and row.last_token is not None:
-                self._place_row(rid, row)
-
-    def _target(self, lengths: list[int]) -> BatchCache | None:
-        for batch in self.batches:
-            if mergeable(batch, lengths, floor_tokens=self.merge_floor_tokens):
-                return batch
-        return None
-
-    def _place_batch(self, group: BatchCache) -> None:
-        target = self._target(group.layout.lengths)
-        if target is None:
-            self.batches.append(group)
-            return
-        target.absorb(group)
-        for rid in target.ids:
-            self.rows[rid].batch = target
-
-    def _place_row(self, rid: str, row: Row) -> None:
-        length = len(row.request.prompt_tokens)
-        target = self._target([length])
-        if target is None:
-            target = BatchCache(self.prototype)
-            self.batches.append(target)
-        target.append(rid, row.cache, length, row.last_token)
-        row.cache, row.last_token, row.batch = None, None, target
 
     # ---- warm-up ------------------------------------------------------------------
     def warm_up(self) -> None:
