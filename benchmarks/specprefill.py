@@ -154,7 +154,9 @@ async def _timed(engine: AsyncEngine, request: GenerateRequest) -> dict:
 
 def _engine(target: str, draft: str, args, loader=None) -> AsyncEngine:
     chunk = args.prefill_chunk
+    kv = None if args.kv_cache_gb is None else int(args.kv_cache_gb * 2**30)
     cfg = EngineConfig(prefill_chunk_size=chunk, max_num_batched_tokens=args.token_budget,
+                       kv_cache_memory_bytes=kv,
                        enable_prefix_caching=False, max_num_seqs=64,
                        specprefill=SpecPrefillConfig(draft_model=draft))
     return AsyncEngine(ModelConfig(model=target, dtype=args.dtype), cfg, loader=loader)
@@ -204,8 +206,16 @@ async def _score_set(engine, tokenizer, name: str, cases: list, keeps: list[floa
 
 
 # ---- speed (random weights) ------------------------------------------------------
+# a mid-size shape: a CPU check of the speed paths in a minute (not a real model's shape)
+MINI_SHAPE = dict(hidden_size=512, num_hidden_layers=8, intermediate_size=1536,
+                  num_attention_heads=8, num_key_value_heads=4, head_dim=64,
+                  tie_word_embeddings=True)
+
+
 def _random_loader(args):
-    from engine import build_random_model, loaded_model_for  # benchmarks/engine.py
+    from engine import RANDOM_SHAPES, build_random_model, loaded_model_for  # benchmarks/
+
+    RANDOM_SHAPES.setdefault("qwen3-mini", MINI_SHAPE)
 
     dtype = "bfloat16" if args.dtype == "auto" else args.dtype
     built = {}
@@ -329,6 +339,9 @@ def parse(argv=None):
                     help="max_tokens of each short decoder (it is stopped after the window)")
     ap.add_argument("--prefill-chunk", type=int, default=2048)
     ap.add_argument("--token-budget", type=int, default=None)
+    ap.add_argument("--kv-cache-gb", type=float, default=None,
+                    help="KV budget (default: the engine's share of free memory; on a "
+                         "crowded CPU machine that may not hold one long prompt)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)

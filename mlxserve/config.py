@@ -21,7 +21,8 @@ class ModelConfig:
     revision: str | None = None
     # "auto": float32 on a CPU-only machine (fast BLAS path), the checkpoint's dtype on GPU.
     dtype: str = "auto"
-    # On CPU, quantized weights are dequantized to float32 unless this is True.
+    # Quantized weights are dequantized at load unless this is True: on CPU (to float32),
+    # and on CUDA when the 16-bit weights fit (models/hf_folder.py); Metal keeps them.
     keep_quantized: bool = False
     chat_template: str | None = None  # path to a Jinja file overriding the model's template
     trust_remote_code: bool = False
@@ -55,7 +56,8 @@ class SpecPrefillConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    max_num_seqs: int = 64  # most requests in the running batch
+    # most requests in the running batch; None: from the KV budget (kv_budget.py)
+    max_num_seqs: int | None = None
     # Token budget of one step (prefill chunks + decodes); None: token_budget() decides.
     max_num_batched_tokens: int | None = None
     prefill_chunk_size: int = 512  # longest prefill piece one request gets in one step
@@ -66,6 +68,16 @@ class EngineConfig:
     seed: int = 0
     enable_prefix_caching: bool = True  # plain-KV models, text requests (engine/prefix.py)
     prefix_cache_memory_bytes: int | None = None  # None: a share of the KV budget
+    # start-up warm-up (engine/warm_up.py): every batch path once, then decode batch sizes
+    # in powers of two up to warmup_max_batch (None: max_num_seqs with a GPU, none on a
+    # CPU, which compiles nothing on first use), within warmup_timeout_s
+    # pad single-row prefill forwards to a bounded set of lengths (engine/prefill.py), so a
+    # new prompt length costs no kernel compilation; None: on with a GPU, off on a CPU
+    # (which compiles nothing and pays for the padding)
+    bucket_prefill: bool | None = None
+    warmup: bool = True
+    warmup_max_batch: int | None = None
+    warmup_timeout_s: float = 120.0
     speculative: SpeculativeConfig | None = None  # --speculative-config; None: off
     specprefill: SpecPrefillConfig = field(default_factory=SpecPrefillConfig)
 
@@ -109,5 +121,6 @@ class ServerConfig:
     shutdown_grace_s: float = 30.0  # SIGTERM: how long requests in flight may finish
     metrics_require_api_key: bool = False  # /metrics and /metrics/json behind --api-key
     log_prompts: bool = False  # prompt text in the access log
+    stream_ping_s: float = 5.0  # Anthropic streams: a ping after this long without an event
     # --warm-prompts: prefilled at start-up, pinned in the prefix cache (serving/warm_prompts.py)
     warm_prompts: tuple = ()

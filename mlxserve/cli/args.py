@@ -37,7 +37,9 @@ def add_model_args(parser: argparse.ArgumentParser, *, optional_model: bool) -> 
     parser.add_argument("--chat-template", default=None, metavar="FILE",
                         help="Jinja file replacing the model's chat template")
     parser.add_argument("--max-model-len", type=int, default=None)
-    parser.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs)
+    parser.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs,
+                        help="most requests running at once; default: from the KV budget "
+                             "(its tokens / 256, within 8..1024)")
     parser.add_argument("--max-num-batched-tokens", type=int, default=None,
                         help="token budget of one engine step (prefill chunks + decodes); "
                              "default 8192 with a GPU, 2048 on CPU")
@@ -47,8 +49,18 @@ def add_model_args(parser: argparse.ArgumentParser, *, optional_model: bool) -> 
                         choices=["auto", "float32", "bfloat16", "float16"],
                         help="auto: float32 on a CPU-only machine, the checkpoint's on GPU")
     parser.add_argument("--keep-quantized", action="store_true",
-                        help="on CPU, keep quantized weights instead of float32 (slower here)")
+                        help="keep quantized weights (default: dequantized at load on CPU, "
+                             "and on CUDA when the 16-bit weights fit; Metal keeps them)")
     parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--warmup", action=argparse.BooleanOptionalAction,
+                        default=EngineConfig.warmup,
+                        help="at start-up, run every batch path once and decode batch sizes "
+                             "up to --warmup-max-batch (kernels compile now, not in traffic)")
+    parser.add_argument("--warmup-max-batch", type=int, default=None,
+                        help="largest decode batch warmed (powers of two up to it; default "
+                             "max-num-seqs with a GPU, none on CPU)")
+    parser.add_argument("--warmup-timeout", type=float, default=EngineConfig.warmup_timeout_s,
+                        help="seconds the batch-size warm-up may take")
     parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction,
                         default=EngineConfig.enable_prefix_caching,
                         help="reuse the KV of earlier prompts and answers (plain-attention "
@@ -126,7 +138,9 @@ def model_and_engine_configs(args: argparse.Namespace) -> tuple[ModelConfig, Eng
     prefix_gb = args.prefix_cache_memory_gb
     engine = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
                           max_num_batched_tokens=args.max_num_batched_tokens,
-                          kv_cache_memory_bytes=kv_bytes,
+                          kv_cache_memory_bytes=kv_bytes, warmup=args.warmup,
+                          warmup_max_batch=args.warmup_max_batch,
+                          warmup_timeout_s=args.warmup_timeout,
                           enable_prefix_caching=args.enable_prefix_caching,
                           prefix_cache_memory_bytes=None if prefix_gb is None
                           else int(prefix_gb * 2**30),

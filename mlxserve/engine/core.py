@@ -15,6 +15,7 @@ else, fails what was running and goes on (waiting requests keep waiting).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import queue
 import random
@@ -27,7 +28,7 @@ from mlxserve.config import EngineConfig, ModelConfig
 from mlxserve.engine.delivery import Outbox, error_delta
 from mlxserve.engine.request import (FINISH_ABORT, FINISH_ERROR, FINISH_STOP, EngineDelta,
                                      GenerateRequest)
-from mlxserve.engine.request_state import DeltaSink, RequestState, Submitted
+from mlxserve.engine.request_state import DeltaSink, RequestState, Submitted, resumable
 from mlxserve.engine.scheduler import Scheduler, SeqState
 from mlxserve.engine.stops import NullDetokenizer, OutputStream
 
@@ -49,6 +50,8 @@ class EngineStats:
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
     prefix_cache: dict | None = None  # the store's PrefixCacheStats; None when off
+    num_preemptions: int = 0  # running requests sent back to the queue (memory was short)
+    max_num_seqs: int = 0  # most requests running at once (configured or from the budget)
     specprefill_requests: int = 0  # prompts prefilled sparsely (SpecPrefill)
     specprefill_tokens_skipped: int = 0  # prompt tokens those prefills did not compute
     # speculative decoding (engine/speculation.py; vLLM's names), totals of the one method
@@ -104,6 +107,7 @@ class EngineCore:
         self._steps = 0
         self.prefix = None  # EnginePrefixCache when the model and config allow one
         self._matches: dict = {}  # request id -> its PrefixMatch, admission to _admit
+        self._preempted: set[str] = set()  # active requests whose rows were dropped
         self.specprefill = None  # EngineSpecPrefill (its scorer is None without a draft)
         self.speculation = None  # engine.speculation.Speculation with --speculative-config
 
@@ -145,7 +149,8 @@ class EngineCore:
     def _load(self) -> None:
         import mlx.core as mx
 
-        from mlxserve.engine.kv_budget import kv_tokens_total
+        from mlxserve.engine.kv_budget import default_max_num_seqs, kv_tokens_total
+        from mlxserve.engine.kv_footprint import footprint_or_none
         from mlxserve.engine.prefix import full_history
         from mlxserve.engine.runner import Runner
         from mlxserve.engine.speculation import build_speculation
@@ -159,21 +164,24 @@ class EngineCore:
         device_memory = mx.device_info().get("memory_size") if not _cpu_only() else None
         self.prefix = _prefix_cache(cfg, caps, loaded.model, device_memory)
         reserved = self.prefix.store.budget_bytes if self.prefix is not None else 0
+        model = loaded.model
+        footprint = footprint_or_none(model, lambda: _make_cache(model))
         total = kv_tokens_total(cfg, loaded.config, caps.dtype, device_memory,
-                                mx.get_active_memory(), reserved_bytes=reserved)
+                                mx.get_active_memory(), reserved_bytes=reserved,
+                                bytes_per_token=footprint and footprint.bytes_per_token)
         self.scheduler = Scheduler(
-            max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.token_budget(_cpu_only()),
+            max_num_seqs=cfg.max_num_seqs or default_max_num_seqs(total),
+            max_num_batched_tokens=cfg.token_budget(_cpu_only()),
             prefill_chunk_size=cfg.prefill_chunk_size, kv_tokens_total=total,
             max_queue_size=cfg.max_queue_size,
+            seq_overhead_tokens=footprint.request_overhead_tokens() if footprint else 0,
         )
-        model = loaded.model
         self.runner = Runner(model, caps.vocab_size or loaded.config.get("vocab_size"),
                              lambda: _make_cache(model), merge_floor_tokens=max(1, total // 8))
-        try:  # compile the batch paths' kernels now, not while the first requests wait
-            self.runner.warm_up()
-        except Exception:  # e.g. a model whose forward needs more than token ids
-            log.warning("engine warm-up failed; batch paths compile on first use",
-                        exc_info=True)
+        self.runner.bucket_prefill = (not _cpu_only() if cfg.bucket_prefill is None
+                                      else cfg.bucket_prefill)
+        if cfg.warmup:
+            self._warm_up()
         self.speculation = build_speculation(cfg.speculative, loaded, self.model_config)
         if self.speculation is not None:
             self.runner.want_hidden = bool(self.speculation.proposer.needs_hidden)
@@ -185,6 +193,29 @@ class EngineCore:
         self.loaded = loaded
         self._detokenizer_proto = detokenizer_prototype(loaded.tokenizer)
         self._publish_stats()
+
+    def _warm_up(self) -> None:
+        """Compile the batch paths' kernels now, not while the first requests wait."""
+        from mlxserve.engine.warm_up import (batch_sizes, prefill_buckets, warm_up_batches,
+                                             warm_up_prefills)
+
+        cfg, started = self.engine_config, time.monotonic()
+        largest = cfg.warmup_max_batch
+        if largest is None:
+            largest = 0 if _cpu_only() else self.scheduler.max_num_seqs
+        try:
+            self.runner.warm_up()
+            sizes = warm_up_batches(self.runner, batch_sizes(self.scheduler.max_num_seqs,
+                                                             largest), cfg.warmup_timeout_s)
+            buckets = warm_up_prefills(self.runner, prefill_buckets(cfg.prefill_chunk_size),
+                                       started + cfg.warmup_timeout_s) \
+                if self.runner.bucket_prefill else []
+        except Exception:  # e.g. a model whose forward needs more than token ids
+            log.warning("engine warm-up failed; batch paths compile on first use",
+                        exc_info=True)
+            return
+        log.info("engine warm-up took %.1f s (decode batch sizes %s, prefill buckets %s)",
+                 time.monotonic() - started, sizes or "none", buckets or "none")
 
     def _load_specprefill(self, loaded) -> None:
         from mlxserve.engine.specprefill import EngineSpecPrefill
@@ -235,7 +266,8 @@ class EngineCore:
         try:
             request.validate(self.runner.vocab_size, self.max_model_len)
             self.specprefill.check(request)
-            seq = SeqState(rid, len(request.prompt_tokens), request.stop.max_tokens)
+            seq = SeqState(rid, len(request.prompt_tokens), request.stop.max_tokens,
+                           pinned=not resumable(request))
             self.scheduler.add(seq)
         except Exception as e:  # the client validated already: a race or a bad request
             self._outbox.put(sink, error_delta(rid, e))
@@ -275,7 +307,9 @@ class EngineCore:
 
     def _lookup_prefix(self, request_id: str) -> int:
         """At admission (the scheduler asks): the prompt tokens a cached prefix holds."""
-        match = self.prefix.lookup(self._waiting[request_id].request)
+        submitted = self._waiting.get(request_id)
+        request = submitted.request if submitted else self._resumed_request(request_id)
+        match = self.prefix.lookup(request)
         if match is None:
             return 0
         self._matches[request_id] = match
@@ -285,8 +319,11 @@ class EngineCore:
         started = time.perf_counter()
         drafts = self._propose() if self.speculation is not None else {}
         plan = self.scheduler.schedule({rid: len(p.tokens) for rid, p in drafts.items()})
+        for request_id in plan.preempted:
+            self._preempt(request_id)
+            drafts.pop(request_id, None)
         for chunk in plan.prefills:
-            if chunk.request_id in self._waiting:
+            if chunk.request_id in self._waiting or chunk.request_id in self._preempted:
                 self._admit_guarded(chunk.request_id)
         failures = self.runner.launch(plan, drafts)
         for request_id, kept in self.runner.take_selections():
@@ -306,9 +343,13 @@ class EngineCore:
     def _deliver(self, outputs: list, failures: list) -> None:
         for failure in failures:
             self._finish(failure.request_id, FINISH_ERROR, error=failure.error)
-        for out in outputs:
+        active = self._active
+        for out in outputs:  # one tight loop per step
+            state = active.get(out.request_id)
+            if state is None:  # finished or aborted while its token was in flight
+                continue
             try:
-                self._update(out)
+                self._update(state, out)
             except Exception as e:  # e.g. a detokenizer failure: only this request ends
                 log.exception("output of request %s failed", out.request_id)
                 self._finish(out.request_id, FINISH_ERROR, error=f"{type(e).__name__}: {e}")
@@ -333,31 +374,62 @@ class EngineCore:
 
     def _admit_guarded(self, request_id: str) -> None:
         try:
-            self._admit(request_id)
+            if request_id in self._preempted:
+                self._resume(request_id)
+            else:
+                self._admit(request_id)
         except Exception as e:
             log.exception("admitting request %s failed", request_id)
             self._finish(request_id, FINISH_ERROR, error=f"{type(e).__name__}: {e}")
 
-    def _update(self, out) -> None:
-        state = self._active.get(out.request_id)
-        if state is None:  # finished or aborted while its token was in flight
-            return
-        state.commit(out.token_id)
-        self.scheduler.commit(out.request_id, 1)
+    def _update(self, state: RequestState, out) -> None:
+        rid, token = out.request_id, out.token_id
+        state.commit(token)
+        self.scheduler.commit(rid, 1)
         self._total_generated += 1
-        step = state.output.add_token(out.token_id)
-        delta = EngineDelta(
-            request_id=out.request_id, token_ids=[out.token_id], text=step.text,
-            logprobs=state.covered_logprobs(out.logprob, step.tokens + _scored_stop(state, step)),
-            prompt_logprobs=out.prompt_logprobs,
-            finish_reason=step.finish_reason, stop_reason=step.stop_reason,
-            prompt_tokens=len(state.request.prompt_tokens),
-            completion_tokens=state.completion_tokens, cached_tokens=state.cached_tokens,
-            prefilled_tokens=state.prefilled_tokens, queue_time_s=state.queue_time_s if state.completion_tokens == 1 else None,
-        )
+        step = state.output.add_token(token)
+        count = len(state.output_ids)
+        logprobs = None if out.logprob is None else state.covered_logprobs(
+            out.logprob, step.tokens + _scored_stop(state, step))
+        delta = EngineDelta(rid, [token], step.text, logprobs, out.prompt_logprobs,
+                            step.finish_reason, step.stop_reason,
+                            len(state.request.prompt_tokens), count, state.cached_tokens,
+                            prefilled_tokens=state.prefilled_tokens,
+                            queue_time_s=state.queue_time_s if count == 1 else None)
         if step.finish_reason is not None:
-            self._retire(out.request_id, keep_prefix=True)
-        self._outbox.put(state.sink, delta, on_gone=self._consumer_gone)
+            self._retire(rid, keep_prefix=True)
+        self._outbox.put(state.sink, delta, self._consumer_gone)
+
+    # ---- preemption (the scheduler ran short of KV memory) ---------------------------
+    def _preempt(self, request_id: str) -> None:
+        """Drop a running request's cache (its computed KV goes to the prefix cache, where
+        its resume finds it); its state, output so far and consumer stay."""
+        state = self._active[request_id]
+        if self.prefix is not None:
+            self._store_prefix(state)
+            self.prefix.release(state.locks)
+            state.locks = []
+        self.runner.release(request_id, preempted=True)
+        self._preempted.add(request_id)
+
+    def _resumed_request(self, request_id: str) -> GenerateRequest:
+        """A preempted request as it resumes: its prompt is prompt + output so far."""
+        state = self._active[request_id]
+        done = self.scheduler.running[request_id].recompute
+        if done != len(state.output_ids):
+            raise RuntimeError(f"resuming with {done} of {len(state.output_ids)} outputs")
+        return dataclasses.replace(state.request,
+                                   prompt_tokens=state.prompt_ids + state.output_ids)
+
+    def _resume(self, request_id: str) -> None:
+        """The scheduler re-admitted a preempted request: a new row recomputes its prompt
+        and output so far (from a cached prefix where there is one)."""
+        state = self._active[request_id]
+        self._preempted.discard(request_id)
+        match = self._matches.pop(request_id, None)
+        state.locks = [match] if match is not None else []
+        self.runner.add(self._resumed_request(request_id), state.seed, prefix=match,
+                        resumed=len(state.output_ids))
 
     def _consumer_gone(self, request_id: str) -> None:
         """Its consumer is gone (the event loop closed): stop computing for it."""
@@ -386,6 +458,7 @@ class EngineCore:
     def _retire(self, request_id: str, keep_prefix: bool = False) -> RequestState | None:
         """Forget a request; ``keep_prefix``: store its computed KV in the prefix cache."""
         state = self._active.pop(request_id, None)
+        self._preempted.discard(request_id)
         if state is not None and self.prefix is not None:
             if keep_prefix:
                 self._store_prefix(state)
@@ -428,6 +501,7 @@ class EngineCore:
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
             kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
             total_generated_tokens=self._total_generated, **self._prefix_stats(),
+            num_preemptions=s.num_preemptions, max_num_seqs=s.max_num_seqs,
             specprefill_requests=self.specprefill.requests if self.specprefill else 0,
             specprefill_tokens_skipped=self.specprefill.tokens_skipped
             if self.specprefill else 0,

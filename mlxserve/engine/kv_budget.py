@@ -1,7 +1,8 @@
 """How many tokens of KV cache the engine may hold. Pure Python: no MLX import.
 
-Bytes per token come from the model config (an upper bound: every layer is counted as a
-full-attention layer, which over-reserves for sliding-window and hybrid models). The byte
+Bytes per token are measured on the model by the engine (engine/kv_footprint.py: attention
+layers per token, SSM layers a constant per request); ``kv_bytes_per_token`` is the
+fallback from the model config (every layer counted as full attention). The byte
 budget is ``EngineConfig.kv_cache_memory_bytes`` when set, else a fraction of the memory
 left on the device after the weights are loaded.
 """
@@ -12,6 +13,8 @@ import os
 
 from mlxserve.config import EngineConfig
 
+TOKENS_PER_SEQ = 256
+MIN_SEQS, MAX_SEQS = 8, 1024
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -48,9 +51,18 @@ def kv_budget_bytes(engine: EngineConfig, device_memory: int | None, weights_byt
 
 def kv_tokens_total(engine: EngineConfig, config: dict, dtype: str,
                     device_memory: int | None, weights_bytes: int,
-                    reserved_bytes: int = 0) -> int:
+                    reserved_bytes: int = 0, bytes_per_token: int | None = None) -> int:
     """Tokens the scheduler may reserve: the budget less ``reserved_bytes`` (the prefix
-    cache's share of the same memory)."""
-    per_token = kv_bytes_per_token(config, dtype)
+    cache's share of the same memory); ``bytes_per_token`` as measured, else from the
+    config."""
+    per_token = bytes_per_token or kv_bytes_per_token(config, dtype)
     budget = kv_budget_bytes(engine, device_memory, weights_bytes) - reserved_bytes
     return max(1, budget // per_token)
+
+
+def default_max_num_seqs(kv_tokens: int) -> int:
+    """How many requests may run at once when not configured: as many as the KV budget
+    holds at ``TOKENS_PER_SEQ`` tokens each, within [``MIN_SEQS``, ``MAX_SEQS``] (vLLM runs
+    256 to 1024). With admission by use a request holds what it has, so the batch is
+    bounded by memory (preemption) rather than by a fixed count."""
+    return max(MIN_SEQS, min(MAX_SEQS, kv_tokens // TOKENS_PER_SEQ))

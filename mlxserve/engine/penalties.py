@@ -24,13 +24,17 @@ class PenaltyTable:
         self.bias = mx.zeros((slots, vocab), mx.float32)
         self._free = list(range(slots - 1, -1, -1))
 
-    def allocate(self, prompt_tokens: list[int], bias: dict[int, float] | None) -> int:
+    def allocate(self, prompt_tokens: list[int], bias: dict[int, float] | None,
+                 output_tokens: list[int] = ()) -> int:
+        """``output_tokens``: output a resumed (preempted) request had already produced."""
         if not self._free:
             self._grow()
         slot = self._free.pop()
         zeros = mx.zeros((self.vocab,), mx.float32)
-        self.counts[slot] = zeros
-        self.seen[slot] = zeros.at[mx.array(prompt_tokens, dtype=mx.uint32)].add(1.0)
+        output = zeros.at[mx.array(list(output_tokens), dtype=mx.uint32)].add(1.0) \
+            if output_tokens else zeros
+        self.counts[slot] = output
+        self.seen[slot] = output + zeros.at[mx.array(prompt_tokens, dtype=mx.uint32)].add(1.0)
         if bias:
             ids = mx.array([int(t) for t in bias], dtype=mx.uint32)
             values = mx.array([float(v) for v in bias.values()], dtype=mx.float32)
@@ -42,9 +46,9 @@ class PenaltyTable:
     def release(self, slot: int) -> None:
         self._free.append(slot)
 
-    def rows(self, slots: list[int]) -> tuple[mx.array, mx.array, mx.array]:
-        """(counts, seen, bias), each (B, V), of the given slots."""
-        index = mx.array(slots, dtype=mx.int32)
+    def rows(self, slots: list[int] | mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """(counts, seen, bias), each (B, V), of the given slots (a list or an int32 array)."""
+        index = slots if isinstance(slots, mx.array) else mx.array(slots, dtype=mx.int32)
         return self.counts[index], self.seen[index], self.bias[index]
 
     def record(self, slots: list[int], tokens: mx.array) -> None:

@@ -46,18 +46,59 @@ def forward_chunk(model: Any, row: Row, start: int, end: int) -> mx.array:
     return forward(model, tokens, row.cache, **extra)
 
 
-def prefill_chunk(model: Any, row: Row, chunk: PrefillChunk) -> mx.array | None:
+def bucket_length(n: int) -> int:
+    """The padded length of a bucketed prefill forward of ``n`` tokens: 16, 32, ..., 256,
+    then multiples of 256, so a server sees a bounded set of prefill shapes."""
+    if n <= 256:
+        return max(16, 1 << (n - 1).bit_length())
+    return -(-n // 256) * 256
+
+
+def bucketable(row: Row) -> bool:
+    """Plain KV caches only (the padding is trimmed off exactly), text, no prompt
+    logprobs (its logits are not read), no sparse positions."""
+    from mlx_lm.models.cache import KVCache
+
+    return (row.embeddings is None and row.request.multimodal is None
+            and row.request.prompt_logprobs is None and getattr(row, "sparse", None) is None
+            and all(type(c) is KVCache for c in row.cache))
+
+
+def forward_bucketed(model: Any, row: Row, start: int, end: int) -> None:
+    """Prompt positions [start, end) on the row's caches, right-padded to
+    ``bucket_length``: the padding comes after every real token (the causal mask hides it
+    from them) and is trimmed off the caches after, so the cache holds exactly what an
+    unpadded forward writes."""
+    pad = bucket_length(end - start) - (end - start)
+    tokens = row.prompt[start:end]
+    if pad:
+        tokens = mx.concatenate([tokens, mx.zeros((pad,), dtype=tokens.dtype)])
+    forward(model, tokens[None], row.cache)
+    for cache in row.cache:
+        cache.trim(pad)
+
+
+def prefill_chunk(model: Any, row: Row, chunk: PrefillChunk,
+                  bucket: bool = False) -> mx.array | None:
     """Run one chunk; the (1, V) logits of the prompt's last token when it ends the prompt.
-    A chunk's logits are never computed unless the request wants prompt logprobs."""
+    A chunk's logits are never computed unless the request wants prompt logprobs.
+    ``bucket``: forwards whose logits are not read are padded to ``bucket_length``."""
     if row.embeddings is None:  # the first chunk (after a prefix-cache hit: not at 0)
         encode_media(model, row)
     end = chunk.start + chunk.length
+    padded = bucket and bucketable(row)
     if not chunk.is_last:
-        keep_prompt_logprobs(row, forward_chunk(model, row, chunk.start, end), chunk.start)
+        if padded:
+            forward_bucketed(model, row, chunk.start, end)
+        else:
+            keep_prompt_logprobs(row, forward_chunk(model, row, chunk.start, end),
+                                 chunk.start)
         mx.async_eval([c.state for c in row.cache]
                       + (row.prompt_lp[-1].arrays() if row.prompt_lp else []))
         return None
-    if chunk.length > 1:
+    if chunk.length > 1 and padded:
+        forward_bucketed(model, row, chunk.start, end - 1)
+    elif chunk.length > 1:
         logits = forward_chunk(model, row, chunk.start, end - 1)
         keep_prompt_logprobs(row, logits, chunk.start)
     return forward_chunk(model, row, end - 1, end)[:, -1, :]

@@ -80,3 +80,10 @@ class RequestState:
         out = pending[:covered]
         del pending[:covered]
         return out
+
+
+def resumable(request: GenerateRequest) -> bool:
+    """Whether a preempted request can resume by recomputing its prompt + output as a
+    prompt: not with media (its embeddings cover the prompt only) or prompt logprobs
+    (they would be computed twice)."""
+    return request.multimodal is None and request.prompt_logprobs is None

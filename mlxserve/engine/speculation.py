@@ -6,7 +6,8 @@ the host). So it is chosen per step from measurements, never assumed:
 - per batch size (buckets of powers of two), the tokens per second of plain steps and of
   verify steps, as moving averages of measured step times and tokens produced;
 - speculation runs while its rate is at least the plain rate; when it falls behind, it
-  stops for that bucket and is probed again (two steps) after a pause that doubles each
+  stops for that bucket and is probed again (three steps; a bucket's first verify is not
+  measured: it may compile kernels) after a pause that doubles each
   time a probe loses (up to ``_MAX_PAUSE`` steps), so at large batch it backs off by
   itself and the probes cost at most ~1% of the steps;
 - per row, the number of proposals follows the row's measured acceptance (rows whose
@@ -22,10 +23,10 @@ from dataclasses import dataclass, field
 from mlxserve.spec.proposer import ProposalRow, TokenHistory
 
 _ALPHA = 0.3  # weight of a new measurement in the moving averages
-_PROBE_STEPS = 2
+_PROBE_STEPS = 3
 _MAX_PAUSE = 512
-_WARM_STEPS = 2
-_MAX_SKIP = 4  # steps a row without proposals waits before it is asked again  # plain steps measured per bucket before the first probe
+_WARM_STEPS = 2  # plain steps measured per bucket before the first probe
+_MAX_SKIP = 4  # steps a row without proposals waits before it is asked again
 
 
 @dataclass
@@ -55,6 +56,7 @@ class _Bucket:
     probing: int = 0  # verify steps left in the current probe
     pause: int = 16  # steps to wait after a lost probe
     resume_at: int = 0  # step number when the next probe may start
+    warmed: bool = False  # its first verify step was seen (and not measured)
 
     @property
     def plain(self) -> float | None:
@@ -181,6 +183,9 @@ class Speculation:
         restart, self._verified_last = self._verified_last, verified
         if not verified and not restart:
             b.plain_rate.add(seconds, tokens)
+            return
+        if verified and not b.warmed:  # a first (B, W) shape may compile kernels (CUDA)
+            b.warmed = True
             return
         # the plain step right after a verify restarts the pipeline (it reads back
         # nothing): a cost of speculating, so it is counted with the verify steps

@@ -32,3 +32,77 @@ def warm_up(runner) -> None:
         runner.collect()
     finally:
         runner.reset()
+
+
+def batch_sizes(max_num_seqs: int, largest: int) -> list[int]:
+    """Decode batch sizes to warm: powers of two up to ``largest`` (at most max_num_seqs),
+    and that size itself."""
+    top = min(largest, max_num_seqs)
+    sizes = [1 << k for k in range(top.bit_length()) if 1 << k <= top]
+    return sizes + ([top] if top and top not in sizes else [])
+
+
+def warm_up_batches(runner, sizes: list[int], budget_s: float) -> list[int]:
+    """Prefill ``n`` tiny prompts together and decode them, aligned (one length) and
+    masked (one row longer), for each size in ``sizes`` while ``budget_s`` lasts: the
+    batch sizes live traffic reaches then find their kernels compiled. Returns the sizes
+    warmed."""
+    import time
+
+    deadline, done = time.monotonic() + budget_s, []
+    for n in sizes:
+        if time.monotonic() > deadline:
+            break
+        for longer in (0, 1):
+            _decode_batch(runner, n, longer)
+        done.append(n)
+    return done
+
+
+def _decode_batch(runner, n: int, longer: int) -> None:
+    ids = [f"__warm_up_b{n}_{k}" for k in range(n)]
+    for k, rid in enumerate(ids):
+        tokens = [1, 2, 3] + ([4] * longer if k == n - 1 else [])
+        runner.add(GenerateRequest(rid, tokens, SamplingParams(temperature=0.0),
+                                   StopParams(max_tokens=4)), seed=0)
+    try:
+        steps = [StepPlan(prefills=[PrefillChunk(rid, 0, 3 + (longer if k == n - 1 else 0),
+                                                 is_last=True) for k, rid in enumerate(ids)])]
+        steps += [StepPlan(decodes=list(ids)) for _ in range(2)]
+        for plan in steps:
+            _, failures = runner.run(plan)
+            if failures:
+                raise RuntimeError(failures[0].error)
+        runner.collect()
+    finally:
+        runner.reset()
+
+
+def prefill_buckets(chunk_size: int) -> list[int]:
+    """Every length a bucketed prefill forward of at most ``chunk_size`` tokens pads to."""
+    from mlxserve.engine.prefill import bucket_length
+
+    return sorted({bucket_length(n) for n in range(1, chunk_size + 1)})
+
+
+def warm_up_prefills(runner, buckets: list[int], deadline: float) -> list[int]:
+    """One prompt of ``b + 1`` tokens per bucket ``b`` (its head forward is that bucket)."""
+    import time
+
+    done = []
+    for b in buckets:
+        if time.monotonic() > deadline:
+            break
+        rid = f"__warm_up_p{b}"
+        runner.add(GenerateRequest(rid, [1 + k % 7 for k in range(b + 1)],
+                                   SamplingParams(temperature=0.0), StopParams(max_tokens=2)),
+                   seed=0)
+        try:
+            _, failures = runner.run(StepPlan(prefills=[PrefillChunk(rid, 0, b + 1, True)]))
+            if failures:
+                raise RuntimeError(failures[0].error)
+            runner.collect()
+        finally:
+            runner.reset()
+        done.append(b)
+    return done

@@ -256,7 +256,7 @@ def test_prefill_from_embeddings_equals_the_token_path(tiny_dir):
     assert failed["finish"] == "error" and "image" in failed["deltas"][-1].error
 
 
-def test_kv_budget_queues_requests_and_rejects_what_can_never_fit(tiny_dir):
+def test_kv_budget_admits_by_use_and_rejects_what_can_never_fit(tiny_dir):
     from mlxserve.engine.kv_budget import kv_bytes_per_token
 
     path = tiny_dir("qwen3")
@@ -285,7 +285,9 @@ def test_kv_budget_queues_requests_and_rejects_what_can_never_fit(tiny_dir):
     first, second, peaks, stats = run_with_engine(path, body, budget)
     assert len(first["tokens"]) == len(second["tokens"]) == 30
     assert first["tokens"] == second["tokens"]
-    assert peaks == (1, 60)  # 60 + 60 > 100: the second waited for the first
+    # 60 + 60 > 100 for their whole lives, but admission reserves what is used (31 tokens
+    # and headroom each), so both run at once, within the budget
+    assert peaks[0] == 2 and peaks[1] <= 100
     assert stats.kv_tokens_used == 0
 
 

@@ -177,3 +177,86 @@ def test_verify_steps_take_budget_and_commit_unschedules_rejected_tokens():
         s.commit("a", width, computed=width)
         produced += width
     assert produced == 10 and s.running["a"].num_scheduled_output == 10
+
+
+def test_admission_reserves_what_is_used_and_grows_by_blocks():
+    s = make(budget=64, kv=1000)
+    s.add(seq("a", 10, max_tokens=500))
+    s.schedule()
+    assert s.kv_tokens_used == 16 + 16  # 11 tokens, one block, plus headroom: not 510
+    for _ in range(40):
+        s.schedule()
+    a = s.running["a"]
+    held = a.prompt_len + a.num_scheduled_output
+    assert held < a.reserved <= held + 2 * 16  # grown, a block at a time
+
+
+def test_short_memory_preempts_the_newest_and_resumes_it_first():
+    s = make(max_num_seqs=8, budget=64, chunk=64, kv=96)
+    for rid in "abc":
+        s.add(seq(rid, 10, max_tokens=60))
+    s.schedule()  # a, b, c: 32 tokens each
+    for rid in "abc":
+        s.commit(rid, 1)
+    preempted = []
+    for _ in range(30):
+        plan = s.schedule()
+        preempted += plan.preempted
+        for rid in plan.decodes:
+            s.commit(rid, 1)
+        if preempted:
+            break
+    assert preempted == ["c"]  # the newest goes, the older ones keep running
+    assert s.waiting[0].request_id == "c" and list(s.running) == ["a", "b"]
+    assert s.num_preemptions == 1 and s.kv_tokens_used <= 96
+    s.commit("c", 1)  # its token that was in flight is still its output
+    done = s.waiting[0].num_committed
+    s.finish("a")
+    plan = s.schedule()
+    chunk = next(c for c in plan.prefills if c.request_id == "c")
+    assert (chunk.start, chunk.length) == (0, 10 + done)  # prompt + output so far again
+    assert s.running["c"].num_scheduled_output == done + 1
+
+
+def test_pinned_requests_reserve_their_whole_life_and_are_never_preempted():
+    s = make(max_num_seqs=8, budget=64, kv=120)
+    s.add(SeqState("pin", 10, 50, pinned=True))
+    s.add(seq("b", 10, max_tokens=100))
+    s.schedule()
+    assert s.running["pin"].reserved == 60
+    for _ in range(100):
+        plan = s.schedule()
+        assert "pin" not in plan.preempted
+        for rid in plan.decodes:
+            s.commit(rid, 1)
+    assert s.num_preemptions >= 1 and s.kv_tokens_used <= 120
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    prompts=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 60)), min_size=1,
+                     max_size=10),
+    budget=st.integers(1, 40), chunk=st.integers(1, 16), kv=st.integers(110, 300),
+    pinned=st.lists(st.booleans(), min_size=10, max_size=10),
+)
+def test_every_request_completes_under_preemption(prompts, budget, chunk, kv, pinned):
+    """Tokens come back one step late (as the runner pipelines), also for requests
+    preempted meanwhile; every request still produces exactly max_tokens."""
+    s = make(max_num_seqs=6, budget=budget, chunk=chunk, kv=kv)
+    for i, (p, m) in enumerate(prompts):
+        s.add(SeqState(f"r{i}", p, m, pinned=pinned[i] and p + m <= kv // 3))
+    produced = {f"r{i}": 0 for i in range(len(prompts))}
+    in_flight: list[str] = []
+    for _ in range(20_000):
+        if not s.has_work():
+            break
+        plan = s.schedule()
+        assert plan.num_tokens <= budget and s.kv_tokens_used <= kv
+        for rid in in_flight:  # the previous step's tokens are read back now
+            s.commit(rid, 1)
+            produced[rid] += 1
+            if produced[rid] == prompts[int(rid[1:])][1]:
+                s.finish(rid)
+        in_flight = [c.request_id for c in plan.prefills if c.is_last] + plan.decodes
+    assert not s.has_work() and s.kv_tokens_used == 0
+    assert produced == {f"r{i}": m for i, (_, m) in enumerate(prompts)}

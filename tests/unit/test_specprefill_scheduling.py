@@ -27,9 +27,10 @@ def test_draft_then_kept_chunks_beside_a_running_decode():
         kinds += [(c.draft, c.start, c.length, c.is_last) for c in plan.prefills]
     assert kinds == [(True, 0, 256, False), (True, 256, 256, False), (True, 512, 256, False),
                      (True, 768, 232, True)]  # then it waits for its scores
-    assert s.kv_tokens_used == 60 + 1020
+    short = s.running["short"].reserved  # by use (admission by use); the sparse one: whole
+    assert s.kv_tokens_used == short + 1020  # life, as it cannot be preempted
     s.sparse_selected("long", 300)
-    assert s.kv_tokens_used == 60 + 320
+    assert s.kv_tokens_used == short + 320
     plans = [s.schedule() for _ in range(2)]
     chunks = [(c.draft, c.start, c.length, c.is_last) for p in plans for c in p.prefills]
     assert chunks == [(False, 0, 256, False), (False, 256, 44, True)]
