@@ -121,5 +121,6 @@ class ServerConfig:
     shutdown_grace_s: float = 30.0  # SIGTERM: how long requests in flight may finish
     metrics_require_api_key: bool = False  # /metrics and /metrics/json behind --api-key
     log_prompts: bool = False  # prompt text in the access log
+    stream_ping_s: float = 5.0  # Anthropic streams: a ping after this long without an event
     # --warm-prompts: prefilled at start-up, pinned in the prefix cache (serving/warm_prompts.py)
     warm_prompts: tuple = ()

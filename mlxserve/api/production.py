@@ -27,19 +27,11 @@ def public_paths(config: ServerConfig) -> tuple[str, ...]:
     return PUBLIC_PATHS if config.metrics_require_api_key else PUBLIC_PATHS + METRICS_PATHS
 
 
-def metrics_model_name(engine: Any, config: ServerConfig) -> str:
-    if config.served_model_names:
-        return config.served_model_names[0]
-    model_config = getattr(engine, "model_config", None)
-    return str(getattr(model_config, "model", "") or "model")
-
-
 def install_state(app: FastAPI, engine: Any, config: ServerConfig) -> None:
     """``app.state.admission`` and ``app.state.metrics`` (needs ``app.state.api``)."""
     state = app.state.api
     app.state.admission = Admission(config.max_concurrent_requests)
-    app.state.metrics = ServerMetrics(metrics_model_name(engine, config),
-                                      lambda: engine_stats(state) if state.ready else None)
+    app.state.metrics = ServerMetrics(lambda: engine_stats(state) if state.ready else None)
 
 
 def install_outer_middleware(app: FastAPI, config: ServerConfig) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.responses import StreamingResponse
 
@@ -12,6 +13,7 @@ from mlxserve.api.errors import error_body
 from mlxserve.errors import MlxserveError
 
 ErrorEvents = Callable[[MlxserveError], list[str]]
+T = TypeVar("T")
 
 
 def _json(body: Any) -> str:
@@ -35,6 +37,31 @@ async def encoded_events(encoder: Any, deltas: AsyncIterator[Any]) -> AsyncItera
     async for delta in deltas:
         for event in encoder.feed(delta):
             yield event
+
+
+async def with_pings(items: AsyncIterator[T], interval_s: float, ping: T) -> AsyncIterator[T]:
+    """``items``, with ``ping`` put in whenever none came for ``interval_s`` (a queued
+    request, a long prefill), so the client and proxies see the connection alive."""
+    pending: asyncio.Future | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(items))
+            done, _ = await asyncio.wait({pending}, timeout=interval_s)
+            if not done:
+                yield ping
+                continue
+            finished, pending = pending, None
+            try:
+                item = finished.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        await items.aclose()
 
 
 async def named_sse(events: AsyncIterator[dict]) -> AsyncIterator[str]:

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from mlxserve.api.state import ApiState, ServedModels
+from mlxserve.api.system.metrics import ServerMetrics
 from mlxserve.config import ServerConfig
 from mlxserve.errors import MlxserveError
 from mlxserve.multimodal.media_config import MediaConfig
@@ -66,12 +67,14 @@ def build_service(engine: Any, config: ServerConfig, observer: Any = None
     return GenerationService(engine, settings, observer)
 
 
-async def start_serving(state: ApiState, observer: Any = None) -> None:
+async def start_serving(state: ApiState, observer: ServerMetrics | None = None) -> None:
     """Start the engine and fill ``state``; a failure is recorded, never raised."""
     try:
         if not getattr(state.engine, "ready", False):
             await state.engine.start()
         state.models = served_models(state.engine, state.server_config)
+        if observer is not None:  # the metrics' model label: the served name
+            observer.serve_model(state.models.primary)
         service = build_service(state.engine, state.server_config, observer)
         await warm_prefix_cache(service, state.engine, state.server_config.warm_prompts)
         state.service = service  # ready (/ready is 200) once the warm prompts are in

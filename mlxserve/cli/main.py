@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 
 import mlxserve
@@ -42,5 +44,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exit_process(code: int) -> None:
+    """Leave the process with ``code`` once everything is shut down, skipping interpreter
+    finalization. Why: MLX's Python bindings keep thread-local state whose destructors
+    take the GIL; a thread (the engine's) runs them natively *after* ``join()`` returned,
+    and if the interpreter is finalizing by then CPython ends that thread with
+    pthread_exit, whose forced unwind meets a noexcept frame: std::terminate, SIGABRT
+    ("terminate called without an active exception", exit -6) now and then at exit."""
+    logging.shutdown()  # flush and close every handler
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more to write
+            pass
+    os._exit(code)
+
+
+def run() -> None:
+    """The console entry point: ``main`` as a process."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -31,6 +31,10 @@ def add_production_args(parser: argparse.ArgumentParser) -> None:
                        help="on SIGTERM, how long requests in flight may finish")
     group.add_argument("--metrics-require-api-key", action="store_true",
                        help="/metrics and /metrics/json need the --api-key too")
+    group.add_argument("--stream-ping-seconds", type=float, default=server.stream_ping_s,
+                       metavar="SECONDS", help="Anthropic streams: a ping event after this "
+                       "long without one (queue wait, long prefill), so clients and proxies "
+                       "keep the connection")
     group.add_argument("--log-prompts", action="store_true",
                        help="log prompt text (the access log never has it otherwise)")
     limits = parser.add_argument_group("request limits (each refused with a 400 naming it)")
@@ -48,6 +52,7 @@ def production_options(args: argparse.Namespace) -> dict[str, Any]:
     """ServerConfig keyword arguments from the parsed options."""
     _positive(args.max_concurrent_requests, "--max-concurrent-requests")
     _positive(args.request_timeout, "--request-timeout")
+    _positive(args.stream_ping_seconds, "--stream-ping-seconds")
     if not (math.isfinite(args.shutdown_grace_seconds) and args.shutdown_grace_seconds >= 0):
         raise ProductionArgsError("--shutdown-grace-seconds must be 0 or more")
     for name in LIMIT_NAMES:
@@ -57,7 +62,8 @@ def production_options(args: argparse.Namespace) -> dict[str, Any]:
         max_concurrent_requests=args.max_concurrent_requests,
         request_timeout_s=args.request_timeout, allowed_origins=tuple(args.allowed_origins),
         shutdown_grace_s=args.shutdown_grace_seconds,
-        metrics_require_api_key=args.metrics_require_api_key, log_prompts=args.log_prompts)
+        metrics_require_api_key=args.metrics_require_api_key, log_prompts=args.log_prompts,
+        stream_ping_s=args.stream_ping_seconds)
 
 
 def production_engine(engine: EngineConfig, args: argparse.Namespace) -> EngineConfig:

@@ -9,7 +9,8 @@
 ``generate`` validates the request before anything runs (raises ``InvalidRequest`` /
 ``EngineOverloaded``). If the consumer stops iterating or is cancelled, the request is
 aborted. Only plain Python objects cross to the engine thread; the deltas of one engine
-step arrive in one hand-off per event loop (``_LoopHub``), not one wake-up per token.
+step arrive in one hand-off per event loop (``_LoopHub``), not one wake-up per token, and
+the deltas a consumer has not read yet reach it folded into one (``delivery.coalesce``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import AsyncIterator
 
 from mlxserve.config import EngineConfig, ModelConfig
 from mlxserve.engine.core import EngineCore, EngineStats
+from mlxserve.engine.delivery import coalesce
 from mlxserve.engine.request import EngineDelta, GenerateRequest
 from mlxserve.errors import EngineOverloaded, MlxserveError
 
@@ -104,18 +106,20 @@ class AsyncEngine:
         return self._stream(request)
 
     async def _stream(self, request: GenerateRequest) -> AsyncIterator[EngineDelta]:
-        deltas: asyncio.Queue[EngineDelta] = asyncio.Queue()
-        self._core.submit_add(request, _QueueSink(self._hub(), deltas))
+        sink = _DeltaSink(self._hub())
+        self._core.submit_add(request, sink)
         finished = False
         first = True
         try:
             while not finished:
-                delta = await deltas.get()
-                finished = delta.finished
-                if first and delta.refused is not None:  # refused on the engine side
-                    raise delta.refused
-                first = False
-                yield delta
+                # what arrived since the last read, folded: a consumer that fell behind
+                # gets one delta carrying several tokens, not one per token
+                for delta in coalesce(await sink.take()):
+                    finished = delta.finished
+                    if first and delta.refused is not None:  # refused on the engine side
+                        raise delta.refused
+                    first = False
+                    yield delta
         finally:
             if not finished:
                 self._core.submit_abort(request.request_id)
@@ -137,28 +141,44 @@ class _LoopHub:
     a single ``call_soon_threadsafe`` puts them all in their queues."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
-        self._loop = loop
+        self.loop = loop
 
     def __call__(self, items: list) -> None:
-        self._loop.call_soon_threadsafe(_dispatch, items)
+        self.loop.call_soon_threadsafe(_dispatch, items)
 
 
 def _dispatch(items: list) -> None:
     for sink, delta in items:
-        sink.queue.put_nowait(delta)
+        sink.push(delta)
 
 
-class _QueueSink:
-    """One request's sink: its queue, reached through its loop's hub."""
+class _DeltaSink:
+    """One request's sink: the deltas its consumer has not taken yet, reached through its
+    loop's hub; ``take`` waits for at least one and returns them all."""
 
-    __slots__ = ("hub", "queue")
+    __slots__ = ("hub", "pending", "waiter")
 
-    def __init__(self, hub: _LoopHub, deltas: asyncio.Queue):
+    def __init__(self, hub: _LoopHub):
         self.hub = hub
-        self.queue = deltas
+        self.pending: list[EngineDelta] = []
+        self.waiter: asyncio.Future | None = None
 
     def __call__(self, delta: EngineDelta) -> None:  # a single delta, outside a step
         self.hub([(self, delta)])
+
+    def push(self, delta: EngineDelta) -> None:
+        """On the event loop's thread."""
+        self.pending.append(delta)
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self) -> list[EngineDelta]:
+        while not self.pending:
+            self.waiter = self.hub.loop.create_future()
+            await self.waiter
+        taken, self.pending = self.pending, []
+        return taken
 
 
 __all__ = ["AsyncEngine", "EngineStats", "MlxserveError"]

@@ -343,9 +343,13 @@ class EngineCore:
     def _deliver(self, outputs: list, failures: list) -> None:
         for failure in failures:
             self._finish(failure.request_id, FINISH_ERROR, error=failure.error)
-        for out in outputs:
+        active = self._active
+        for out in outputs:  # one tight loop per step
+            state = active.get(out.request_id)
+            if state is None:  # finished or aborted while its token was in flight
+                continue
             try:
-                self._update(out)
+                self._update(state, out)
             except Exception as e:  # e.g. a detokenizer failure: only this request ends
                 log.exception("output of request %s failed", out.request_id)
                 self._finish(out.request_id, FINISH_ERROR, error=f"{type(e).__name__}: {e}")
@@ -378,26 +382,23 @@ class EngineCore:
             log.exception("admitting request %s failed", request_id)
             self._finish(request_id, FINISH_ERROR, error=f"{type(e).__name__}: {e}")
 
-    def _update(self, out) -> None:
-        state = self._active.get(out.request_id)
-        if state is None:  # finished or aborted while its token was in flight
-            return
-        state.commit(out.token_id)
-        self.scheduler.commit(out.request_id, 1)
+    def _update(self, state: RequestState, out) -> None:
+        rid, token = out.request_id, out.token_id
+        state.commit(token)
+        self.scheduler.commit(rid, 1)
         self._total_generated += 1
-        step = state.output.add_token(out.token_id)
-        delta = EngineDelta(
-            request_id=out.request_id, token_ids=[out.token_id], text=step.text,
-            logprobs=state.covered_logprobs(out.logprob, step.tokens + _scored_stop(state, step)),
-            prompt_logprobs=out.prompt_logprobs,
-            finish_reason=step.finish_reason, stop_reason=step.stop_reason,
-            prompt_tokens=len(state.request.prompt_tokens),
-            completion_tokens=state.completion_tokens, cached_tokens=state.cached_tokens,
-            prefilled_tokens=state.prefilled_tokens, queue_time_s=state.queue_time_s if state.completion_tokens == 1 else None,
-        )
+        step = state.output.add_token(token)
+        count = len(state.output_ids)
+        logprobs = None if out.logprob is None else state.covered_logprobs(
+            out.logprob, step.tokens + _scored_stop(state, step))
+        delta = EngineDelta(rid, [token], step.text, logprobs, out.prompt_logprobs,
+                            step.finish_reason, step.stop_reason,
+                            len(state.request.prompt_tokens), count, state.cached_tokens,
+                            prefilled_tokens=state.prefilled_tokens,
+                            queue_time_s=state.queue_time_s if count == 1 else None)
         if step.finish_reason is not None:
-            self._retire(out.request_id, keep_prefix=True)
-        self._outbox.put(state.sink, delta, on_gone=self._consumer_gone)
+            self._retire(rid, keep_prefix=True)
+        self._outbox.put(state.sink, delta, self._consumer_gone)
 
     # ---- preemption (the scheduler ran short of KV memory) ---------------------------
     def _preempt(self, request_id: str) -> None:

@@ -46,9 +46,9 @@ class PenaltyTable:
     def release(self, slot: int) -> None:
         self._free.append(slot)
 
-    def rows(self, slots: list[int]) -> tuple[mx.array, mx.array, mx.array]:
-        """(counts, seen, bias), each (B, V), of the given slots."""
-        index = mx.array(slots, dtype=mx.int32)
+    def rows(self, slots: list[int] | mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """(counts, seen, bias), each (B, V), of the given slots (a list or an int32 array)."""
+        index = slots if isinstance(slots, mx.array) else mx.array(slots, dtype=mx.int32)
         return self.counts[index], self.seen[index], self.bias[index]
 
     def record(self, slots: list[int], tokens: mx.array) -> None:

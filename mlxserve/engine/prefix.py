@@ -149,9 +149,11 @@ def seed_caches(caches: list, match: PrefixMatch | None) -> None:
         cache.offset = n
 
 
-def final_kv(row: Any) -> tuple[int, list] | None:
+def final_kv(row: Any, start: bool = True) -> tuple[int, list] | None:
     """A copy of a row's state in its batch (taken as it leaves, done decoding: the
-    request finishes when its last token is read back, after the row left)."""
+    request finishes when its last token is read back, after the row left). ``start``:
+    ``async_eval`` the copies now; rows leaving together pass False and start all their
+    copies in one call."""
     if row.batch is None or not EnginePrefixCache.eligible(row.request):
         return None
     held = row_state(row)
@@ -159,7 +161,8 @@ def final_kv(row: Any) -> tuple[int, list] | None:
         return None
     length, layers = held
     copies = copy_state(layers, length)
-    mx.async_eval(state_arrays(copies))
+    if start:
+        mx.async_eval(state_arrays(copies))
     return length, copies
 
 

@@ -191,7 +191,7 @@ class TokenLogprob:
     rank: int | None = None  # of token_id among the vocabulary (1 = most likely), when known
 
 
-@dataclass
+@dataclass(slots=True)
 class EngineDelta:
     """New output of one request since its previous delta.
 

@@ -36,16 +36,17 @@ from typing import Any, Callable
 import mlx.core as mx
 import numpy as np
 
-from mlxserve.cache.batch_kv import BatchCache, mergeable
+from mlxserve.cache.batch_kv import BatchCache
+from mlxserve.engine.batch_membership import BatchMembership
 from mlxserve.engine.model_step import forward, forward_with_hidden
 from mlxserve.engine.penalties import PenaltyTable
 from mlxserve.engine.pending import (MaskedSample, Pending, TokenOutput, read_back,
                                      result_arrays)
 from mlxserve.engine.prefill import prefill_chunk, prefill_together
-from mlxserve.engine.prefix import final_kv, seed_caches, seeded_length
+from mlxserve.engine.prefix import seed_caches, seeded_length
 from mlxserve.engine.request import GenerateRequest
 from mlxserve.engine.row import Row
-from mlxserve.engine.sampler import RowSampler, SampleResult, sample
+from mlxserve.engine.sampler import RowSampler, SampleResult, SamplingCache, sample
 from mlxserve.engine.scheduler import PrefillChunk, StepPlan
 from mlxserve.engine.sparse_prefill import prefill_kept, read_draft
 from mlxserve.engine.verify import PendingVerify, launch_verify, settle_verify
@@ -63,7 +64,7 @@ class StepFailure:
     error: str
 
 
-class Runner:
+class Runner(BatchMembership):
     def __init__(self, model: Any, vocab_size: int, make_cache, stream=None,
                  merge_floor_tokens: int = MERGE_FLOOR_TOKENS):
         self.model = model
@@ -79,6 +80,7 @@ class Runner:
         self.joining: list[BatchCache] = []  # batch-prefilled rows, join at next decode
         self.launched: deque[list[Pending]] = deque()
         self.penalties = PenaltyTable(vocab_size)  # counts and biases of every row
+        self.sampling = SamplingCache()  # per-batch sampling constants, by membership
         # grammar failures found while starting a masked sample; reported with the next
         # collect, so the tokens read back before them are delivered first
         self.late_failures: list[StepFailure] = []
@@ -127,6 +129,7 @@ class Runner:
         self.rows.clear()
         self.batches, self.joining = [], []
         self.launched.clear()
+        self.sampling = SamplingCache()
         self.late_failures, self.failed = [], set()
         self._orphans.clear()
 
@@ -206,7 +209,7 @@ class Runner:
         if any(r.request.constraint is not None for r in rows):
             pending.masked = MaskedSample(logits, rows, assign)
             return pending
-        pending.result = sample(logits, [r.sampler for r in rows])
+        pending.result = sample(logits, [r.sampler for r in rows], cache=self.sampling)
         assign(pending.result.tokens)
         return pending
 
@@ -232,7 +235,8 @@ class Runner:
                     bits = fill_masks(constraints, (vocab + 31) // 32)
                     allowed = mx.array(additive_mask(bits, vocab) if self.on_cpu
                                        else bits.view(np.uint32))
-                    p.result = sample(work.logits, [r.sampler for r in work.rows], allowed)
+                    p.result = sample(work.logits, [r.sampler for r in work.rows], allowed,
+                                      cache=self.sampling)
                     work.assign(p.result.tokens)
                     mx.async_eval(result_arrays(p.result))
             except Exception as e:  # only this piece's rows
@@ -412,53 +416,6 @@ class Runner:
                  for p, t in zip(proposals, tokens)]
         return launch_verify(self.model, batch, rows, widths, tokens, probs, extra,
                              self.want_hidden)
-
-    # ---- batch membership ---------------------------------------------------------
-    def _settle(self, decode_ids: list[str]) -> None:
-        """Before a decode: rows that are gone or done leave their batches; prefilled
-        rows and batches join."""
-        for batch in self.batches + self.joining:
-            for rid in list(batch.ids):
-                row = self.rows.get(rid)
-                if row is None or row.done_decoding:
-                    if row is not None and self.keep_final_kv and row.sparse is None:
-                        row.final_kv = final_kv(row)  # for the prefix cache, as it leaves
-                    batch.remove(rid)
-                    if row is not None:
-                        row.batch = None
-        self.batches = [b for b in self.batches if b.size]
-        joining = [b for b in self.joining if b.size]
-        self.joining = []
-        for group in joining:
-            self._place_batch(group)
-        for rid in decode_ids:
-            row = self.rows[rid]
-            if row.batch is None and row.cache is not None and row.last_token is not None:
-                self._place_row(rid, row)
-
-    def _target(self, lengths: list[int]) -> BatchCache | None:
-        for batch in self.batches:
-            if mergeable(batch, lengths, floor_tokens=self.merge_floor_tokens):
-                return batch
-        return None
-
-    def _place_batch(self, group: BatchCache) -> None:
-        target = self._target(group.layout.lengths)
-        if target is None:
-            self.batches.append(group)
-            return
-        target.absorb(group)
-        for rid in target.ids:
-            self.rows[rid].batch = target
-
-    def _place_row(self, rid: str, row: Row) -> None:
-        length = len(row.request.prompt_tokens)
-        target = self._target([length])
-        if target is None:
-            target = BatchCache(self.prototype)
-            self.batches.append(target)
-        target.append(rid, row.cache, length, row.last_token)
-        row.cache, row.last_token, row.batch = None, None, target
 
     # ---- warm-up ------------------------------------------------------------------
     def warm_up(self) -> None:

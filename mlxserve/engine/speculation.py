@@ -25,8 +25,8 @@ from mlxserve.spec.proposer import ProposalRow, TokenHistory
 _ALPHA = 0.3  # weight of a new measurement in the moving averages
 _PROBE_STEPS = 3
 _MAX_PAUSE = 512
-_WARM_STEPS = 2
-_MAX_SKIP = 4  # steps a row without proposals waits before it is asked again  # plain steps measured per bucket before the first probe
+_WARM_STEPS = 2  # plain steps measured per bucket before the first probe
+_MAX_SKIP = 4  # steps a row without proposals waits before it is asked again
 
 
 @dataclass

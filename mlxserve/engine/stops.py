@@ -15,6 +15,7 @@ stop_token_ids), are never covered: logprobs describe exactly the returned text.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from mlxserve.engine.request import FINISH_LENGTH, FINISH_STOP, GenerateRequest
@@ -78,9 +79,15 @@ class OutputStream:
         if token in self.stop_ids:
             return self._covering(StepText(self._flush_final(), FINISH_STOP, token))
         self.token_starts.append(self.text_len)
-        self.detokenizer.add_token(token)
-        self._hold(self.detokenizer.last_segment)
-        out = self._release_checking_stops()
+        detokenizer = self.detokenizer
+        detokenizer.add_token(token)
+        segment = detokenizer.last_segment
+        self.text_len += len(segment)
+        if self.stop_strings:
+            self.held += segment
+            out = self._release_checking_stops()
+        else:  # nothing is ever held back
+            out = StepText(segment)
         if out.finish_reason is None and (self.num_tokens >= self.max_tokens or (
             len(self.request.prompt_tokens) + self.num_tokens >= self.max_total
         )):
@@ -95,10 +102,12 @@ class OutputStream:
         """``step`` with the count of tokens its text covers; at the end, the tokens whose
         text was never sent are dropped."""
         self.sent_len += len(step.text)
-        covered = sum(1 for start in self.token_starts if start < self.sent_len)
-        del self.token_starts[:covered]
+        starts = self.token_starts  # ascending: one bisection finds the covered ones
+        covered = bisect_left(starts, self.sent_len) if starts else 0
+        if covered:
+            del starts[:covered]
         if step.finish_reason is not None:
-            self.token_starts.clear()
+            starts.clear()
         step.tokens = covered
         return step
 

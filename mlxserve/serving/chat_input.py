@@ -57,6 +57,8 @@ class ChatInput:
     # reasoning_effort); None leaves the template's default. chat_template_kwargs win.
     thinking: bool | None = None
     reasoning_effort: str | None = None
+    # generated tokens after which open reasoning is closed (serving/thinking_budget.py)
+    thinking_budget_tokens: int | None = None
 
 
 @dataclass

@@ -28,7 +28,9 @@ from mlxserve.serving.media import (MediaRef, MediaRequestOptions, arrange_for_m
 from mlxserve.serving.messages import normalize_messages
 from mlxserve.serving.params import (ContextLimits, check_n, choice_sampling, resolve_sampling,
                                      resolve_stop)
-from mlxserve.serving.parser_setup import ParserSettings, ToolSetup, make_output_parser, plan_tools
+from mlxserve.serving.parser_setup import (ParserSettings, ToolSetup, make_output_parser,
+                                           plan_tools, reasoning_end_tag)
+from mlxserve.serving.thinking_budget import BudgetedStream, ThinkingBudget
 from mlxserve.serving.structured_setup import (GrammarCompiler, check_one_source,
                                                forced_tool_call)
 from mlxserve.serving.prompt import (
@@ -60,6 +62,7 @@ class PreparedPrompt:
     score_only: bool = False  # max_tokens 0: the one token the engine generates is dropped
     arrival: float = field(default_factory=time.monotonic)  # when the HTTP request came
     deadline: float | None = None  # time.monotonic() past which it fails (408)
+    thinking_budget: ThinkingBudget | None = None  # reasoning closed after this many tokens
 
 
 def _media_refused(ref: MediaRef) -> InvalidRequest:
@@ -179,9 +182,27 @@ class GenerationService:
         for other in requests[1:]:  # a chat reply carries its prompt's logprobs once
             other.prompt_logprobs = None
         prepared = PreparedPrompt(ids, text, requests, tool_setup, self._opens_reasoning(text),
-                                  arrival=arrival, deadline=deadline)
+                                  arrival=arrival, deadline=deadline,
+                                  thinking_budget=self._thinking_budget(chat, constraint))
         self._check_output_budget([prepared])
         return self._note_prompt(prepared)
+
+    def _thinking_budget(self, chat: ChatInput, constraint: GrammarConstraint | None
+                         ) -> ThinkingBudget | None:
+        """The request's thinking budget, where the reasoning parser closes reasoning with
+        a tag (a grammar-constrained answer keeps its one request: no budget)."""
+        end_tag = reasoning_end_tag(self.settings.parsers)
+        if chat.thinking_budget_tokens is None or end_tag is None or constraint is not None:
+            return None
+        return ThinkingBudget(chat.thinking_budget_tokens, end_tag)
+
+    def _engine_deltas(self, request: GenerateRequest, prepared: PreparedPrompt
+                       ) -> AsyncIterator[Any]:
+        if prepared.thinking_budget is None:
+            return self._engine.generate(request)
+        budgeted = BudgetedStream(self._engine, self.tokenizer, prepared.thinking_budget,
+                                  on_request=self._running.add)
+        return budgeted.deltas(request)
 
     async def count_chat_tokens(self, chat: ChatInput) -> int:
         """The prompt tokens the engine would see for ``chat`` (media tokens included)."""
@@ -306,7 +327,7 @@ class GenerationService:
         parser = make_output_parser(self.settings.parsers, prepared.tool_setup,
                                     prepared.prompt_opens_reasoning)
         assembler = OutputAssembler(parser)
-        deltas = self._engine.generate(request)
+        deltas = self._engine_deltas(request, prepared)
         record = telemetry.ChoiceRecord(prepared.arrival, len(request.prompt_tokens))
         finished = False
         self._running.add(request.request_id)
@@ -323,7 +344,7 @@ class GenerationService:
             record.outcome = telemetry.OUTCOME_TIMEOUT
             raise
         finally:
-            self._running.discard(request.request_id)
+            self._running -= {request.request_id, BudgetedStream.answer_id(request)}
             telemetry.record_finish(record, record.outcome, self._observer)
             if not finished:
                 await asyncio.shield(self._abort(request.request_id))

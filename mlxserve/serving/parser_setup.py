@@ -139,3 +139,11 @@ def make_output_parser(settings: ParserSettings, tool_setup: ToolSetup | None,
         tool_parser = registry.make_tool_parser(settings.tool_call_parser, tools)
     max_calls = tool_setup.max_calls if tool_setup else None
     return _parsers_module("pipeline").OutputParser(reasoning, tool_parser, max_calls)
+
+
+def reasoning_end_tag(settings: ParserSettings) -> str | None:
+    """The tag that closes reasoning for the server's reasoning parser, when it has one."""
+    if settings.reasoning_parser is None:
+        return None
+    parser_class = _parsers_module("registry").reasoning_parser_class(settings.reasoning_parser)
+    return getattr(parser_class, "end_tag", None)

@@ -37,3 +37,9 @@ def sse_events(response: httpx.Response) -> list[tuple[str, dict]]:
         if "data" in lines:
             out.append((lines.get("event", ""), json.loads(lines["data"])))
     return out
+
+
+def prompt_tokens(usage) -> int:
+    """The whole prompt: Anthropic counts prefix-cache reads apart from input_tokens."""
+    return (usage.input_tokens + (usage.cache_read_input_tokens or 0)
+            + (usage.cache_creation_input_tokens or 0))

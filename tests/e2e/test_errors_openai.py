@@ -276,3 +276,19 @@ def test_non_string_tool_call_ids_are_400_naming_messages(tiny_client, messages)
             max_tokens=2)
     assert info.value.status_code == 400
     assert info.value.body["param"] == "messages" and "must be a string" in info.value.body["message"]
+
+
+def test_metrics_label_is_the_served_name_and_probes_answer_head(guarded_server):
+    """No --served-model-name: the served name is the folder's, not the path it was loaded
+    by; /metrics labels every series with it. Load balancers probe with HEAD."""
+    base, auth = guarded_server.base_url, {"authorization": f"Bearer {GUARD_KEY}"}
+    (served,) = [m["id"] for m in httpx.get(f"{base}/v1/models", headers=auth).json()["data"]]
+    body = {"model": served, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert post(guarded_server, "/v1/chat/completions", body, auth).status_code == 200
+    labels = {line.split('model_name="', 1)[1].split('"', 1)[0]
+              for line in httpx.get(f"{base}/metrics").text.splitlines()
+              if 'model_name="' in line}
+    assert labels == {served}
+    for path in ("/metrics", "/health", "/ready"):
+        head = httpx.head(f"{base}{path}")
+        assert head.status_code == 200 and head.content == b"", path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import openai
 import pytest
 
@@ -139,3 +140,40 @@ def test_text_format_json_schema_constrains_the_answer(default_client):
     response = ask(default_client, store=False, text={"format": {
         "type": "json_schema", "name": "capital", "schema": schema, "strict": True}})
     assert list(json.loads(response.output_text)) == ["capital"]
+
+
+def _text(item) -> str:
+    return "".join(part.text for part in item.content)
+
+
+def test_input_items_list_what_the_model_read_in_pages(default_client):
+    first = ask(default_client, input="My name is Ada. Reply with OK.", max_output_tokens=4)
+    new = [{"type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "Hello."}]},
+           {"role": "user", "content": "What is my name?"}]
+    again = ask(default_client, input=new, previous_response_id=first.id, max_output_tokens=4)
+    pages = default_client.responses.input_items
+    listed = list(pages.list(again.id, order="asc"))  # the chain: first's turn, then this
+    assert [(i.type, i.role) for i in listed] == [("message", "user"), ("message", "assistant"),
+                                                  ("message", "user"), ("message", "user")]
+    assert [_text(i) for i in listed] == ["My name is Ada. Reply with OK.",
+                                          first.output_text, "Hello.", "What is my name?"]
+    assert listed[1].id == first.output[0].id and len({i.id for i in listed}) == 4
+    page = pages.list(again.id, limit=3, order="asc")
+    assert [i.id for i in page.data] == [i.id for i in listed[:3]] and page.has_more
+    # the SDK follows `after` page by page (limit 1); newest first is the default order
+    assert [i.id for i in pages.list(again.id, limit=1)] == [i.id for i in listed[::-1]]
+    with pytest.raises(openai.NotFoundError):
+        pages.list("resp_unknown")
+    with pytest.raises(openai.BadRequestError):
+        pages.list(again.id, limit=0)
+
+
+def test_cached_tokens_are_part_of_input_tokens(default_server, default_client):
+    """OpenAI's usage: input_tokens is the whole prompt, cached_tokens the part of it the
+    prefix cache held."""
+    httpx.delete(f"{default_server.base_url}/v1/cache", timeout=30)
+    cold, warm = (ask(default_client, store=False, max_output_tokens=4) for _ in range(2))
+    assert cold.usage.input_tokens_details.cached_tokens == 0
+    assert 0 < warm.usage.input_tokens_details.cached_tokens < warm.usage.input_tokens
+    assert warm.usage.input_tokens == cold.usage.input_tokens

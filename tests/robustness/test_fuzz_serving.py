@@ -52,7 +52,7 @@ def service(robust_model_path):
 
 
 @seed(11)
-@settings(max_examples=400, deadline=None, database=None,
+@settings(max_examples=250, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(messages=st.lists(MESSAGE, min_size=0, max_size=5) | JSON, tools=TOOLS,
        tool_choice=TOOL_CHOICE)

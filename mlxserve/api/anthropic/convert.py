@@ -228,3 +228,24 @@ def reasoning_switches(thinking: dict[str, Any] | None, output_config: dict[str,
         raise InvalidRequest(f"output_config.effort must be one of {', '.join(EFFORTS)}",
                              param="output_config")
     return enabled, EFFORTS.get(effort) if effort else None
+
+
+MIN_THINKING_BUDGET = 1024  # Anthropic's floor for thinking.budget_tokens
+
+
+def thinking_budget(thinking: dict[str, Any] | None, max_tokens: int | None) -> int | None:
+    """``thinking.budget_tokens`` of an ``enabled`` thinking block, checked as Anthropic
+    checks it: an integer, at least 1024, below ``max_tokens`` (when the route has one)."""
+    if (thinking or {}).get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool):
+        raise InvalidRequest("thinking.budget_tokens: an integer is required when thinking "
+                             "is enabled", param="thinking")
+    if budget < MIN_THINKING_BUDGET:
+        raise InvalidRequest(f"thinking.budget_tokens: must be at least "
+                             f"{MIN_THINKING_BUDGET}", param="thinking")
+    if max_tokens is not None and budget >= max_tokens:
+        raise InvalidRequest("max_tokens must be greater than thinking.budget_tokens",
+                             param="max_tokens")
+    return budget

@@ -24,8 +24,10 @@ class MessageMeta:
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
-    # cache_read_input_tokens counts prefix-cache hits (0 until the prefix cache exists)
-    return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens,
+    """Anthropic's split of the prompt: input_tokens + cache_read_input_tokens (prefix-cache
+    hits) + cache_creation_input_tokens (0: nothing is written on request) = all of it."""
+    return {"input_tokens": usage.prompt_tokens - usage.cached_tokens,
+            "output_tokens": usage.completion_tokens,
             "cache_creation_input_tokens": 0, "cache_read_input_tokens": usage.cached_tokens}
 
 
@@ -50,6 +52,8 @@ class MessageEventEncoder:
         self._tool_index: int | None = None  # parser index of the open tool_use block
 
     def start(self) -> list[dict]:
+        """Sent before the request is scheduled: the prefix-cache hit is not known yet, so
+        the whole prompt counts as input here; message_delta's usage has the split."""
         message = {"id": self.meta.id, "type": "message", "role": "assistant", "content": [],
                    "model": self.meta.model, "stop_reason": None, "stop_sequence": None,
                    "usage": usage_json(Usage(self.meta.input_tokens, 0))}

@@ -13,14 +13,14 @@ from mlxserve.api.anthropic.encode import (
 from mlxserve.api.anthropic.schemas import CountTokensRequest, MessagesRequest
 from mlxserve.api.disconnect import ClientGone, unless_disconnected
 from mlxserve.api.errors import anthropic_error_body
-from mlxserve.api.sse import encoded_events, named_sse, sse_event, sse_response
+from mlxserve.api.sse import encoded_events, named_sse, sse_event, sse_response, with_pings
 from mlxserve.api.state import ready_state
 from mlxserve.errors import MlxserveError
-from mlxserve.serving.streams import start_streams
 
 router = APIRouter()
 
 CLIENT_CLOSED = 499
+PING = {"type": "ping"}
 
 
 def anthropic_error_events(e: MlxserveError) -> list[str]:
@@ -38,10 +38,10 @@ async def create_message(body: MessagesRequest, request: Request) -> Response:
     stream = service.stream(prepared.requests[0], prepared)
     encoder = MessageEventEncoder(meta)
     try:
-        if body.stream:
-            (started,) = await unless_disconnected(request, start_streams([stream]))
-            events = named_sse(encoded_events(encoder, started))
-            return sse_response(events, anthropic_error_events)
+        if body.stream:  # message_start goes out now; the prompt was checked already
+            events = with_pings(encoded_events(encoder, stream),
+                                state.server_config.stream_ping_s, PING)
+            return sse_response(named_sse(events), anthropic_error_events)
         message = await unless_disconnected(request,
                                             collect_message(encoded_events(encoder, stream)))
     except ClientGone:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mlxserve.api.anthropic.convert import (
     anthropic_messages, anthropic_tool_choice, anthropic_tools, reasoning_switches,
+    thinking_budget,
 )
 from mlxserve.errors import InvalidRequest
 from mlxserve.serving.chat_input import ChatInput, GenerationOptions
@@ -41,8 +42,12 @@ class CountTokensRequest(BaseModel):
                                  param=param)
         return StructuredOutput(JSON_SCHEMA, schema=spec["schema"], param=param)
 
+    def _max_tokens(self) -> int | None:
+        return None  # count_tokens has none
+
     def to_chat_input(self, options: GenerationOptions | None = None) -> ChatInput:
         thinking, effort = reasoning_switches(self.thinking, self.output_config)
+        budget = thinking_budget(self.thinking, self._max_tokens())
         options = options or GenerationOptions()
         options.structured = self.structured_output()
         return ChatInput(
@@ -50,7 +55,7 @@ class CountTokensRequest(BaseModel):
             options=options,
             tools=anthropic_tools(self.tools), tool_choice=anthropic_tool_choice(self.tool_choice),
             parallel_tool_calls=not (self.tool_choice or {}).get("disable_parallel_tool_use"),
-            thinking=thinking, reasoning_effort=effort,
+            thinking=thinking, reasoning_effort=effort, thinking_budget_tokens=budget,
         )
 
 
@@ -62,6 +67,10 @@ class MessagesRequest(CountTokensRequest):
     stop_sequences: list[str] | None = None
     stream: bool | None = False
     metadata: dict[str, Any] | None = None  # accepted and ignored
+    ignore_eos: bool = False  # an mlxserve extension, as on the OpenAI routes (benchmarks)
+
+    def _max_tokens(self) -> int | None:
+        return self.max_tokens
 
     def _options(self) -> GenerationOptions:
         if self.max_tokens < 1:
@@ -72,7 +81,7 @@ class MessagesRequest(CountTokensRequest):
                                  param="stop_sequences")
         return GenerationOptions(max_tokens=self.max_tokens, temperature=self.temperature,
                                  top_p=self.top_p, top_k=self.top_k, stop=stops,
-                                 clamp_max_tokens=True)
+                                 clamp_max_tokens=True, ignore_eos=self.ignore_eos)
 
     def to_chat_input(self, options: GenerationOptions | None = None) -> ChatInput:
         return super().to_chat_input(options or self._options())

@@ -14,10 +14,10 @@ from mlxserve.api.openai.responses_encode import (
     ResponseEventEncoder, ResponseHeader, collect_response,
 )
 from mlxserve.api.openai.responses_schemas import ResponsesRequest
-from mlxserve.api.openai.responses_store import ResponseStore, StoredResponse
+from mlxserve.api.openai.responses_store import ResponseStore, StoredResponse, listed_item
 from mlxserve.api.sse import encoded_events, named_sse, sse_event, sse_response
 from mlxserve.api.state import api_state, ready_state
-from mlxserve.errors import MlxserveError
+from mlxserve.errors import InvalidRequest, MlxserveError
 from mlxserve.serving.streams import start_streams
 
 router = APIRouter()
@@ -69,7 +69,8 @@ async def _stored_after(events: AsyncIterator[dict], encoder: ResponseEventEncod
         if encoder.final is not None and store is not None and encoder.final["status"] in (
                 "completed", "incomplete"):
             store.put(encoder.header.id, StoredResponse(
-                encoder.final, conversation + encoder.output))
+                encoder.final, [listed_item(i) for i in conversation] + encoder.output,
+                input_count=len(conversation)))
             store = None
         yield event
 
@@ -120,3 +121,33 @@ async def delete_response(response_id: str, request: Request) -> dict:
     _stored(request, response_id)
     response_store(request).delete(response_id)
     return {"id": response_id, "object": "response", "deleted": True}
+
+
+def _page(items: list[dict], after: str | None, limit: int) -> list[dict]:
+    """The ``limit`` items after the one with id ``after`` (from the start without it)."""
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("limit must be between 1 and 100", param="limit")
+    start = 0
+    if after is not None:
+        ids = [item.get("id") for item in items]
+        if after not in ids:
+            raise InvalidRequest(f"No input item with id '{after}' in this response.",
+                                 param="after")
+        start = ids.index(after) + 1
+    return items[start:start + limit + 1]  # one more: has_more
+
+
+@router.get("/v1/responses/{response_id}/input_items")
+async def list_input_items(response_id: str, request: Request, after: str | None = None,
+                           limit: int = 20, order: str = "desc") -> dict:
+    """The items the model read for this response (earlier turns of a
+    previous_response_id chain included), OpenAI's list shape, newest first by default."""
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
+    stored = _stored(request, response_id)
+    items = stored.items[:stored.input_count]
+    page = _page(items if order == "asc" else items[::-1], after, limit)
+    data = page[:limit]
+    return {"object": "list", "data": data, "has_more": len(page) > limit,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}

@@ -46,6 +46,7 @@ def _not_serving(request: Request, state: ApiState) -> JSONResponse | None:
     return None
 
 
+@router.head("/health", include_in_schema=False)  # probes and checks send HEAD
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
     state = api_state(request)
@@ -57,6 +58,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "model": state.models.primary})
 
 
+@router.head("/ready", include_in_schema=False)  # probes and checks send HEAD
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
     state = api_state(request)

@@ -52,13 +52,14 @@ def _is_number(value: Any) -> bool:
 class EngineStatsCollector:
     """Reads ``stats()`` (a dict, or None before the model is loaded) at every scrape."""
 
-    def __init__(self, stats: Callable[[], dict[str, Any] | None], model_name: str):
+    def __init__(self, stats: Callable[[], dict[str, Any] | None],
+                 model_name: Callable[[], str]):
         self._stats = stats
         self._model = model_name
 
     def _family(self, kind: type, name: str, doc: str, value: float) -> Metric:
         family = kind(PREFIX + name, doc, labels=["model_name"])
-        family.add_metric([self._model], value)
+        family.add_metric([self._model()], value)
         return family
 
     def _kv_usage(self, stats: dict[str, Any]) -> Iterator[Metric]:
@@ -86,49 +87,59 @@ class EngineStatsCollector:
                                    value)
 
 
+HISTOGRAMS = {  # attribute: (metric name, help, buckets)
+    "ttft": ("time_to_first_token_seconds", "time to first token", TTFT_BUCKETS),
+    "itl": ("inter_token_latency_seconds", "time between tokens", ITL_BUCKETS),
+    "e2e": ("e2e_request_latency_seconds", "arrival to finish", LATENCY_BUCKETS),
+    "queue": ("request_queue_time_seconds", "time spent waiting", LATENCY_BUCKETS),
+    "prompt_len": ("request_prompt_tokens", "prompt length", TOKEN_BUCKETS),
+    "output_len": ("request_generation_tokens", "output length", TOKEN_BUCKETS),
+}
+
+
 class ServerMetrics:
-    """The registry behind /metrics; observes every choice the service runs."""
+    """The registry behind /metrics; observes every choice the service runs. The
+    ``model_name`` label is the served model name (/v1/models' first), set by
+    ``serve_model`` once the model is loaded: nothing is observed before."""
 
-    def __init__(self, model_name: str, stats: Callable[[], dict[str, Any] | None]):
+    def __init__(self, stats: Callable[[], dict[str, Any] | None]):
         self.registry = CollectorRegistry()
-        self.model_name = model_name
-        self._make_request_metrics()
-        self.registry.register(EngineStatsCollector(stats, model_name))
+        self.model_name = ""
+        self._families = self._make_families()
+        self.registry.register(EngineStatsCollector(stats, lambda: self.model_name))
 
-    def _histogram(self, name: str, doc: str, buckets: tuple) -> Any:
-        return Histogram(PREFIX + name, doc, ["model_name"], buckets=buckets,
-                         registry=self.registry).labels(self.model_name)
-
-    def _make_request_metrics(self) -> None:
+    def _make_families(self) -> dict[str, Any]:
         r, labels = self.registry, ["model_name"]
-        self.prompt_tokens = Counter(PREFIX + "prompt_tokens", "prefilled prompt tokens",
-                                     labels, registry=r).labels(self.model_name)
-        self.generation_tokens = Counter(PREFIX + "generation_tokens", "generated tokens",
-                                         labels, registry=r).labels(self.model_name)
+        families = {
+            "prompt_tokens": Counter(PREFIX + "prompt_tokens", "prefilled prompt tokens",
+                                     labels, registry=r),
+            "generation_tokens": Counter(PREFIX + "generation_tokens", "generated tokens",
+                                         labels, registry=r)}
+        for attribute, (name, doc, buckets) in HISTOGRAMS.items():
+            families[attribute] = Histogram(PREFIX + name, doc, labels, buckets=buckets,
+                                            registry=r)
         self.success = Counter(PREFIX + "request_success", "finished requests",
                                labels + ["finished_reason"], registry=r)
         self.failure = Counter(PREFIX + "request_failure",
                                "requests ended by an error, abort, timeout or disconnect",
                                labels + ["reason"], registry=r)
-        self.ttft = self._histogram("time_to_first_token_seconds", "time to first token",
-                                    TTFT_BUCKETS)
-        self.itl = self._histogram("inter_token_latency_seconds", "time between tokens",
-                                   ITL_BUCKETS)
-        self.e2e = self._histogram("e2e_request_latency_seconds", "arrival to finish",
-                                   LATENCY_BUCKETS)
-        self.queue = self._histogram("request_queue_time_seconds", "time spent waiting",
-                                     LATENCY_BUCKETS)
-        self.prompt_len = self._histogram("request_prompt_tokens", "prompt length",
-                                          TOKEN_BUCKETS)
-        self.output_len = self._histogram("request_generation_tokens", "output length",
-                                          TOKEN_BUCKETS)
+        return families
+
+    def serve_model(self, model_name: str) -> None:
+        """Label every series with ``model_name`` (the served name) from now on."""
+        self.model_name = model_name
+        for attribute, family in self._families.items():
+            setattr(self, attribute, family.labels(model_name))
 
     def on_tokens(self, record: ChoiceRecord, gap_s: float | None, count: int) -> None:
+        """``count`` tokens arrived in one delta (an engine step may hand over several):
+        one inter-token latency per token after the first, as vLLM counts them."""
         self.generation_tokens.inc(count)
         if gap_s is None:
             self.prompt_tokens.inc(record.prompt_tokens)
             self.ttft.observe(record.ttft_s or 0.0)
-        else:
+            gap_s, count = 0.0, count - 1  # the first token's step-mates came with it
+        for _ in range(count):
             self.itl.observe(gap_s / count)
 
     def on_finish(self, record: ChoiceRecord) -> None:
@@ -146,6 +157,7 @@ class ServerMetrics:
         return generate_latest(self.registry)
 
 
+@router.head("/metrics", include_in_schema=False)  # probes and checks send HEAD
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     server_metrics: ServerMetrics = request.app.state.metrics
