@@ -81,7 +81,8 @@ def test_40_clients_without_max_tokens_all_run_and_preemption_changes_nothing(ti
     assert most_running == CLIENTS, engine
     assert engine["num_preemptions"] > 0, engine
     prometheus = httpx.get(f"{base}/metrics").text
-    assert 'mlxserve:num_preemptions_total{model_name="smollm2-135m"}' in prometheus
+    served = httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
+    assert f'mlxserve:num_preemptions_total{{model_name="{served}"}}' in prometheus
     # the newest ones (the ones preempted first) again, without the crowd: the same text
     newest = range(CLIENTS - 5, CLIENTS)
     again = asyncio.run(_again(base, newest))
