@@ -13,8 +13,6 @@ rebuild the character from consecutive tokens.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from mlx_lm.tokenizer_utils import (
     BPEStreamingDetokenizer, SPMStreamingDetokenizer, _byte_decoder,
 )
@@ -31,7 +29,6 @@ class UntrimmedBPEDetokenizer(BPEStreamingDetokenizer):
         return _byte_level_bytes(seq).decode("utf-8", "replace")
 
 
-@lru_cache(maxsize=1 << 16)  # per token string: the streaming detokenizer asks per token
 def _byte_level_bytes(token: str) -> bytes:
     """A byte-level BPE token string → its bytes (characters outside GPT-2's byte table,
     as in added tokens, stay UTF-8)."""
