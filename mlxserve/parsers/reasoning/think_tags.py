@@ -9,7 +9,7 @@ closing tag, so ``<think>\\nplan\\n</think>\\n\\nanswer`` gives ``plan`` / ``ans
 from __future__ import annotations
 
 from ..base import ParsedDelta, ReasoningParser
-from ..text_scan import partial_marker_len
+from ..text_scan import partial_marker_len, skip_whitespace
 
 
 class ThinkTagReasoningParser(ReasoningParser):
@@ -24,6 +24,7 @@ class ThinkTagReasoningParser(ReasoningParser):
         self._state = "reasoning" if prompt_opens_reasoning else "start"
         self._buffer = ""
         self._at_section_start = True  # leading whitespace of the current section is dropped
+        self._blank = 0  # the buffer's first chars known to be held whitespace (scanned once)
 
     def feed(self, text: str) -> ParsedDelta:
         self._buffer += text
@@ -52,14 +53,15 @@ class ThinkTagReasoningParser(ReasoningParser):
         return delta
 
     def _step_start(self, *, final: bool) -> None:
-        stripped = self._buffer.lstrip()
+        self._blank = skip_whitespace(self._buffer, self._blank)  # held whitespace: scanned once
+        stripped = self._buffer[self._blank :]
         if stripped.startswith(self.start_tag):
-            self._buffer = stripped[len(self.start_tag) :]
+            self._buffer, self._blank = stripped[len(self.start_tag) :], 0
             self._state = "reasoning"
         elif stripped and self.start_tag.startswith(stripped) and not final:
             return  # could still become the opening tag
         elif stripped or final:
-            self._state = "reasoning" if self.implicit_start else "content"
+            self._state, self._blank = ("reasoning" if self.implicit_start else "content"), 0
             self._at_section_start = self.implicit_start
 
     def _step_reasoning(self, *, final: bool) -> str:
@@ -68,21 +70,27 @@ class ThinkTagReasoningParser(ReasoningParser):
             if not self._buffer:
                 return ""
             self._at_section_start = False
-        end = self._buffer.find(self.end_tag)
+        end = self._buffer.find(self.end_tag, 0 if self.end_tag[0].isspace() else self._blank)
         if end != -1:
             reasoning = self._buffer[:end].rstrip()
             self._buffer = self._buffer[end + len(self.end_tag) :]
-            self._state = "content"
+            self._state, self._blank = "content", 0
             self._at_section_start = True
             return reasoning
         if final:
             reasoning, self._buffer = self._buffer.rstrip(), ""
             return reasoning
-        hold = partial_marker_len(self._buffer, (self.end_tag,))
-        ready = self._buffer[: len(self._buffer) - hold]
-        kept = ready.rstrip()  # trailing whitespace waits: it is dropped before the end tag
-        self._buffer = self._buffer[len(kept) :]
-        return kept
+        return self._release_reasoning()
+
+    def _release_reasoning(self) -> str:
+        """Reasoning up to its trailing whitespace, which waits (it is dropped before the
+        end tag). Only the text after the held whitespace is looked at again."""
+        ready = len(self._buffer) - partial_marker_len(self._buffer, (self.end_tag,))
+        text = len(self._buffer[self._blank : ready].rstrip())
+        kept = self._blank + text if text else 0
+        reasoning, self._buffer = self._buffer[:kept], self._buffer[kept:]
+        self._blank = ready - kept
+        return reasoning
 
     def _take_content(self) -> str:
         if self._at_section_start:
