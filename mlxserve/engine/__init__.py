@@ -1,6 +1,6 @@
 """The continuous-batching engine. ``AsyncEngine`` is the entry point (no MLX import here)."""
 
 from mlxserve.engine.client import AsyncEngine
-from mlxserve.engine.core import EngineStats
+from mlxserve.engine.stats import EngineStats
 
 __all__ = ["AsyncEngine", "EngineStats"]

@@ -20,9 +20,10 @@ import weakref
 from typing import AsyncIterator
 
 from mlxserve.config import EngineConfig, ModelConfig
-from mlxserve.engine.core import EngineCore, EngineStats
+from mlxserve.engine.core import EngineCore
 from mlxserve.engine.delivery import coalesce
 from mlxserve.engine.request import EngineDelta, GenerateRequest
+from mlxserve.engine.stats import EngineStats
 from mlxserve.errors import EngineOverloaded, MlxserveError
 
 

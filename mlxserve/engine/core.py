@@ -30,36 +30,12 @@ from mlxserve.engine.request import (FINISH_ABORT, FINISH_ERROR, FINISH_STOP, En
                                      GenerateRequest)
 from mlxserve.engine.request_state import DeltaSink, RequestState, Submitted, resumable
 from mlxserve.engine.scheduler import Scheduler, SeqState
+from mlxserve.engine.stats import EngineStats, prefix_stats
 from mlxserve.engine.stops import NullDetokenizer, OutputStream
 
 log = logging.getLogger(__name__)
 _CLEAR_CACHE_EVERY = 256  # steps, as mlx_lm.stream_generate does per tokens
 _BURST_WAIT_S = 0.001  # on waking from idle, so requests sent together prefill together
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    running: int = 0
-    waiting: int = 0
-    total_finished: int = 0
-    total_aborted: int = 0  # ended by an abort or a consumer that left (also counted above)
-    total_generated_tokens: int = 0  # output tokens sampled, over all requests
-    kv_tokens_used: int = 0
-    kv_tokens_total: int = 0
-    # prefix cache (vLLM's counters, in tokens: prompt tokens looked up / found cached)
-    prefix_cache_queries: int = 0
-    prefix_cache_hits: int = 0
-    prefix_cache: dict | None = None  # the store's PrefixCacheStats; None when off
-    num_preemptions: int = 0  # running requests sent back to the queue (memory was short)
-    max_num_seqs: int = 0  # most requests running at once (configured or from the budget)
-    specprefill_requests: int = 0  # prompts prefilled sparsely (SpecPrefill)
-    specprefill_tokens_skipped: int = 0  # prompt tokens those prefills did not compute
-    # speculative decoding (engine/speculation.py; vLLM's names), totals of the one method
-    spec_decode_num_drafts: int = 0
-    spec_decode_num_draft_tokens: int = 0
-    spec_decode_num_accepted_tokens: int = 0
-    spec_decode_mean_accepted_length: float = 0.0
-    spec_decode: dict | None = None  # {method: counters}; None when off
 
 
 @dataclass
@@ -147,85 +123,22 @@ class EngineCore:
             self._outbox.flush()
 
     def _load(self) -> None:
-        import mlx.core as mx
-
-        from mlxserve.engine.kv_budget import default_max_num_seqs, kv_tokens_total
-        from mlxserve.engine.kv_footprint import footprint_or_none
-        from mlxserve.engine.prefix import full_history
-        from mlxserve.engine.runner import Runner
-        from mlxserve.engine.speculation import build_speculation
-        from mlxserve.models import load_model
+        """Build the engine's parts (engine/startup.py), then wire them to this core's
+        request tables: the scheduler asks the core for cached prefixes and sparse plans."""
+        from mlxserve.engine.startup import build_engine
         from mlxserve.models.detokenizer import detokenizer_prototype
 
-        loaded = (self._loader or load_model)(self.model_config)
-        caps = loaded.capabilities
-        cfg = self.engine_config
-        self.max_model_len = min(cfg.max_model_len or caps.context_length, caps.context_length)
-        device_memory = mx.device_info().get("memory_size") if not _cpu_only() else None
-        self.prefix = _prefix_cache(cfg, caps, loaded.model, device_memory)
-        reserved = self.prefix.store.budget_bytes if self.prefix is not None else 0
-        model = loaded.model
-        footprint = footprint_or_none(model, lambda: _make_cache(model))
-        total = kv_tokens_total(cfg, loaded.config, caps.dtype, device_memory,
-                                mx.get_active_memory(), reserved_bytes=reserved,
-                                bytes_per_token=footprint and footprint.bytes_per_token)
-        self.scheduler = Scheduler(
-            max_num_seqs=cfg.max_num_seqs or default_max_num_seqs(total),
-            max_num_batched_tokens=cfg.token_budget(_cpu_only()),
-            prefill_chunk_size=cfg.prefill_chunk_size, kv_tokens_total=total,
-            max_queue_size=cfg.max_queue_size,
-            seq_overhead_tokens=footprint.request_overhead_tokens() if footprint else 0,
-        )
-        self.runner = Runner(model, caps.vocab_size or loaded.config.get("vocab_size"),
-                             lambda: _make_cache(model), merge_floor_tokens=max(1, total // 8))
-        self.runner.bucket_prefill = (not _cpu_only() if cfg.bucket_prefill is None
-                                      else cfg.bucket_prefill)
-        if cfg.warmup:
-            self._warm_up()
-        self.speculation = build_speculation(cfg.speculative, loaded, self.model_config)
-        if self.speculation is not None:
-            self.runner.want_hidden = bool(self.speculation.proposer.needs_hidden)
+        parts = build_engine(self.model_config, self.engine_config, self._loader)
+        self.max_model_len, self.prefix = parts.max_model_len, parts.prefix
+        self.scheduler, self.runner = parts.scheduler, parts.runner
+        self.speculation, self.specprefill = parts.speculation, parts.specprefill
         if self.prefix is not None:
             self.scheduler.cached_prefix = self._lookup_prefix
-            self.runner.keep_final_kv = True
-            self.runner.make_row_cache = lambda: full_history(_make_cache(model))
-        self._load_specprefill(loaded)
-        self.loaded = loaded
-        self._detokenizer_proto = detokenizer_prototype(loaded.tokenizer)
-        self._publish_stats()
-
-    def _warm_up(self) -> None:
-        """Compile the batch paths' kernels now, not while the first requests wait."""
-        from mlxserve.engine.warm_up import (batch_sizes, prefill_buckets, warm_up_batches,
-                                             warm_up_prefills)
-
-        cfg, started = self.engine_config, time.monotonic()
-        largest = cfg.warmup_max_batch
-        if largest is None:
-            largest = 0 if _cpu_only() else self.scheduler.max_num_seqs
-        try:
-            self.runner.warm_up()
-            sizes = warm_up_batches(self.runner, batch_sizes(self.scheduler.max_num_seqs,
-                                                             largest), cfg.warmup_timeout_s)
-            buckets = warm_up_prefills(self.runner, prefill_buckets(cfg.prefill_chunk_size),
-                                       started + cfg.warmup_timeout_s) \
-                if self.runner.bucket_prefill else []
-        except Exception:  # e.g. a model whose forward needs more than token ids
-            log.warning("engine warm-up failed; batch paths compile on first use",
-                        exc_info=True)
-            return
-        log.info("engine warm-up took %.1f s (decode batch sizes %s, prefill buckets %s)",
-                 time.monotonic() - started, sizes or "none", buckets or "none")
-
-    def _load_specprefill(self, loaded) -> None:
-        from mlxserve.engine.specprefill import EngineSpecPrefill
-
-        self.specprefill = EngineSpecPrefill.load(self.engine_config, self.model_config,
-                                                  loaded, self.runner.prototype, self._loader)
-        self.runner.scorer = self.specprefill.scorer
-        self.runner.selection = self.specprefill.selection
         self.scheduler.sparse_prefill = lambda rid, cached: self.specprefill.plan(
             self._waiting[rid].request, cached)
+        self.loaded = parts.loaded
+        self._detokenizer_proto = detokenizer_prototype(parts.loaded.tokenizer)
+        self._publish_stats()
 
     def _loop(self) -> None:
         while True:
@@ -500,20 +413,12 @@ class EngineCore:
             running=len(s.running), waiting=len(s.waiting),
             total_finished=self._total_finished, kv_tokens_used=s.kv_tokens_used,
             kv_tokens_total=s.kv_tokens_total, total_aborted=self._total_aborted,
-            total_generated_tokens=self._total_generated, **self._prefix_stats(),
+            total_generated_tokens=self._total_generated, **prefix_stats(self.prefix),
             num_preemptions=s.num_preemptions, max_num_seqs=s.max_num_seqs,
             specprefill_requests=self.specprefill.requests if self.specprefill else 0,
             specprefill_tokens_skipped=self.specprefill.tokens_skipped
             if self.specprefill else 0,
             **(self.speculation.stats() if self.speculation is not None else {}))
-
-    def _prefix_stats(self) -> dict:
-        if self.prefix is None:
-            return {}
-        stats = self.prefix.store.stats()
-        return dict(prefix_cache_queries=stats.tokens_queried,
-                    prefix_cache_hits=stats.tokens_saved, prefix_cache=stats.as_dict())
-
 
 def _scored_stop(state: RequestState, step) -> int:
     """1 when a scoring request (one asking for prompt logprobs) ends on a token stop: its
@@ -522,29 +427,3 @@ def _scored_stop(state: RequestState, step) -> int:
     token_stop = step.finish_reason == FINISH_STOP and isinstance(step.stop_reason, int)
     return int(token_stop and state.request.prompt_logprobs is not None)
 
-
-def _prefix_cache(cfg: EngineConfig, caps, model, device_memory: int | None):
-    """The engine's prefix cache, or None (off, or a model kind it does not serve yet)."""
-    import mlx.core as mx
-
-    from mlxserve.engine.kv_budget import kv_budget_bytes
-    from mlxserve.engine.prefix import EnginePrefixCache, prefix_budget_bytes, prefix_cache_mode
-
-    mode = prefix_cache_mode(caps, _make_cache(model)) if cfg.enable_prefix_caching else None
-    if mode is None:
-        return None
-    kv_bytes = kv_budget_bytes(cfg, device_memory, mx.get_active_memory())
-    budget = prefix_budget_bytes(cfg.prefix_cache_memory_bytes, kv_bytes)
-    return EnginePrefixCache(budget, exact=mode == "exact") if budget > 0 else None
-
-
-def _make_cache(model) -> list:
-    from mlx_lm.models.cache import make_prompt_cache
-
-    return make_prompt_cache(model)
-
-
-def _cpu_only() -> bool:
-    from mlxserve.backend import is_cpu_only
-
-    return is_cpu_only()

@@ -31,7 +31,7 @@ def test_warm_up_batches_then_serve_as_before(tiny_dir, caplog):
         assert not runner.rows and not runner.batches  # warm-up left nothing
         return await collect(engine, greedy("a", prompt, 16))
 
-    with caplog.at_level(logging.INFO, logger="mlxserve.engine.core"):
+    with caplog.at_level(logging.INFO, logger="mlxserve.engine.startup"):
         got = run_with_engine(path, body, config)
     assert got["tokens"] == stream_generate_tokens(model, tok, prompt, 16)
     assert "decode batch sizes [1, 2, 4, 8]" in caplog.text
@@ -52,7 +52,7 @@ def test_bucketed_prefill_keeps_greedy_outputs(tiny_dir, family, caplog):
         return [await collect(engine, greedy(rid, p, 12)) for rid, p in (("a", first),
                                                                          ("b", second))]
 
-    with caplog.at_level(logging.INFO, logger="mlxserve.engine.core"):
+    with caplog.at_level(logging.INFO, logger="mlxserve.engine.startup"):
         got = run_with_engine(path, body, config)
     for result, prompt in zip(got, (first, second)):
         assert result["tokens"] == stream_generate_tokens(model, tok, prompt, 12)
