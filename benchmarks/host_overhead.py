@@ -116,6 +116,35 @@ def _model_path(name: str, root: str) -> str:
     return str(make_tiny_model(Path(root), "qwen3"))
 
 
+def batch_generator_ms(path: str, levels: list[int], args) -> dict[str, float]:
+    """The reference: mlx-lm's own batched decode loop (BatchGenerator) on the same model,
+    prompts and rows, ms per decode step (best of ``--repeats``). Its step is the model's
+    forward plus mlx-lm's sampling and bookkeeping, so engine / reference near 1 means the
+    engine's host cost hides behind the device work as mlx-lm's does."""
+    from mlx_lm import load
+    from mlx_lm.generate import BatchGenerator
+
+    model, _ = load(path)
+    prompt, out = list(range(3, 3 + args.prompt_len)), {}
+    for rows in levels:
+        runs = []
+        for _ in range(args.repeats):
+            gen = BatchGenerator(model, max_tokens=args.gen_len, completion_batch_size=rows,
+                                 prefill_batch_size=rows, prefill_step_size=512)
+            gen.insert([prompt] * rows, [args.gen_len] * rows)
+            steps, start = 0, 0.0
+            while gen.next_generated():
+                steps += 1
+                if steps == 2:  # from the first decode step on (prefill excluded)
+                    start = time.perf_counter()
+            runs.append((time.perf_counter() - start) * 1000 / max(steps - 2, 1))
+            gen.close()
+        out[str(rows)] = round(min(runs), 2)
+        print(f"{rows:4d} rows: {out[str(rows)]:7.2f} ms per step (mlx-lm BatchGenerator)",
+              flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny", help="'tiny' or any model mlxserve loads")
@@ -128,9 +157,18 @@ def main() -> None:
                         help="temperature 0.8, top_p 0.95, top_k 50, a seed per request")
     parser.add_argument("--label", default="", help="e.g. before / after")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--reference", action="store_true",
+                        help="also time mlx-lm's BatchGenerator (greedy only) and print ratios")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
-        per_step = asyncio.run(_measure(_model_path(args.model, root), args.rows, args))
+        path = _model_path(args.model, root)
+        per_step = asyncio.run(_measure(path, args.rows, args))
+        if args.reference:
+            reference = batch_generator_ms(path, args.rows, args)
+            per_step["reference_ms_per_step"] = reference
+            per_step["engine_over_reference"] = {
+                k: round(per_step["ms_per_step"][k] / v, 3) for k, v in reference.items()}
+            print(f"engine / BatchGenerator: {per_step['engine_over_reference']}", flush=True)
     result = dict(device=f"{platform.processor() or platform.machine()} CPU",
                   model=args.model, label=args.label, penalties=args.penalties,
                   sampled=args.sampled,

@@ -83,12 +83,8 @@ class EngineSpecPrefill:
 
 
 def _load_draft(source: str, target, model_config: ModelConfig, loader):
-    if source == model_config.model:  # the model scores itself: shared weights, own caches
-        return target
-    if loader is not None:
-        from dataclasses import replace
+    """The speculative decoding draft's loaded model when it names the same source (one
+    copy of the weights; the scorer makes its own caches)."""
+    from mlxserve.models.draft import shared_draft
 
-        return loader(replace(model_config, model=source))
-    from mlxserve.models.draft import load_draft_model
-
-    return load_draft_model(source, target, model_config)
+    return shared_draft(source, target, model_config, loader)

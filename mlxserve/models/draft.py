@@ -3,11 +3,20 @@ SpecPrefill's token scorer load it here, once, the same way.
 
 A draft must share the target's vocabulary (its token ids mean the same text); that is
 checked at start-up, so a mismatch is one clear error rather than garbage output.
+
+Both users ask ``shared_draft``: a source is loaded once per target (kept in
+``LoadedModel.drafts``, by resolved source, so ``--draft-model`` and
+``--specprefill-draft-model`` spelling one model differently still share it), and the
+target's own source gives the target. Only weights and tokenizer are shared: the proposer
+and the scorer each make their own caches, and neither changes the model (the scorer reads
+attention through ``models/attention_scores``, an adapter over the layers, no patching).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
+from typing import Callable
 
 from mlxserve.config import ModelConfig
 from mlxserve.errors import ModelLoadError
@@ -17,6 +26,33 @@ from mlxserve.models.loader import load_model
 # Token ids compared between the two tokenizers besides the vocabulary size: a few at
 # either end and spread through the middle (cheap, and different tokenizers differ there).
 _PROBES = 64
+
+
+def shared_draft(source: str, target: LoadedModel, target_cfg: ModelConfig,
+                 load: Callable[[ModelConfig], LoadedModel] | None = None) -> LoadedModel:
+    """The draft ``source`` for ``target``, loaded on first use and then shared. ``load``: a
+    test's or benchmark's own model loader (its models; no vocabulary check); else
+    ``load_draft_model``."""
+    key = source_key(source)
+    if key == source_key(target_cfg.model):
+        return target  # the model drafts / scores for itself: its weights, own caches
+    if key not in target.drafts:
+        target.drafts[key] = (load(replace(target_cfg, model=source)) if load is not None
+                              else load_draft_model(source, target, target_cfg))
+    return target.drafts[key]
+
+
+def source_key(source: str) -> tuple:
+    """What ``source`` points at (its kind and real paths), so two spellings of one model
+    compare equal; the string itself when it does not resolve (a loader's own names)."""
+    from mlxserve.models.source import resolve_source
+
+    try:
+        resolved = resolve_source(source)
+    except ModelLoadError:
+        return ("unresolved", source)
+    return (resolved.kind, tuple(os.path.realpath(p) if os.path.exists(p) else p
+                                 for p in resolved.paths))
 
 
 def load_draft_model(source: str, target: LoadedModel, target_cfg: ModelConfig

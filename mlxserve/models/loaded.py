@@ -19,3 +19,6 @@ class LoadedModel:
     config: dict = field(default_factory=dict)  # the HF-style config.json contents
     # VLMs only: mlxserve.models.vlm.VisionFront (processors + vision tower); None for text.
     vision: Any = None
+    # drafts loaded to serve this model, by resolved source (models/draft.py: shared_draft):
+    # speculative decoding and SpecPrefill naming one source share one copy of its weights
+    drafts: dict = field(default_factory=dict)

@@ -118,11 +118,12 @@ class DraftProposer:
 
 
 def make_draft_proposer(config: SpeculativeConfig, context) -> DraftProposer:
-    """``{"method": "draft_model", "model": SOURCE}``: load the draft (vocabulary checked)."""
-    from mlxserve.models.draft import load_draft_model, logits_width
+    """``{"method": "draft_model", "model": SOURCE}``: the draft (vocabulary checked), shared
+    with SpecPrefill's scorer when it names the same source (its own caches here)."""
+    from mlxserve.models.draft import logits_width, shared_draft
 
     target = context.target
-    draft = load_draft_model(config.model, target, context.model_config)
+    draft = shared_draft(config.model, target, context.model_config)
     if not draft.capabilities.cache_trimmable:
         raise ModelLoadError(f"the draft model {draft.name} has layers whose cache cannot "
                              "be trimmed (SSM / gated delta): use an attention-only draft")

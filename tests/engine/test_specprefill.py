@@ -19,6 +19,7 @@ from mlx_lm.models.cache import KVCache, make_prompt_cache
 from engine_support import collect, greedy, reference_model, run_with_engine
 from mlxserve.config import EngineConfig, SpecPrefillConfig
 from mlxserve.engine.request import SpecPrefillOptions
+from mlxserve.engine import sparse_prefill
 from mlxserve.engine.row import Row
 from mlxserve.engine.scheduler import PrefillChunk
 from mlxserve.engine.sparse_prefill import SparseRow, prefill_kept
@@ -36,8 +37,11 @@ def _sparse(request, keep: float | None):
     return replace(request, specprefill=asked)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "qwen3_next"])
-def test_keep_one_equals_the_dense_prefill(tiny_dir, family):
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "qwen3_next", "qwen3-gpu-path"])
+def test_keep_one_equals_the_dense_prefill(tiny_dir, family, monkeypatch):
+    if family.endswith("-gpu-path"):  # the one-row path a GPU takes, run on this CPU
+        monkeypatch.setattr(sparse_prefill, "is_cpu_only", lambda: False)
+        family = family.removesuffix("-gpu-path")
     path = str(tiny_dir(family))
 
     async def body(engine):
@@ -81,7 +85,13 @@ class _MaskedKV(KVCache):
         return mx.array((keys[None] <= queries[:, None]) & seen[None])
 
 
-def test_sparse_prefill_equals_dense_with_the_dropped_positions_masked(tiny_dir):
+@pytest.mark.parametrize("path", ["one_row", "packed_runs"])
+def test_sparse_prefill_equals_dense_with_the_dropped_positions_masked(tiny_dir, monkeypatch,
+                                                                      path):
+    """Both ways of prefilling the kept tokens: one row with per-token RoPE positions (a
+    GPU's way for plain attention models) and packed runs (a CPU's, and the way for other
+    layer kinds), each chosen here by what the device check answers."""
+    monkeypatch.setattr(sparse_prefill, "is_cpu_only", lambda: path == "packed_runs")
     model, _ = reference_model(str(tiny_dir("llama")))
     n = len(PROMPT)
     kept = np.array(sorted(set(range(0, 32)) | set(range(96, 160)) | set(range(300, 332))
