@@ -217,12 +217,19 @@ class SoakResult:
     rss_warm: int | None = None
     rss_samples: list[int] = field(default_factory=list)
     cache_samples: list[int] = field(default_factory=list)  # prefix-cache bytes, with RSS
+    mlx_samples: list[tuple[int, int]] = field(default_factory=list)  # MLX active, cached
     duration_s: float = 0.0
 
 
 async def _prefix_cache_bytes(client: httpx.AsyncClient, base: str) -> int:
     stats = (await client.get(base + "/v1/cache/stats")).json()
     return int(stats.get("bytes") or 0)
+
+
+async def _mlx_bytes(client: httpx.AsyncClient, base: str) -> tuple[int, int]:
+    """MLX's live-array bytes and the freed buffers its allocator keeps for reuse."""
+    engine = (await client.get(base + "/metrics/json")).json()["engine"]
+    return int(engine.get("mlx_active_bytes") or 0), int(engine.get("mlx_cache_bytes") or 0)
 
 
 async def _wait_idle(client: httpx.AsyncClient, base: str, timeout: float = 60) -> None:
@@ -252,6 +259,7 @@ async def run_soak(base: str, pid: int | None, requests: int, concurrency: int, 
         elif done > warm_at and done % every == 0 and pid is not None:
             result.rss_samples.append(rss_bytes(pid))
             result.cache_samples.append(await _prefix_cache_bytes(client, base))
+            result.mlx_samples.append(await _mlx_bytes(client, base))
 
     limits = httpx.Limits(max_connections=concurrency * 2)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
@@ -306,6 +314,8 @@ def _rss_trend(result: SoakResult) -> dict:
     half = samples[len(samples) // 2]
     return {"rss_samples_mib": [_mib(v) for v in samples],
             "prefix_cache_mib": [_mib(v) for v in result.cache_samples],
+            "mlx_active_mib": [_mib(a) for a, _ in result.mlx_samples],
+            "mlx_cache_mib": [_mib(c) for _, c in result.mlx_samples],
             "rss_second_half_max_over_half": round(max(samples[len(samples) // 2:]) / half, 4)}
 
 

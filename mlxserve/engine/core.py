@@ -30,7 +30,7 @@ from mlxserve.engine.request import (FINISH_ABORT, FINISH_ERROR, FINISH_STOP, En
                                      GenerateRequest)
 from mlxserve.engine.request_state import DeltaSink, RequestState, Submitted, resumable
 from mlxserve.engine.scheduler import Scheduler, SeqState
-from mlxserve.engine.stats import EngineStats, prefix_stats
+from mlxserve.engine.stats import EngineStats, mlx_memory, prefix_stats
 from mlxserve.engine.stops import NullDetokenizer, OutputStream
 
 log = logging.getLogger(__name__)
@@ -418,7 +418,8 @@ class EngineCore:
             specprefill_requests=self.specprefill.requests if self.specprefill else 0,
             specprefill_tokens_skipped=self.specprefill.tokens_skipped
             if self.specprefill else 0,
-            **(self.speculation.stats() if self.speculation is not None else {}))
+            **(self.speculation.stats() if self.speculation is not None else {}),
+            **mlx_memory())
 
 def _scored_stop(state: RequestState, step) -> int:
     """1 when a scoring request (one asking for prompt logprobs) ends on a token stop: its

