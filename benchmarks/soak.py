@@ -4,8 +4,11 @@ Chat and completions, streamed and not, n > 1, logprobs, stop strings, tools, se
 deadlines, clients that leave mid-stream, and bad requests (each must be a 4xx in OpenAI's
 error format) are mixed in a seeded random order and sent ``--concurrency`` at a time.
 Reported: responses by status (zero 5xx expected), answers that did not check out, p50/p99
-latency per kind and overall, and the server's RSS after warm-up vs at the end (flat within
-5% expected). Warm-up is the first quarter of the requests: on SmolLM2 RSS still rises
+latency per kind and overall, and the server's RSS idle after warm-up vs idle at the end,
+both less the prefix cache's bytes (it fills to its budget by design; reported apart):
+within 5% expected, the leak check; with the series sampled under load beside it (that
+also holds the running batch's KV, which comes and goes) and MLX's active and cached
+bytes. Warm-up is the first quarter of the requests: on SmolLM2 RSS still rises
 ~50 MiB in the first 15% (allocator pools, the prefix cache filling to its working set,
 ~24 MiB here), then stays flat within +-2% (soak_cpu_smollm2_500_series.json: every
 sample, and the prefix cache's bytes beside it).
@@ -214,7 +217,9 @@ def rss_bytes(pid: int | None) -> int | None:
 @dataclass
 class SoakResult:
     outcomes: list[Outcome] = field(default_factory=list)
-    rss_warm: int | None = None
+    rss_warm: int | None = None  # idle, after the warm-up part
+    rss_final: int | None = None  # idle, at the end
+    cache_idle: list[int] = field(default_factory=list)  # prefix-cache bytes at those two
     rss_samples: list[int] = field(default_factory=list)
     cache_samples: list[int] = field(default_factory=list)  # prefix-cache bytes, with RSS
     mlx_samples: list[tuple[int, int]] = field(default_factory=list)  # MLX active, cached
@@ -243,6 +248,9 @@ async def _wait_idle(client: httpx.AsyncClient, base: str, timeout: float = 60) 
 
 async def run_soak(base: str, pid: int | None, requests: int, concurrency: int, seed: int,
                    warmup_fraction: float = 0.25) -> SoakResult:
+    """The warm-up part, then (once the server is idle: the baseline) the rest, sampling
+    RSS under load as it goes; the end is sampled idle too. Idle against idle is the leak
+    check: under load RSS also holds the running batch's KV, which comes and goes."""
     specs, result = workload(requests, seed), SoakResult()
     gate, done = asyncio.Semaphore(concurrency), 0
     warm_at = max(1, int(requests * warmup_fraction))
@@ -254,19 +262,24 @@ async def run_soak(base: str, pid: int | None, requests: int, concurrency: int, 
         async with gate:
             result.outcomes.append(await send(client, base, spec))
         done += 1
-        if done == warm_at:
-            result.rss_warm = rss_bytes(pid)
-        elif done > warm_at and done % every == 0 and pid is not None:
+        if done > warm_at and done % every == 0 and pid is not None:
             result.rss_samples.append(rss_bytes(pid))
             result.cache_samples.append(await _prefix_cache_bytes(client, base))
             result.mlx_samples.append(await _mlx_bytes(client, base))
 
     limits = httpx.Limits(max_connections=concurrency * 2)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
-        await asyncio.gather(*(one(client, spec) for spec in specs))
+        await asyncio.gather(*(one(client, spec) for spec in specs[:warm_at]))
         await _wait_idle(client, base)
-    if pid is not None:
-        result.rss_samples.append(rss_bytes(pid))
+        result.rss_warm = rss_bytes(pid)
+        result.cache_idle = [await _prefix_cache_bytes(client, base)]
+        await asyncio.gather(*(one(client, spec) for spec in specs[warm_at:]))
+        await _wait_idle(client, base)
+        if pid is not None:
+            result.rss_final = rss_bytes(pid)
+            result.rss_samples.append(result.rss_final)
+            result.cache_idle.append(await _prefix_cache_bytes(client, base))
+            result.mlx_samples.append(await _mlx_bytes(client, base))
     result.duration_s = time.monotonic() - started
     return result
 
@@ -298,11 +311,22 @@ def summarize(result: SoakResult) -> dict:
         "latency": _latency(outcomes),
         "latency_by_kind": {k: _latency([o for o in outcomes if o.kind == k]) for k in kinds},
         "rss_warm_mib": _mib(result.rss_warm), "rss_max_after_warm_mib": _mib(rss_max),
+        "rss_idle_end_over_warm": _idle_growth(result),
         "rss_final_mib": _mib(result.rss_samples[-1] if result.rss_samples else None),
         "rss_max_over_warm": (round(rss_max / result.rss_warm, 4)
                               if rss_max and result.rss_warm else None),
         **_rss_trend(result),
     }
+
+
+def _idle_growth(result: SoakResult) -> float | None:
+    """Idle RSS at the end over idle RSS after warm-up, both without the prefix cache's
+    bytes (it fills up to its budget by design and is reported on its own)."""
+    if not (result.rss_final and result.rss_warm and len(result.cache_idle) == 2):
+        return None
+    warm, end = (rss - cache for rss, cache in zip((result.rss_warm, result.rss_final),
+                                                   result.cache_idle))
+    return round(end / warm, 4)
 
 
 def _rss_trend(result: SoakResult) -> dict:
@@ -359,8 +383,8 @@ def main() -> int:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(summary, f, indent=2)
-    rss_flat = summary["rss_max_over_warm"] is None or summary["rss_max_over_warm"] <= (
-        RSS_TOLERANCE)
+    growth = summary["rss_idle_end_over_warm"]
+    rss_flat = growth is None or growth <= RSS_TOLERANCE
     return 0 if summary["responses_5xx"] == 0 and not summary["problem_count"] and rss_flat else 1
 
 
