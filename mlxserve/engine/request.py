@@ -146,6 +146,9 @@ class GenerateRequest:
     # Store this request's prompt in the prefix cache pinned (never evicted): warm prompts.
     pin_prefix: bool = False
     speculative: bool = True  # False: never speculate for this request (the API's opt-out)
+    # Token ids whose text never reaches the output (the tokenizer's special tokens that no
+    # parser of the server reads, as vLLM's skip_special_tokens); they still count as tokens.
+    hidden_token_ids: frozenset[int] = frozenset()
 
     def validate(self, vocab_size: int | None = None, max_model_len: int | None = None) -> None:
         if not self.prompt_tokens:

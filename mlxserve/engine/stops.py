@@ -64,6 +64,7 @@ class OutputStream:
         stop = request.stop
         eos = set() if stop.ignore_eos else set(eos_token_ids)
         self.stop_ids = set(stop.stop_token_ids) | eos
+        self.hidden = request.hidden_token_ids
         self.stop_strings = tuple(stop.stop)
         self.max_tokens = stop.max_tokens
         self.max_total = max_model_len
@@ -71,17 +72,24 @@ class OutputStream:
         self.held = ""  # detokenized text not sent yet
         self.text_len = 0  # characters detokenized so far (sent + held)
         self.sent_len = 0  # characters sent so far (a prefix of the detokenized text)
-        self.token_starts: list[int] = []  # where each not yet covered token's text starts
+        # Per not yet covered token, ascending: 2 x where its text starts (covered once text
+        # past that start is sent); a hidden token, which has no text, 2 x that - 1 (covered
+        # once everything before it is sent), never below the token before it.
+        self.token_starts: list[int] = []
 
     def add_token(self, token: int) -> StepText:
         """Account for one output token; returns the text to send and the finish, if any."""
         self.num_tokens += 1
         if token in self.stop_ids:
             return self._covering(StepText(self._flush_final(), FINISH_STOP, token))
-        self.token_starts.append(self.text_len)
-        detokenizer = self.detokenizer
-        detokenizer.add_token(token)
-        segment = detokenizer.last_segment
+        starts = self.token_starts
+        if token in self.hidden:  # a special token kept out of the text
+            starts.append(max(2 * self.text_len - 1, starts[-1] if starts else -1))
+            segment = ""
+        else:
+            starts.append(2 * self.text_len)
+            self.detokenizer.add_token(token)
+            segment = self.detokenizer.last_segment
         self.text_len += len(segment)
         if self.stop_strings:
             self.held += segment
@@ -103,7 +111,7 @@ class OutputStream:
         text was never sent are dropped."""
         self.sent_len += len(step.text)
         starts = self.token_starts  # ascending: one bisection finds the covered ones
-        covered = bisect_left(starts, self.sent_len) if starts else 0
+        covered = bisect_left(starts, 2 * self.sent_len) if starts else 0
         if covered:
             del starts[:covered]
         if step.finish_reason is not None:

@@ -38,6 +38,7 @@ class GenerationOptions:
     timeout: float | None = None  # seconds for the whole request; None: the server's
     specprefill: SpecPrefillOptions | None = None  # SpecPrefill fields; None: the server's
     speculative: bool = True  # False: this request never speculates (`"speculative": false`)
+    skip_special_tokens: bool = True  # False: the tokenizer's special tokens stay in the text
 
 
 @dataclass

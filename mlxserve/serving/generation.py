@@ -28,8 +28,8 @@ from mlxserve.serving.media import (MediaRef, MediaRequestOptions, arrange_for_m
 from mlxserve.serving.messages import normalize_messages
 from mlxserve.serving.params import (ContextLimits, check_n, choice_sampling, resolve_sampling,
                                      resolve_stop)
-from mlxserve.serving.parser_setup import (ParserSettings, ToolSetup, make_output_parser,
-                                           plan_tools, reasoning_end_tag)
+from mlxserve.serving.parser_setup import (ParserSettings, ToolSetup, hidden_special_ids,
+                                           make_output_parser, plan_tools, reasoning_end_tag)
 from mlxserve.serving.thinking_budget import BudgetedStream, ThinkingBudget
 from mlxserve.serving.structured_setup import (GrammarCompiler, check_one_source,
                                                forced_tool_call)
@@ -84,6 +84,7 @@ class GenerationService:
         self._observer = observer  # told each choice's tokens and end (metrics)
         self._running: set[str] = set()  # ids of the engine requests being streamed
         self._grammars: GrammarCompiler | None = None  # made on the first structured request
+        self._hidden: frozenset[int] | None = None  # special tokens kept out of the text
 
     @property
     def tokenizer(self) -> Any:
@@ -91,6 +92,11 @@ class GenerationService:
 
     def _vocab_size(self) -> int | None:
         return self._engine.model.capabilities.vocab_size or None
+
+    def _hidden_ids(self) -> frozenset[int]:
+        if self._hidden is None:
+            self._hidden = hidden_special_ids(self.tokenizer, self.settings.parsers)
+        return self._hidden
 
     def _compiler(self) -> GrammarCompiler:
         if self._grammars is None:
@@ -125,7 +131,9 @@ class GenerationService:
                                   prompt_logprobs=options.prompt_logprobs,
                                   specprefill=options.specprefill,
                                   speculative=options.speculative,
-                                  constraint=constraint.fork() if constraint else None)
+                                  constraint=constraint.fork() if constraint else None,
+                                  hidden_token_ids=self._hidden_ids()
+                                  if options.skip_special_tokens else frozenset())
             check = getattr(self._engine, "check", None)
             if check is not None:
                 check(req)  # the engine's own validation, scheduler limits included

@@ -141,6 +141,33 @@ def make_output_parser(settings: ParserSettings, tool_setup: ToolSetup | None,
     return _parsers_module("pipeline").OutputParser(reasoning, tool_parser, max_calls)
 
 
+_PROBE_TOOLS = [{"type": "function", "function": {"name": "probe", "parameters": {}}}]
+
+
+def hidden_special_ids(tokenizer: Any, settings: ParserSettings) -> frozenset[int]:
+    """The tokenizer's special tokens to keep out of the output text (vLLM's default
+    ``skip_special_tokens``: a stray ``<|im_start|>`` is not content), less those the
+    server's parsers read as markup (harmony's ``<|channel|>``, DeepSeek's tool markers,
+    ``<|python_tag|>``...): a token stays when, fed alone to a fresh parser, it is not
+    passed through as content or reasoning."""
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    special = {int(i): str(getattr(t, "content", t)) for i, t in added.items()
+               if getattr(t, "special", False)}
+    return frozenset(i for i, text in special.items() if not _parsed_as_markup(text, settings))
+
+
+def _parsed_as_markup(text: str, settings: ParserSettings) -> bool:
+    tools = _PROBE_TOOLS if settings.tool_call_parser else None
+    for opens in (False, True):
+        parser = make_output_parser(settings, ToolSetup(tools, tools), opens)
+        if parser is None:
+            return False
+        delta = parser.feed(text)
+        if text not in (delta.content, delta.reasoning):
+            return True
+    return False
+
+
 def reasoning_end_tag(settings: ParserSettings) -> str | None:
     """The tag that closes reasoning for the server's reasoning parser, when it has one."""
     if settings.reasoning_parser is None:

@@ -35,6 +35,7 @@ class SamplingFields(StructuredFields):
     stop: str | list[str] | None = None
     stop_token_ids: list[int] | None = None
     ignore_eos: bool | None = False
+    skip_special_tokens: bool | None = True  # vLLM's: special tokens out of the text
     n: int | None = 1
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -89,6 +90,7 @@ class SamplingFields(StructuredFields):
             prompt_logprobs=self.checked_prompt_logprobs(), timeout=self.timeout,
             specprefill=self._specprefill(),
             speculative=self.speculative is not False,
+            skip_special_tokens=self.skip_special_tokens is not False,
         )
 
     def _specprefill(self) -> SpecPrefillOptions | None:
