@@ -21,6 +21,7 @@ forward (cache/packed_runs.py), and longer runs one forward each.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +34,12 @@ from mlxserve.cache.packed_runs import PackedLayer, PackedRuns, packable
 from mlxserve.engine.model_step import forward
 from mlxserve.engine.row import Row
 from mlxserve.engine.scheduler import PrefillChunk
-from mlxserve.models.token_positions import TokenPositions, allow_token_positions
+from mlxserve.models.token_positions import (TokenPositions, allow_token_positions,
+                                             forbid_token_positions)
 from mlxserve.spec.specprefill.scoring import DraftScorer
 from mlxserve.spec.specprefill.select import Selection, contiguous_runs, kept_positions
+
+log = logging.getLogger(__name__)
 
 PACK_RUN_CHUNKS = 4  # runs of at most this many chunks share packed forwards
 
@@ -75,8 +79,9 @@ def prefill_kept(model: Any, prototype: list, row: Row, chunk: PrefillChunk
         sparse.batch.append(rid, row.cache, sparse.start, None)
     first = chunk.start - sparse.start
     kept = sparse.kept[first:first + chunk.length]
-    if _one_row_path(model, sparse.batch):
-        logits = _forward_positions(model, sparse.batch, rid, row.prompt, kept)
+    logits = (_forward_positions(model, sparse.batch, rid, row.prompt, kept)
+              if _one_row_path(model, sparse.batch) else None)
+    if logits is not None:
         if not chunk.is_last:
             mx.async_eval([c.state for c in sparse.batch.layers])
             return None
@@ -125,10 +130,16 @@ class _PositionedLayer:
 def _forward_positions(model: Any, batch: BatchCache, rid: str, prompt: mx.array,
                        positions: np.ndarray) -> mx.array:
     """The kept tokens at ``positions`` (ascending) in one forward; the row then continues
-    after the last of them."""
+    after the last of them. None when the model cannot take per-token positions."""
     at = TokenPositions(mx.array(positions, dtype=mx.int32))
     layers = [_PositionedLayer(layer, at) for layer in batch.layers]
-    logits = forward(model, prompt[at.positions][None], layers)
+    try:
+        logits = forward(model, prompt[at.positions][None], layers)
+    except Exception:  # a model that does more with cache.offset than RoPE: packed runs
+        log.warning("per-token positions failed on this model; packed runs from now on",
+                    exc_info=True)
+        forbid_token_positions(model)
+        return None  # nothing was advanced: the packed runs write the same columns
     batch.advance(len(positions))
     batch.set_delta(rid, int(positions[-1]) + 1 - batch.length(rid))
     return logits

@@ -50,3 +50,8 @@ def allow_token_positions(model: Any) -> bool:
                 wrapped += 1
         object.__setattr__(model, "_mlxserve_token_positions", wrapped > 0)
     return model._mlxserve_token_positions
+
+
+def forbid_token_positions(model: Any) -> None:
+    """After a failed forward: this model uses ``cache.offset`` beyond its rope."""
+    object.__setattr__(model, "_mlxserve_token_positions", False)
