@@ -195,9 +195,12 @@ async def load_levels(args, model_id: str) -> list[dict]:
         await closed_loop(http, args, model_id, max(args.clients), 10 ** 7, 1)  # warm-up
         rows = []
         for level, clients in enumerate(args.clients):
-            run = open_loop if args.arrival == "poisson" else closed_loop
             start = time.perf_counter()
-            results = await run(http, args, model_id, clients, (level + 1) * 10 ** 6)
+            if args.arrival == "poisson":
+                results = await open_loop(http, args, model_id, clients, (level + 1) * 10 ** 6)
+            else:  # one client: at least 3 requests, so one first-use stall is not the median
+                results = await closed_loop(http, args, model_id, clients, (level + 1) * 10 ** 6,
+                                            max(args.requests_per_client, 3 if clients == 1 else 1))
             rows.append(summarize(clients, results, time.perf_counter() - start))
             print(f"  {clients:>4} clients: {fmt_row(rows[-1])}", file=sys.stderr)
         return rows
