@@ -37,6 +37,7 @@ import random
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -324,7 +325,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--merge", nargs="*", default=None, help="JSON files: print one table")
     args = ap.parse_args(argv)
     args.extra = {"mlxserve": shlex.split(args.mlxserve_args)}
-    args.log_dir = Path(args.out).parent if args.out else Path(".")
+    args.log_dir = Path(args.out).parent if args.out else Path(tempfile.gettempdir())
     return args
 
 
