@@ -421,6 +421,7 @@ class EngineCore:
             **(self.speculation.stats() if self.speculation is not None else {}),
             **mlx_memory())
 
+
 def _scored_stop(state: RequestState, step) -> int:
     """1 when a scoring request (one asking for prompt logprobs) ends on a token stop: its
     logprobs then keep that token too, one entry per generated token as vLLM gives (lm-eval

@@ -81,21 +81,26 @@ def prefill_kept(model: Any, prototype: list, row: Row, chunk: PrefillChunk
     kept = sparse.kept[first:first + chunk.length]
     logits = (_forward_positions(model, sparse.batch, rid, row.prompt, kept)
               if _one_row_path(model, sparse.batch) else None)
-    if logits is not None:
-        if not chunk.is_last:
-            mx.async_eval([c.state for c in sparse.batch.layers])
-            return None
-        return logits[:, -1, :]
-    runs = contiguous_runs(kept)
+    if logits is None:
+        logits = _prefill_runs(model, sparse, rid, row.prompt, kept, chunk.is_last)
     if not chunk.is_last:
-        _forward_runs(model, sparse.batch, rid, row.prompt, runs, sparse.width)
         mx.async_eval([c.state for c in sparse.batch.layers])
+        return None
+    return logits[:, -1, :]
+
+
+def _prefill_runs(model: Any, sparse: SparseRow, rid: str, prompt: mx.array,
+                  kept: np.ndarray, is_last: bool) -> mx.array | None:
+    """The kept tokens as runs; at the prompt's end its last token runs alone for the
+    logits (returned; None before the end)."""
+    runs = contiguous_runs(kept)
+    if not is_last:
+        _forward_runs(model, sparse.batch, rid, prompt, runs, sparse.width)
         return None
     last, count = runs[-1]
     runs = runs[:-1] + ([(last, count - 1)] if count > 1 else [])
-    _forward_runs(model, sparse.batch, rid, row.prompt, runs, sparse.width)
-    logits = _forward_run(model, sparse.batch, rid, row.prompt, last + count - 1, 1)
-    return logits[:, -1, :]
+    _forward_runs(model, sparse.batch, rid, prompt, runs, sparse.width)
+    return _forward_run(model, sparse.batch, rid, prompt, last + count - 1, 1)
 
 
 def _one_row_path(model: Any, batch: BatchCache) -> bool:
