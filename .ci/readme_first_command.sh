@@ -2,8 +2,8 @@
 # The README's first command, run the way a newcomer runs it: a fresh clone of the commit
 # this checkout is at (committed files only) in a temporary folder, `scripts/serve.sh` there
 # (its own .venv; pip's cache makes the install fast), then the README's curl example,
-# which must answer "Paris". Bounded in time; the server and the folder go away even on
-# failure.   Usage: .ci/readme_first_command.sh [timeout-seconds, default 1800]
+# which must answer "Paris". Bounded in time; the server and the folder (the converted
+# model's cache included: CI's disk is shared) go away even on failure.   Usage: .ci/readme_first_command.sh [timeout-seconds, default 1800]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 limit=${1:-1800}
@@ -34,7 +34,7 @@ example=$(sed -n '/^Try it/,/^```$/p' "$work/mlxserve/README.md" | sed '1,/^```b
 example=${example//127.0.0.1:8000/127.0.0.1:$port}
 
 deadline=$((SECONDS + limit))
-(cd "$work/mlxserve" && unset MLXSERVE_VENV VIRTUAL_ENV &&
+(cd "$work/mlxserve" && unset MLXSERVE_VENV VIRTUAL_ENV && export MLXSERVE_CACHE="$work/cache" &&
   exec setsid scripts/serve.sh --port "$port") >"$work/serve.log" 2>&1 &
 server=$!
 echo "newcomer check: scripts/serve.sh --port $port (log in $work/serve.log)" >&2

@@ -1,4 +1,4 @@
-"""Model-loading tests write converted models into a temporary cache, never ~/.cache."""
+"""Model-loading tests use the session's one model cache (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 
 @pytest.fixture(scope="session")
-def session_cache(tmp_path_factory):
-    """A fresh cache per session (as on CI); MLXSERVE_TEST_CACHE reuses one across runs."""
-    return os.environ.get("MLXSERVE_TEST_CACHE") or str(tmp_path_factory.mktemp("mlxserve-cache"))
+def session_cache():
+    return os.environ["MLXSERVE_CACHE"]
 
 
 @pytest.fixture(autouse=True)
