@@ -7,7 +7,8 @@ sampled process runs at full speed; py-spy is not on the GPU machine).
 
 Runs the script (or ``-m module``) in this process; after ``--start`` seconds a sampler
 thread reads the stacks of the threads named ``--thread`` (all threads: ``--thread ''``)
-every ``--interval`` seconds for ``--seconds``, then writes the share of samples per
+every ``--interval`` seconds for ``--seconds`` (rewriting ``--out`` every 5 s, so a
+process killed before the end keeps what was sampled), then writes the share of samples per
 innermost frame ("own") and per function anywhere on the stack ("inclusive"). A thread
 waiting in a C call (``mx.async_eval`` waiting for the device, ``select``) shows at that
 call: read it as "waiting there", not "computing there".
@@ -29,7 +30,11 @@ def sample(args) -> None:
     me, own, inclusive, total = threading.get_ident(), collections.Counter(), \
         collections.Counter(), 0
     end = time.monotonic() + args.seconds
+    written = time.monotonic()
     while time.monotonic() < end:
+        if time.monotonic() - written > 5:  # a killed process keeps what it sampled
+            write(args.out, total, own, inclusive, quiet=True)
+            written = time.monotonic()
         names = {t.ident: t.name for t in threading.enumerate()}
         for ident, frame in sys._current_frames().items():
             name = names.get(ident, str(ident))
@@ -44,15 +49,16 @@ def sample(args) -> None:
     write(args.out, total, own, inclusive)
 
 
-def write(path: str, total: int, own: collections.Counter, inclusive: collections.Counter
-          ) -> None:
+def write(path: str, total: int, own: collections.Counter, inclusive: collections.Counter,
+          quiet: bool = False) -> None:
     lines = [f"{total} samples", "# own"]
     lines += [f"{100 * c / max(total, 1):5.1f}% {k}" for k, c in own.most_common(50)]
     lines += ["", "# inclusive"]
     lines += [f"{100 * c / max(total, 1):5.1f}% {k}" for k, c in inclusive.most_common(80)]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
-    print(f"stack samples written to {path}", file=sys.stderr, flush=True)
+    if not quiet:
+        print(f"stack samples written to {path}", file=sys.stderr, flush=True)
 
 
 def main() -> None:
