@@ -15,7 +15,9 @@ speed: (1) TTFT of one prompt per --lengths, dense vs sparse (--keep); (2) --con
 prompts of --concurrent-len at once: time until all have their first token; (3) decode
 tokens/s of --decoders short requests running alone, then while one long prompt
 (--concurrent-len) is prefilled densely, then sparsely (its prefill chunks share every
-step with their decodes). Each number is the median of --repeats, after one warm-up.
+step with their decodes). Each number is the median of --repeats; every (length, path)
+is run once untimed first (the first prompt of a length pays MLX's first-use costs: 1.4 s
+of 1.75 at 8k on an H200 in the fifth session, so one warm-up at 2k was not enough).
 The device is MLX's default (CUDA on an NVIDIA machine, else CPU), or --device cpu.
 """
 
@@ -235,6 +237,7 @@ def _prompt(length: int, seed: int) -> list[int]:
 
 
 async def _median_ttft(engine, length: int, keep: float | None, repeats: int) -> dict:
+    await _timed(engine, _request(f"w{length}-{keep}", _prompt(length, 99), 1, keep))
     runs = [await _timed(engine, _request(f"t{length}-{keep}-{r}", _prompt(length, r), 1, keep))
             for r in range(repeats)]
     return dict(ttft_s=float(np.median([r["ttft_s"] for r in runs])),
@@ -296,6 +299,8 @@ async def speed(args) -> dict:
                                             sparse_prefilled=sparse["prefilled"])
             print(f"TTFT {length}: dense {dense['ttft_s']:.2f}s sparse {sparse['ttft_s']:.2f}s "
                   f"x{dense['ttft_s'] / sparse['ttft_s']:.2f}", flush=True)
+        for keep in (None, args.keep):  # warm-up: the burst's length and batch
+            await _burst(engine, args.concurrent, args.concurrent_len, keep)
         dense_b = await _burst(engine, args.concurrent, args.concurrent_len, None)
         sparse_b = await _burst(engine, args.concurrent, args.concurrent_len, args.keep)
         out["concurrent"] = dict(requests=args.concurrent, length=args.concurrent_len,
