@@ -13,7 +13,10 @@ server over HTTP (vllm-mlx): benchmarks/prefix_cache_servers.py.
    is cached), sends system + question a (cold: all of it is prefilled), then system +
    question b (a hit: only the question is prefilled). TTFT = submit -> first token, greedy,
    1 token. Cold and hit interleaved; the first pair is an untimed warm-up. Median, min,
-   max, and the ratio of the medians cold / hit.
+   max, and the ratio of the medians cold / hit. Beside them the floor: the question alone
+   (no system prefix, nothing cached), the engine's fixed cost of a request; hit - floor
+   is what reading the cached prefix costs. --siblings N sends N other questions on the
+   same prefix before each hit (a chat UI or agent: many entries share one system prompt).
 2. Chat: --turns turns, each resending the whole history (system + every user turn and
    the engine's own answers, --answer-tokens each, as token ids: the turn markers of a
    template are left out) plus a new user turn, to an engine with the cache on and one
@@ -91,20 +94,26 @@ async def timed(engine: AsyncEngine, rid: str, prompt: list[int], max_tokens: in
 
 
 async def shared_prefix(engine: AsyncEngine, prompts: Prompts, size: int,
-                        repeats: int) -> dict:
-    cold, hit, cached = [], [], []
+                        repeats: int, siblings: int = 0) -> dict:
+    cold, hit, floor, cached = [], [], [], []
     for r in range(repeats + 1):  # the first pair is a warm-up
         await engine.clear_prefix_cache()  # older systems would only hold memory
         system = prompts.system(size, tag=1000 * size + r)
         a, _, _ = await timed(engine, f"c{size}-{r}", system + prompts.text("why?", 8))
+        for k in range(siblings):
+            await timed(engine, f"s{size}-{r}-{k}", system + prompts.text(f"and {k}?", 8))
         b, n, _ = await timed(engine, f"h{size}-{r}", system + prompts.text("how so?", 8))
-        print(f"  {size} tokens, repeat {r}: cold {a:.4f} s, hit {b:.4f} s ({n} cached)",
-              file=sys.stderr, flush=True)
+        await engine.clear_prefix_cache()  # the floor's question must not hit itself
+        f, _, _ = await timed(engine, f"f{size}-{r}", prompts.text("how so?", 8))
+        print(f"  {size} tokens, repeat {r}: cold {a:.4f} s, hit {b:.4f} s ({n} cached), "
+              f"floor {f:.4f} s", file=sys.stderr, flush=True)
         if r:
             cold.append(a)
             hit.append(b)
+            floor.append(f)
             cached.append(n)
     return dict(system_tokens=size, cold_ttft_s=spread(cold), hit_ttft_s=spread(hit),
+                floor_ttft_s=spread(floor),
                 cold_over_hit=statistics.median(cold) / statistics.median(hit),
                 cached_tokens=cached)
 
@@ -176,7 +185,8 @@ async def run(args) -> dict:
                   cpu_count=os.cpu_count(), load_average_1m_start=os.getloadavg()[0])
     engine = await start(loaded, args, cache=True)
     try:
-        result["shared_prefix"] = [await shared_prefix(engine, prompts, size, args.repeats)
+        result["shared_prefix"] = [await shared_prefix(engine, prompts, size, args.repeats,
+                                                       args.siblings)
                                    for size in args.system_tokens]
         if args.turns:
             await engine.clear_prefix_cache()
@@ -204,6 +214,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--turns", type=int, default=10, help="chat turns (0: no chat)")
     ap.add_argument("--chat-system-tokens", type=int, default=512)
+    ap.add_argument("--siblings", type=int, default=0,
+                    help="other questions on the same system prefix sent (untimed) before "
+                         "each hit: the store then holds that many entries sharing it")
     ap.add_argument("--answer-tokens", type=int, default=32)
     ap.add_argument("--max-num-batched-tokens", type=int, default=None)
     ap.add_argument("--out", default=None)
@@ -217,7 +230,8 @@ def report(result: dict) -> None:
     for row in result["shared_prefix"]:
         print(f"{row['system_tokens']:>6} shared tokens: cold {row['cold_ttft_s']['median']:.4f}"
               f" s, hit {row['hit_ttft_s']['median']:.4f} s, cold/hit "
-              f"{row['cold_over_hit']:.1f}x", file=sys.stderr)
+              f"{row['cold_over_hit']:.1f}x, floor (question alone) "
+              f"{row['floor_ttft_s']['median']:.4f} s", file=sys.stderr)
     if "chat" in result:
         c = result["chat"]
         print(f"chat, {c['turns']} turns: prefilled {c['prefilled_tokens_total']}, "

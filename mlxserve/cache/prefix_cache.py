@@ -6,8 +6,10 @@ Index: hashed fixed-size blocks. Every entry registers the chained hash of each 
 full blocks (block ``i``'s key hashes blocks ``0..i``), so the entries under one key all
 share those first ``(i + 1) * BLOCK`` tokens. A lookup walks the query's block keys while
 some entry has them (one dict probe per block, no per-token nodes), then compares tokens
-one by one against those few candidates for the exact tail. Tokens are always compared,
-so a hash collision can only cost a probe, never a wrong hit.
+against the candidates only for the one block past the shared ones, and compares the
+winner's shared head once (a C tuple compare). Tokens are always compared, so a hash
+collision can only cost a probe, never a wrong hit, and a lookup costs the same whether
+one entry or hundreds share a long system prompt.
 
 An entry holds the KV of one whole sequence (a request's prompt and output); a hit on
 any prefix of it trims the payload (plain attention KV can be cut anywhere). A new entry
@@ -68,14 +70,18 @@ class PrefixCacheStats:
         return dict(self.__dict__)
 
 
-def block_keys(tokens, count: int | None = None) -> list[int]:
-    """Chained hashes of the first ``count`` (all when None) full blocks of ``tokens``."""
-    blocks = len(tokens) // BLOCK if count is None else count
-    keys, previous = [], 0
-    for i in range(blocks):
+def iter_block_keys(tokens):
+    """Chained hashes of the full blocks of ``tokens``, one at a time (a lookup stops at
+    the first block no entry holds)."""
+    previous = 0
+    for i in range(len(tokens) // BLOCK):
         previous = hash((previous, tuple(tokens[i * BLOCK:(i + 1) * BLOCK])))
-        keys.append(previous)
-    return keys
+        yield previous
+
+
+def block_keys(tokens) -> list[int]:
+    """Chained hashes of every full block of ``tokens``."""
+    return list(iter_block_keys(tokens))
 
 
 def common_prefix(a, b) -> int:
@@ -117,29 +123,63 @@ class PrefixCache:
         return PrefixMatch(entry, length)
 
     def _best(self, tokens: list[int], limit: int) -> tuple[int, int] | None:
-        candidates = self._candidates(tokens)
-        best = None
-        for entry_id in candidates:
+        """(entry id, hit length) of the longest match. The candidates share the first
+        ``shared`` tokens by their block keys, so only the next block's tokens rank them;
+        the winner's first ``shared`` tokens are then compared (in C) before it is
+        trusted, so a hash collision only moves on to the next candidate. Cost: one
+        block per candidate plus one prompt-length compare, however many entries share a
+        long system prompt."""
+        shared, ids, _ = self._shared(tokens)
+        tail = tuple(tokens[shared:shared + BLOCK])
+        ranked = sorted((-shared - common_prefix(self._entries[i].tokens[shared:shared + BLOCK],
+                                                  tail), i) for i in ids)  # ties: oldest
+        head = None
+        for negative, entry_id in ranked:
+            full = -negative
             held = self._entries[entry_id].tokens
-            length = min(limit, common_prefix(held, tokens))
+            length = min(limit, full)
+            if length <= 0:
+                break
             if self.exact and length < len(held):
                 continue
-            if length > 0 and (best is None or length > best[1]):
-                best = (entry_id, length)
-        return best
+            head = tuple(tokens[:shared]) if head is None else head
+            if held[:shared] == head:
+                return entry_id, length
+        return None
 
-    def _candidates(self, tokens: list[int]) -> set[int]:
-        """Entries sharing the most full blocks with ``tokens`` (all entries when none
-        shares one: the shared part is then shorter than a block, a token-wise check)."""
-        found: set[int] | None = None
-        for key in block_keys(tokens):
+    def _shared(self, tokens, keys: list[int] | None = None
+                ) -> tuple[int, list[int], bool]:
+        """(shared, ids, whole): the entries holding the most of ``tokens``' full blocks
+        (by block key), how many tokens those blocks cover, and whether they are all of
+        ``tokens``' full blocks. No entry holding its first block: the entries with the
+        same first token (the shared part is then shorter than a block)."""
+        found, blocks = None, 0
+        for key in (iter_block_keys(tokens) if keys is None else keys):
             ids = self._index.get(key)
             if not ids:
                 break
-            found = ids
+            found, blocks = ids, blocks + 1
+        whole = blocks == len(tokens) // BLOCK
         if found is None:
-            return {i for i, e in self._entries.items() if e.tokens[:1] == tuple(tokens[:1])}
-        return set(found)
+            first = tuple(tokens[:1])
+            return 0, [i for i, e in self._entries.items() if e.tokens[:1] == first], whole
+        return blocks * BLOCK, list(found), whole
+
+    def _starting_with(self, tokens: tuple[int, ...], keys: list[int],
+                       same_length: bool = False):
+        """Entries whose tokens begin with all of ``tokens`` (``same_length``: are exactly
+        ``tokens``), one at a time: the short tail is compared first, the head only for
+        an entry that passed it."""
+        shared, ids, whole = self._shared(tokens, keys)
+        if not whole:  # a full block of ``tokens`` is in no entry
+            return
+        tail, head = tokens[shared:], tokens[:shared]
+        for entry_id in ids:
+            held = self._entries[entry_id].tokens
+            if same_length and len(held) != len(tokens):
+                continue
+            if held[shared:len(tokens)] == tail and held[:shared] == head:
+                yield entry_id
 
     def release(self, match: PrefixMatch) -> None:
         match.entry.locks = max(0, match.entry.locks - 1)
@@ -151,17 +191,18 @@ class PrefixCache:
         tokens = tuple(tokens)
         if not tokens or nbytes > self.budget_bytes:
             return False
-        if pin and self._pin_existing(tokens, pin):
+        keys = block_keys(tokens)
+        if pin and self._pin_existing(tokens, keys, pin):
             return True
-        if not pin and not self.exact and self._covered(tokens):
+        if not pin and not self.exact and self._covered(tokens, keys):
             return False
-        if self.exact and self._pin_existing(tokens, pin):
+        if self.exact and self._pin_existing(tokens, keys, pin):
             return False
-        for entry_id in self._extended_by(tokens):
+        for entry_id in self._extended_by(tokens, keys):
             self._remove(entry_id)
         if not self._make_room(nbytes):
             return False
-        entry = PrefixEntry(tokens, payload, nbytes, keys=block_keys(tokens), pinned=pin)
+        entry = PrefixEntry(tokens, payload, nbytes, keys=keys, pinned=pin)
         entry_id, self._next_id = self._next_id, self._next_id + 1
         self._entries[entry_id] = entry
         for key in entry.keys:
@@ -169,29 +210,35 @@ class PrefixCache:
         self.bytes += nbytes
         return True
 
-    def _covered(self, tokens: tuple[int, ...]) -> bool:
-        for entry_id in self._candidates(list(tokens)):
-            entry = self._entries[entry_id]
-            if entry.tokens[:len(tokens)] == tokens:
-                self._entries.move_to_end(entry_id)
-                return True
-        return False
+    def _covered(self, tokens: tuple[int, ...], keys: list[int]) -> bool:
+        entry_id = next(self._starting_with(tokens, keys), None)
+        if entry_id is None:
+            return False
+        self._entries.move_to_end(entry_id)
+        return True
 
-    def _pin_existing(self, tokens: tuple[int, ...], pin: bool) -> bool:
+    def _pin_existing(self, tokens: tuple[int, ...], keys: list[int], pin: bool) -> bool:
         """Whether an entry holds exactly ``tokens`` (then pinned when ``pin``)."""
-        for entry_id in self._candidates(list(tokens)):
-            entry = self._entries[entry_id]
-            if entry.tokens == tokens:
-                entry.pinned = entry.pinned or pin
-                self._entries.move_to_end(entry_id)
-                return True
-        return False
+        entry_id = next(self._starting_with(tokens, keys, same_length=True), None)
+        if entry_id is None:
+            return False
+        entry = self._entries[entry_id]
+        entry.pinned = entry.pinned or pin
+        self._entries.move_to_end(entry_id)
+        return True
 
-    def _extended_by(self, tokens: tuple[int, ...]) -> list[int]:
-        """Evictable entries that are a prefix of ``tokens`` (the new entry covers them)."""
-        return [i for i in self._candidates(list(tokens))
-                if not self._entries[i].kept
-                and tokens[:len(self._entries[i].tokens)] == self._entries[i].tokens]
+    def _extended_by(self, tokens: tuple[int, ...], keys: list[int]) -> list[int]:
+        """Evictable entries that are a prefix of ``tokens`` (the new entry covers them).
+        Such an entry ends within a block of the shared blocks (a longer one would hold
+        the next block too), so only that short tail is compared, then the head."""
+        shared, ids, _ = self._shared(tokens, keys)
+        head = tokens[:shared]
+        return [i for i in ids if not self._entries[i].kept
+                and len(self._entries[i].tokens) - shared < BLOCK
+                and len(self._entries[i].tokens) <= len(tokens)
+                and tokens[shared:len(self._entries[i].tokens)]
+                == self._entries[i].tokens[shared:]
+                and self._entries[i].tokens[:shared] == head]
 
     def _make_room(self, nbytes: int) -> bool:
         """Evict unlocked entries, least recently used first, until ``nbytes`` fit (none

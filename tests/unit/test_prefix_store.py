@@ -121,3 +121,40 @@ def test_exact_mode_hits_whole_entries_only():
     assert store.insert(turn[:BLOCK], "PROMPT", 10)  # a shorter snapshot is its own entry
     assert store.lookup(turn[:BLOCK] + [999], 100).entry.payload == "PROMPT"
     assert not store.insert(turn, "AGAIN", 10)  # the same tokens: kept once
+
+
+def test_colliding_block_keys_never_give_a_wrong_hit(monkeypatch):
+    """Every block hashes alike (a worst-case collision): the index then offers entries
+    that share no tokens, and the token compares still give only true prefixes."""
+    import mlxserve.cache.prefix_cache as store_module
+
+    def colliding(tokens):
+        for i in range(len(tokens) // BLOCK):
+            yield i  # depends on the block's position only
+
+    monkeypatch.setattr(store_module, "iter_block_keys", colliding)
+    store = PrefixCache(10_000)
+    a, b = _seq(0, 3 * BLOCK), _seq(700, 3 * BLOCK)
+    store.insert(a, "A", 10)
+    assert store.insert(b, "B", 10)  # not "covered" by A, though its keys collide
+    match = store.lookup(b[:2 * BLOCK + 4] + [999], 100)
+    assert (match.entry.payload, match.length) == ("B", 2 * BLOCK + 4)
+    assert store.lookup(_seq(300, 2 * BLOCK), 100) is None
+    assert store.insert(a + [5], "A2", 10)  # replaces A (a true prefix), never B
+    assert sorted(e.payload for e in store._entries.values()) == ["A2", "B"]
+
+
+def test_many_entries_under_one_long_prefix_find_their_own_tail():
+    """Hundreds of requests after one system prompt: each lookup finds the entry with its
+    own question, and a next turn replaces only its own entry."""
+    store = PrefixCache(10**9)
+    system = _seq(0, 40 * BLOCK + 3)
+    for q in range(300):
+        store.insert(system + [10_000 + q, q, q + 1], f"q{q}", 10)
+    for q in (0, 151, 299):
+        match = store.lookup(system + [10_000 + q, q, 77], 10**6)
+        assert (match.entry.payload, match.length) == (f"q{q}", len(system) + 2)
+    store.insert(system + [10_000 + 7, 7, 8, 42], "q7 next turn", 10)
+    payloads = {e.payload for e in store._entries.values()}
+    assert "q7" not in payloads and {"q7 next turn", "q6", "q8"} <= payloads
+    assert len(payloads) == 300
