@@ -20,7 +20,10 @@ accepted / verified drafts) and whether both runs gave the same tokens.
 heads accept ~nothing, so this measures overhead: at each batch size, aggregate decode
 tokens/s of plain decode, of MTP forced on every step (``adaptive: false``: the cost of a
 verify step against a plain step is plain / forced), and of MTP with the engine's back-off
-(adaptive: must stay within 2% of plain).
+(adaptive: must stay within 2% of plain). The back-off learns per batch size (it probes
+after pauses that double up to 512 steps); --settle N runs the adaptive engine for N
+tokens at each batch size before the timed runs, as a server that has been up a while
+(0: the timed runs include the learning, as a fresh server's first requests do).
 
 --method ngram: an "edit this file" workload (the answer repeats a file with one name
 changed, so prompt lookup finds most of it), greedy, EOS ignored up to --gen-len. Two
@@ -285,6 +288,9 @@ def run_mtp(args) -> dict:
                 rows = {}
                 for batch in args.batches:
                     await mtp_row(engines, batch, warm, vocab, 0)  # compile this shape
+                    if args.settle:  # the back-off learns this batch size, untimed
+                        await timed_requests(engines["adaptive"], make_prompts(
+                            batch, args.prompt_len, vocab, seed=7), args.settle, "settle")
                     runs = [await mtp_row(engines, batch, args, vocab, r)
                             for r in range(args.repeats)]
                     rows[batch] = mtp_batch_summary(runs)
@@ -295,7 +301,8 @@ def run_mtp(args) -> dict:
 
         rows = asyncio.run(main())
     return dict(method="mtp", device=device_name(), shape=args.shape, dtype=dtype, k=args.k,
-                gen_len=args.gen_len, prompt_len=args.prompt_len, batches=rows)
+                gen_len=args.gen_len, prompt_len=args.prompt_len, settle=args.settle,
+                batches=rows)
 
 
 def mtp_batch_summary(runs: list[dict]) -> dict:
@@ -440,6 +447,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     mtp.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32],
                      help="(also --method ngram)")
     mtp.add_argument("--prompt-len", type=int, default=64)
+    mtp.add_argument("--settle", type=int, default=0,
+                     help="untimed tokens of the adaptive engine per batch size first")
     ngram = p.add_argument_group("--method ngram")
     ngram.add_argument("--model", default="smollm2-135m", help="the target")
     return p.parse_args(argv)
