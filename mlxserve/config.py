@@ -106,6 +106,10 @@ class ServerConfig:
     max_n: int = 8  # bound on the `n` field
     max_tokens_cap: int | None = None  # None: the context length
     default_chat_template_kwargs: dict = field(default_factory=dict)
+    # sampling for fields a request leaves out: "auto" the model's generation_config.json
+    # (when it sets do_sample), "vllm" none; the override's fields win over both
+    generation_config: str = "auto"
+    override_generation_config: dict = field(default_factory=dict)
     reasoning_parser: str | None = None  # a registered name, "auto" or None
     tool_call_parser: str | None = None  # a registered name, "auto" or None
     enable_auto_tool_choice: bool = False

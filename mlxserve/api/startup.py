@@ -63,8 +63,21 @@ def build_service(engine: Any, config: ServerConfig, observer: Any = None
                                    config.default_chat_template_kwargs),
                                parsers=parsers, media=config.media or MediaConfig(),
                                request_limits=config.request_limits or RequestLimits(),
-                               request_timeout_s=config.request_timeout_s)
+                               request_timeout_s=config.request_timeout_s,
+                               sampling_defaults=_sampling_defaults(engine, config))
     return GenerationService(engine, settings, observer)
+
+
+def _sampling_defaults(engine: Any, config: ServerConfig) -> dict:
+    from mlxserve.models.generation_defaults import server_sampling_defaults
+
+    folder = getattr(engine.model, "path", None)
+    defaults = server_sampling_defaults(folder if isinstance(folder, str) else None,
+                                        config.generation_config,
+                                        config.override_generation_config)
+    if defaults:
+        log.info("sampling for fields a request leaves out: %s", defaults)
+    return defaults
 
 
 async def start_serving(state: ApiState, observer: ServerMetrics | None = None) -> None:

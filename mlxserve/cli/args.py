@@ -88,6 +88,13 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=defaults.port)
     parser.add_argument("--served-model-name", nargs="+", default=[], metavar="NAME")
     parser.add_argument("--default-chat-template-kwargs", default=None, metavar="JSON")
+    parser.add_argument("--generation-config", choices=["auto", "vllm"], default="auto",
+                        help="auto: a request's omitted sampling fields take the model's "
+                             "generation_config.json values (when it sets do_sample); "
+                             "vllm: the API defaults (temperature 1)")
+    parser.add_argument("--override-generation-config", default=None, metavar="JSON",
+                        help='defaults for omitted sampling fields, over the model\'s, e.g. '
+                             '\'{"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.1}\'')
     parser.add_argument("--reasoning-parser", default=None, metavar="NAME|auto")
     parser.add_argument("--tool-call-parser", default=None, metavar="NAME|auto")
     parser.add_argument("--enable-auto-tool-choice", action="store_true")
@@ -195,6 +202,8 @@ def serve_configs(args: argparse.Namespace) -> ServeConfigs:
         api_keys=tuple(args.api_key), max_request_bytes=args.max_request_bytes,
         default_chat_template_kwargs=_json_object(args.default_chat_template_kwargs,
                                                   "--default-chat-template-kwargs"),
+        generation_config=args.generation_config,
+        override_generation_config=_override_generation(args.override_generation_config),
         reasoning_parser=args.reasoning_parser, tool_call_parser=args.tool_call_parser,
         enable_auto_tool_choice=args.enable_auto_tool_choice, log_level=args.log_level,
         accept_vendor_model_names=args.accept_vendor_model_names,
@@ -202,6 +211,22 @@ def serve_configs(args: argparse.Namespace) -> ServeConfigs:
         **production,
     )
     return ServeConfigs(model, engine, server)
+
+
+def _override_generation(text: str | None) -> dict:
+    from mlxserve.models.generation_defaults import checked_override
+
+    from mlxserve.errors import InvalidRequest
+    from mlxserve.serving.chat_input import GenerationOptions
+    from mlxserve.serving.params import resolve_sampling
+
+    values = _json_object(text, "--override-generation-config")
+    try:
+        checked = checked_override(values)
+        resolve_sampling(GenerationOptions(), checked)  # the ranges a request would meet
+        return checked
+    except (ValueError, InvalidRequest) as e:
+        raise CliError(f"--override-generation-config: {getattr(e, 'message', e)}") from None
 
 
 def _warm_prompts(path: str | None) -> tuple:

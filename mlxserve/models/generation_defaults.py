@@ -2,7 +2,11 @@
 
 Hugging Face semantics: the file's temperature/top_p/top_k/min_p apply only when it sets
 ``do_sample: true``; otherwise (or without the file) decoding is greedy, as
-``mlx_lm.generate`` does. Pure Python: no MLX import.
+``mlx_lm.generate`` does (``sampling_defaults``, for ``mlxserve generate``). The server
+(``server_sampling_defaults``) takes the same fields, and repetition_penalty, as the
+values of fields a request leaves out, as vLLM's ``--generation-config auto`` does; a file
+without ``do_sample: true`` suggests nothing there, and the API's own defaults stay.
+Pure Python: no MLX import.
 """
 
 from __future__ import annotations
@@ -40,3 +44,34 @@ def sampling_defaults(folder: str) -> SamplingDefaults:
         min_p=_number(config.get("min_p"), float),
         source="generation_config.json",
     )
+
+
+SERVER_FIELDS = {"temperature": float, "top_p": float, "top_k": int, "min_p": float,
+                 "repetition_penalty": float, "presence_penalty": float,
+                 "frequency_penalty": float}
+
+
+def server_sampling_defaults(folder: str | None, source: str = "auto",
+                             override: dict | None = None) -> dict:
+    """Field -> value for a request that leaves the field out: the folder's suggestion
+    (``source`` "auto"; "vllm": none, as vLLM names it) under ``override``'s values."""
+    found: dict = {}
+    config = read_json(os.path.join(folder, "generation_config.json")) if folder else None
+    if source == "auto" and isinstance(config, dict) and config.get("do_sample") is True:
+        found = {k: _number(config.get(k), kind) for k, kind in SERVER_FIELDS.items()}
+        found = {k: v for k, v in found.items() if v is not None}
+    return {**found, **checked_override(override or {})}
+
+
+def checked_override(values: dict) -> dict:
+    """``--override-generation-config``'s fields as numbers (ValueError: a bad one)."""
+    out = {}
+    for key, value in values.items():
+        kind = SERVER_FIELDS.get(key)
+        if kind is None:
+            raise ValueError(f"unknown field '{key}' (known: {', '.join(SERVER_FIELDS)})")
+        number = _number(value, float)
+        if number is None or (kind is int and number != int(number)):
+            raise ValueError(f"'{key}' must be a{'n integer' if kind is int else ' number'}")
+        out[key] = kind(number)
+    return out

@@ -48,6 +48,7 @@ class ServingSettings:
     media: MediaConfig = field(default_factory=MediaConfig)  # limits for image/video parts
     request_limits: RequestLimits = field(default_factory=RequestLimits)
     request_timeout_s: float | None = None  # deadline of every request (None: none)
+    sampling_defaults: dict[str, Any] = field(default_factory=dict)  # for omitted fields
 
 
 @dataclass
@@ -122,7 +123,7 @@ class GenerationService:
     def _requests(self, base_id: str, first_index: int, n: int, prompt: list[int],
                   options: GenerationOptions, multimodal: MultimodalInputs | None = None,
                   constraint: GrammarConstraint | None = None) -> list[GenerateRequest]:
-        sampling = resolve_sampling(options)
+        sampling = resolve_sampling(options, self.settings.sampling_defaults)
         stop = resolve_stop(options, len(prompt), self.settings.limits)
         requests = []
         for i in range(n):

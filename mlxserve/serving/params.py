@@ -21,15 +21,23 @@ def _or(value, default):
     return default if value is None else value
 
 
-def resolve_sampling(options: GenerationOptions) -> SamplingParams:
+API_DEFAULTS = dict(temperature=DEFAULT_TEMPERATURE, top_p=1.0, top_k=0, min_p=0.0,
+                    repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0)
+
+
+def resolve_sampling(options: GenerationOptions, defaults: dict | None = None
+                     ) -> SamplingParams:
+    """A request's sampling: its own fields, else ``defaults`` (the server's: the model's
+    generation_config.json and --override-generation-config), else the API's."""
+    base = {**API_DEFAULTS, **(defaults or {})}
     params = SamplingParams(
-        temperature=_or(options.temperature, DEFAULT_TEMPERATURE),
-        top_p=_or(options.top_p, 1.0),
-        top_k=_or(options.top_k, 0),
-        min_p=_or(options.min_p, 0.0),
-        repetition_penalty=_or(options.repetition_penalty, 1.0),
-        presence_penalty=_or(options.presence_penalty, 0.0),
-        frequency_penalty=_or(options.frequency_penalty, 0.0),
+        temperature=_or(options.temperature, base["temperature"]),
+        top_p=_or(options.top_p, base["top_p"]),
+        top_k=_or(options.top_k, base["top_k"]),
+        min_p=_or(options.min_p, base["min_p"]),
+        repetition_penalty=_or(options.repetition_penalty, base["repetition_penalty"]),
+        presence_penalty=_or(options.presence_penalty, base["presence_penalty"]),
+        frequency_penalty=_or(options.frequency_penalty, base["frequency_penalty"]),
         logit_bias=options.logit_bias or None,
         seed=options.seed,
         logprobs=options.logprobs,
