@@ -71,6 +71,13 @@ def default_client(default_server) -> openai.OpenAI:
                          max_retries=0, timeout=120)
 
 
+# The sampling Qwen suggests for its small instruct models (their hub folders'
+# generation_config.json; the GGUF files do not carry it): the agents send none, so without
+# it they would sample at the API's temperature 1.
+QWEN_CODER_SAMPLING = ('{"temperature": 0.7, "top_p": 0.8, "top_k": 20, '
+                       '"repetition_penalty": 1.1}')
+
+
 @pytest.fixture(scope="session")
 def qwen_agent_server():
     """The real Qwen2.5-Coder-0.5B with tool-call parsing, its full 32k context (agents send
@@ -83,6 +90,7 @@ def qwen_agent_server():
         pytest.skip(f"the {model} model packages are not installed")
     server = start_server(model, [
         "--max-model-len", "32768", "--tool-call-parser", "auto", "--enable-auto-tool-choice",
-        "--accept-vendor-model-names"], timeout=600)
+        "--accept-vendor-model-names", "--override-generation-config", QWEN_CODER_SAMPLING],
+        timeout=600)
     yield server
     server.stop()

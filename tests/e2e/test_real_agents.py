@@ -1,6 +1,8 @@
 """Real coding agents against mlxserve serving the real Qwen2.5-Coder-0.5B: Claude Code
 (`claude -p`, Anthropic Messages) and Codex CLI (`codex exec`, Responses API), each asked
-for a task that needs one tool call (read a file, report its third line).
+for a task that needs one tool call (read a file, report the secret word written in it:
+the prompt does not hold it, so an answer with it had the file read; "its third line", the
+earlier task, also tested the model's line arithmetic on Read's 1-based offsets).
 
 Skipped unless the CLIs are installed (never in CI): `npm install --prefix DIR
 @anthropic-ai/claude-code@2.1.332 @openai/codex@0.171.0`, then MLXSERVE_AGENTS_BIN=DIR/
@@ -23,7 +25,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
 SECRET = "the secret word is pineapple"
-TASK = "Read the file {path} and tell me what its third line says."
+TASK = "Read the file {path} and tell me the secret word written in it."
 
 
 def agent_bin(name: str) -> str:
