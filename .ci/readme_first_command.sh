@@ -3,7 +3,8 @@
 # this checkout is at (committed files only) in a temporary folder, `scripts/serve.sh` there
 # (its own .venv; pip's cache makes the install fast), then the README's curl example,
 # which must answer "Paris". Bounded in time; the server and the folder (the converted
-# model's cache included: CI's disk is shared) go away even on failure.   Usage: .ci/readme_first_command.sh [timeout-seconds, default 1800]
+# model's cache included: CI's disk is shared) go away even on failure.
+# Usage: .ci/readme_first_command.sh [timeout-seconds, default 1800]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 limit=${1:-1800}

@@ -131,11 +131,11 @@ class PrefixCache:
         long system prompt."""
         shared, ids, _ = self._shared(tokens)
         tail = tuple(tokens[shared:shared + BLOCK])
-        ranked = sorted((-shared - common_prefix(self._entries[i].tokens[shared:shared + BLOCK],
-                                                  tail), i) for i in ids)  # ties: oldest
+        reach = {i: shared + common_prefix(self._entries[i].tokens[shared:shared + BLOCK], tail)
+                 for i in ids}
         head = None
-        for negative, entry_id in ranked:
-            full = -negative
+        for entry_id in sorted(ids, key=lambda i: (-reach[i], i)):  # ties: the oldest
+            full = reach[entry_id]
             held = self._entries[entry_id].tokens
             length = min(limit, full)
             if length <= 0:
@@ -232,13 +232,15 @@ class PrefixCache:
         Such an entry ends within a block of the shared blocks (a longer one would hold
         the next block too), so only that short tail is compared, then the head."""
         shared, ids, _ = self._shared(tokens, keys)
-        head = tokens[:shared]
-        return [i for i in ids if not self._entries[i].kept
-                and len(self._entries[i].tokens) - shared < BLOCK
-                and len(self._entries[i].tokens) <= len(tokens)
-                and tokens[shared:len(self._entries[i].tokens)]
-                == self._entries[i].tokens[shared:]
-                and self._entries[i].tokens[:shared] == head]
+        out = []
+        for entry_id in ids:
+            entry = self._entries[entry_id]
+            n = len(entry.tokens)
+            if (not entry.kept and n - shared < BLOCK and n <= len(tokens)
+                    and entry.tokens[shared:] == tokens[shared:n]
+                    and entry.tokens[:shared] == tokens[:shared]):
+                out.append(entry_id)
+        return out
 
     def _make_room(self, nbytes: int) -> bool:
         """Evict unlocked entries, least recently used first, until ``nbytes`` fit (none

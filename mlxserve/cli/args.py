@@ -214,9 +214,8 @@ def serve_configs(args: argparse.Namespace) -> ServeConfigs:
 
 
 def _override_generation(text: str | None) -> dict:
-    from mlxserve.models.generation_defaults import checked_override
-
     from mlxserve.errors import InvalidRequest
+    from mlxserve.models.generation_defaults import checked_override
     from mlxserve.serving.chat_input import GenerationOptions
     from mlxserve.serving.params import resolve_sampling
 

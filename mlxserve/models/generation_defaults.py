@@ -31,36 +31,40 @@ def _number(value, kind):
     return kind(value)
 
 
-def sampling_defaults(folder: str) -> SamplingDefaults:
-    """The folder's suggested sampling, or greedy when it suggests none."""
-    config = read_json(os.path.join(folder, "generation_config.json"))
-    if not isinstance(config, dict) or config.get("do_sample") is not True:
-        return SamplingDefaults()
-    temperature = _number(config.get("temperature"), float)
-    return SamplingDefaults(
-        temperature=1.0 if temperature is None else temperature,  # HF's default when sampling
-        top_p=_number(config.get("top_p"), float),
-        top_k=_number(config.get("top_k"), int),
-        min_p=_number(config.get("min_p"), float),
-        source="generation_config.json",
-    )
-
-
 SERVER_FIELDS = {"temperature": float, "top_p": float, "top_k": int, "min_p": float,
                  "repetition_penalty": float, "presence_penalty": float,
                  "frequency_penalty": float}
 
 
+def suggested(folder: str | None) -> dict | None:
+    """The numbers of ``SERVER_FIELDS`` the folder's generation_config.json sets, or None
+    when it does not set ``do_sample: true`` (HF: the numbers then do not apply)."""
+    config = read_json(os.path.join(folder, "generation_config.json")) if folder else None
+    if not isinstance(config, dict) or config.get("do_sample") is not True:
+        return None
+    found = {k: _number(config.get(k), kind) for k, kind in SERVER_FIELDS.items()}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def sampling_defaults(folder: str) -> SamplingDefaults:
+    """The folder's suggested sampling, or greedy when it suggests none."""
+    found = suggested(folder)
+    if found is None:
+        return SamplingDefaults()
+    return SamplingDefaults(
+        temperature=found.get("temperature", 1.0),  # HF's default when sampling
+        top_p=found.get("top_p"), top_k=found.get("top_k"), min_p=found.get("min_p"),
+        source="generation_config.json",
+    )
+
+
 def server_sampling_defaults(folder: str | None, source: str = "auto",
                              override: dict | None = None) -> dict:
     """Field -> value for a request that leaves the field out: the folder's suggestion
-    (``source`` "auto"; "vllm": none, as vLLM names it) under ``override``'s values."""
-    found: dict = {}
-    config = read_json(os.path.join(folder, "generation_config.json")) if folder else None
-    if source == "auto" and isinstance(config, dict) and config.get("do_sample") is True:
-        found = {k: _number(config.get(k), kind) for k, kind in SERVER_FIELDS.items()}
-        found = {k: v for k, v in found.items() if v is not None}
-    return {**found, **checked_override(override or {})}
+    (``source`` "auto"; "vllm": none, as vLLM names it) under ``override``'s values
+    (already ``checked_override``: the CLI checks them)."""
+    found = suggested(folder) if source == "auto" else None
+    return {**(found or {}), **(override or {})}
 
 
 def checked_override(values: dict) -> dict:

@@ -35,9 +35,13 @@ SECRET = "the secret word is pineapple"
 TASK = "Read the file {path} and tell me the secret word written in it."
 
 
-def agent_bin(name: str) -> str:
+def find_agent(name: str) -> str | None:
     folder = os.environ.get("MLXSERVE_AGENTS_BIN")
-    found = shutil.which(name, path=folder) if folder else shutil.which(name)
+    return shutil.which(name, path=folder) if folder else shutil.which(name)
+
+
+def agent_bin(name: str) -> str:
+    found = find_agent(name)
     if found is None:
         pytest.skip(f"the {name} CLI is not installed (see this file's docstring)")
     return found
@@ -47,9 +51,7 @@ def agent_bin(name: str) -> str:
 def qwen_agent_server():
     """The agents' server (this module's own: it samples as Qwen suggests for requests
     that send no sampling); not started when neither CLI is installed."""
-    folder = os.environ.get("MLXSERVE_AGENTS_BIN")
-    if not any(shutil.which(n, path=folder) if folder else shutil.which(n)
-               for n in ("claude", "codex")):
+    if not any(find_agent(n) for n in ("claude", "codex")):
         pytest.skip("neither agent CLI is installed (see this file's docstring)")
     server = start_agent_server(agent_model(), ("--override-generation-config",
                                                 QWEN_CODER_SAMPLING))

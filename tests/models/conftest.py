@@ -13,8 +13,3 @@ sys.path.insert(0, os.path.dirname(__file__))
 @pytest.fixture(scope="session")
 def session_cache():
     return os.environ["MLXSERVE_CACHE"]
-
-
-@pytest.fixture(autouse=True)
-def _temp_cache(monkeypatch, session_cache):
-    monkeypatch.setenv("MLXSERVE_CACHE", session_cache)
