@@ -108,12 +108,12 @@ async def _measure(path: str, levels: list[int], args) -> dict:
         await engine.shutdown()
 
 
-def _model_path(name: str, root: str) -> str:
+def _model_path(name: str, root: str, head_dim: int) -> str:
     if name != "tiny":
         return name
     from tiny_models import make_tiny_model
 
-    return str(make_tiny_model(Path(root), "qwen3"))
+    return str(make_tiny_model(Path(root), "qwen3", overrides={"head_dim": head_dim}))
 
 
 def batch_generator_ms(path: str, levels: list[int], args) -> dict[str, float]:
@@ -149,6 +149,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny", help="'tiny' or any model mlxserve loads")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 64, 128])
+    parser.add_argument("--head-dim", type=int, default=16,
+                        help="the tiny model's head_dim (MLX 0.32.4's CUDA rope fails at "
+                        "head_dim 16 with 512+ batch x heads: use 32 on a GPU)")
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--gen-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -161,7 +164,7 @@ def main() -> None:
                         help="also time mlx-lm's BatchGenerator (greedy only) and print ratios")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
-        path = _model_path(args.model, root)
+        path = _model_path(args.model, root, args.head_dim)
         per_step = asyncio.run(_measure(path, args.rows, args))
         if args.reference:
             reference = batch_generator_ms(path, args.rows, args)
@@ -169,8 +172,10 @@ def main() -> None:
             per_step["engine_over_reference"] = {
                 k: round(per_step["ms_per_step"][k] / v, 3) for k, v in reference.items()}
             print(f"engine / BatchGenerator: {per_step['engine_over_reference']}", flush=True)
-    result = dict(device=f"{platform.processor() or platform.machine()} CPU",
-                  model=args.model, label=args.label, penalties=args.penalties,
+    import mlx.core as mx
+
+    result = dict(device=f"{platform.processor() or platform.machine()}, {mx.default_device()}",
+                  model=args.model, head_dim=args.head_dim, label=args.label, penalties=args.penalties,
                   sampled=args.sampled,
                   prompt_len=args.prompt_len, gen_len=args.gen_len, **per_step,
                   load_average=[round(x, 2) for x in os.getloadavg()])
