@@ -21,7 +21,9 @@ what admission by use is about.
 
 Per level: TTFT p50/p99 (send → first content), inter-token latency p50/p99 (gaps between
 content events, divided over the tokens an event carries when the server reports usage),
-per-stream decode tok/s, aggregate output tok/s (all tokens / wall time), errors.
+per-stream decode tok/s, aggregate output tok/s (all tokens / wall time), errors (a
+stream's error event after its 200 counts as one), and for mlxserve MLX's peak active and
+cached bytes (its /metrics/json, read every 0.5 s).
 ``--reference`` also times ``mlx_lm.stream_generate`` on the same prompt in a subprocess
 (the 1-client ratio). ``--merge A.json B.json`` prints one table from several runs.
 """
@@ -156,6 +158,8 @@ async def one_request(http, args, model_id: str, seed: int) -> dict:
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 data = json.loads(line[6:])
+                if "error" in data:  # a failure after the 200: the stream's error event
+                    return dict(error=f"error event: {data['error'].get('message', '')[:80]}")
                 usage = data.get("usage") or usage
                 if any((c.get("delta") or {}).get("content") for c in data.get("choices", [])):
                     events.append(time.perf_counter())
@@ -196,6 +200,7 @@ async def load_levels(args, model_id: str) -> list[dict]:
         await closed_loop(http, args, model_id, max(args.clients), 10 ** 7, 1)  # warm-up
         rows = []
         for level, clients in enumerate(args.clients):
+            memory = MemoryWatch(http, args.port)
             start = time.perf_counter()
             if args.arrival == "poisson":
                 results = await open_loop(http, args, model_id, clients, (level + 1) * 10 ** 6)
@@ -203,8 +208,34 @@ async def load_levels(args, model_id: str) -> list[dict]:
                 results = await closed_loop(http, args, model_id, clients, (level + 1) * 10 ** 6,
                                             max(args.requests_per_client, 3 if clients == 1 else 1))
             rows.append(summarize(clients, results, time.perf_counter() - start))
+            rows[-1].update(await memory.peaks())
             print(f"  {clients:>4} clients: {fmt_row(rows[-1])}", file=sys.stderr)
         return rows
+
+
+class MemoryWatch:
+    """Peaks of MLX's active and cached bytes during a level, read from an mlxserve's
+    /metrics/json every half second (other servers have none: nothing is recorded)."""
+
+    def __init__(self, http, port: int):
+        self.http, self.url, self.peak = http, f"http://127.0.0.1:{port}/metrics/json", {}
+        self.task = asyncio.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                stats = (await self.http.get(self.url, timeout=2.0)).json()["engine"]
+                for key in ("mlx_active_bytes", "mlx_cache_bytes"):
+                    self.peak[key] = max(self.peak.get(key, 0), int(stats[key]))
+            except Exception:  # not an mlxserve, or busy: no sample this time
+                pass
+            await asyncio.sleep(0.5)
+
+    async def peaks(self) -> dict:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        return {f"peak_{k.replace('_bytes', '_gib')}": round(v / 2 ** 30, 2)
+                for k, v in self.peak.items()}
 
 
 # ---- numbers ----------------------------------------------------------------------
@@ -234,7 +265,9 @@ def summarize(clients: int, results: list[dict], wall: float) -> dict:
 def fmt_row(row: dict) -> str:
     return (f"{row['aggregate_tps']:.1f} tok/s aggregate, per stream {row['stream_tps_p50']}, "
             f"TTFT p50 {row['ttft_p50_s']} p99 {row['ttft_p99_s']} s, ITL p50 "
-            f"{row['itl_p50_s']} s, errors {row['errors']}/{row['requests']}")
+            f"{row['itl_p50_s']} s, errors {row['errors']}/{row['requests']}"
+            + (f", MLX peak active {row['peak_mlx_active_gib']} / cached "
+               f"{row.get('peak_mlx_cache_gib')} GiB" if "peak_mlx_active_gib" in row else ""))
 
 
 def markdown(runs: list[dict]) -> str:

@@ -49,6 +49,15 @@ def kv_budget_bytes(engine: EngineConfig, device_memory: int | None, weights_byt
     return max(0, int(free * engine.kv_cache_memory_fraction))
 
 
+def mlx_cache_limit(device_memory: int, weights_bytes: int, kv_budget: int) -> int:
+    """Bytes of freed buffers MLX may keep for reuse on a GPU: half of what neither the
+    weights nor the KV budget claim (at least 1 GiB). MLX's own default is its whole
+    memory limit; a cache that fills the device (buffers of many sizes, e.g. prefill
+    shapes) leaves CUDA's stream-ordered allocator failing with out-of-memory, and on any
+    GPU takes what the KV budget was promised."""
+    return max(1 << 30, (device_memory - weights_bytes - kv_budget) // 2)
+
+
 def kv_tokens_total(engine: EngineConfig, config: dict, dtype: str,
                     device_memory: int | None, weights_bytes: int,
                     reserved_bytes: int = 0, bytes_per_token: int | None = None) -> int:

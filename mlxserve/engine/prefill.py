@@ -110,13 +110,15 @@ def keep_prompt_logprobs(row: Row, logits: mx.array, start: int) -> None:
                                               row.request.prompt_logprobs))
 
 
-def prefill_together(model: Any, prototype: list, rows: list[Row]) -> tuple[BatchCache,
-                                                                             mx.array]:
+def prefill_together(model: Any, prototype: list, rows: list[Row],
+                     bucket: bool = False) -> tuple[BatchCache, mx.array]:
     """Whole prompts of several text requests in one batched forward (as mlx-lm's
     BatchGenerator): right-padded ``prompt[:-1]`` into fresh rows of a new batch, whose
     per-row lengths then drop the padding, then the last tokens together. Rows whose own
     caches already hold a prefix (a prefix-cache hit) start the batch with it and send
     only the rest (each row then writes at its own column, as a verify step's rows do).
+    ``bucket``: the padded width is ``bucket_length`` of the longest, so a server sees a
+    bounded set of group shapes (each new one costs kernel set-up and new buffer sizes).
     Returns the batch and the (B, V) logits of the last tokens."""
     starts = [max(0, seeded_length(r)) for r in rows]
     batch = seeded_batch(prototype, rows, starts) if any(starts) else BatchCache.fresh(
@@ -125,7 +127,8 @@ def prefill_together(model: Any, prototype: list, rows: list[Row]) -> tuple[Batc
     lengths = [len(h) for h in heads]
     longest = max(lengths)
     if longest > 0:
-        padded = mx.array([h + [0] * (longest - len(h)) for h in heads], dtype=mx.uint32)
+        width = bucket_length(longest) if bucket else longest
+        padded = mx.array([h + [0] * (width - len(h)) for h in heads], dtype=mx.uint32)
         batch.begin_padded(lengths)
         forward(model, padded, batch.layers)
         batch.end_padded([s + n for s, n in zip(starts, lengths)])

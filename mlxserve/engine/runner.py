@@ -91,7 +91,7 @@ class Runner(BatchMembership):
         self.selection = None  # its spec.specprefill.select.Selection
         self.selections: list[tuple[str, int]] = []  # (request id, kept tokens) this step
         self.want_hidden = False  # decode steps keep each row's last hidden state (MTP)
-        self.bucket_prefill = False  # pad single-row prefill forwards to bounded shapes
+        self.bucket_prefill = False  # pad prefill forwards to bounded shapes
 
     # ---- request lifecycle --------------------------------------------------------
     def add(self, request: GenerateRequest, seed: int, prefix=None, sparse=None,
@@ -350,7 +350,8 @@ class Runner(BatchMembership):
 
     def _prefill_together(self, ids: list[str]) -> Pending:
         rows = [self.rows[i] for i in ids]
-        batch, logits = prefill_together(self.model, self.prototype, rows)
+        batch, logits = prefill_together(self.model, self.prototype, rows,
+                                         self.bucket_prefill)
         for r in rows:
             r.cache, r.batch = None, batch
         self.joining.append(batch)

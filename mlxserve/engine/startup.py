@@ -52,6 +52,8 @@ def build_engine(model_config: ModelConfig, cfg: EngineConfig,
     caps = loaded.capabilities
     max_model_len = min(cfg.max_model_len or caps.context_length, caps.context_length)
     device_memory = mx.device_info().get("memory_size") if not cpu_only() else None
+    if device_memory:
+        _bound_mlx_cache(cfg, device_memory)
     prefix = prefix_cache(cfg, caps, loaded.model, device_memory)
     scheduler, runner = _scheduler_and_runner(cfg, loaded, device_memory, prefix)
     if cfg.warmup:
@@ -62,6 +64,20 @@ def build_engine(model_config: ModelConfig, cfg: EngineConfig,
     specprefill = load_specprefill(cfg, model_config, loaded, runner, loader)
     return EngineParts(loaded, max_model_len, scheduler, runner, prefix, speculation,
                        specprefill)
+
+
+def _bound_mlx_cache(cfg: EngineConfig, device_memory: int) -> None:
+    """MLX's buffer cache may keep at most half the memory left beside the weights and
+    the KV budget (engine/kv_budget.py mlx_cache_limit)."""
+    import mlx.core as mx
+
+    from mlxserve.engine.kv_budget import kv_budget_bytes, mlx_cache_limit
+
+    weights = mx.get_active_memory()
+    limit = mlx_cache_limit(device_memory, weights,
+                            kv_budget_bytes(cfg, device_memory, weights))
+    mx.set_cache_limit(limit)
+    log.info("MLX buffer cache limited to %.1f GiB", limit / 2 ** 30)
 
 
 def _scheduler_and_runner(cfg: EngineConfig, loaded, device_memory: int | None,

@@ -117,10 +117,12 @@ def test_smollm2_alone_and_batched_match_stream_generate():
     assert together == expected
 
 
+@pytest.mark.parametrize("bucket", [False, True], ids=["exact", "bucketed"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_simultaneous_whole_prompts_are_prefilled_together_and_match(tiny_dir, family):
+def test_simultaneous_whole_prompts_are_prefilled_together_and_match(tiny_dir, family, bucket):
     """Requests arriving together are prefilled in one right-padded batch (sliding-window
-    and hybrid caches included); each still equals its single-stream output."""
+    and hybrid caches included), padded to the longest or (as on a GPU) to its bucket
+    length; each still equals its single-stream output."""
     path = tiny_dir(family)
     model, tok = reference_model(path)
     prompts = _prompts(tok)
@@ -131,7 +133,7 @@ def test_simultaneous_whole_prompts_are_prefilled_together_and_match(tiny_dir, f
                                          for k, p in enumerate(prompts)))
         return [r["tokens"] for r in results]
 
-    assert run_with_engine(path, body) == expected
+    assert run_with_engine(path, body, EngineConfig(bucket_prefill=bucket)) == expected
 
 
 @pytest.mark.parametrize("family", ["qwen3", "gemma3"])

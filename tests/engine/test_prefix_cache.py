@@ -287,16 +287,18 @@ def test_hybrid_model_hits_whole_snapshots_only_and_matches_the_cache_off(tiny_d
     assert [r["cached"] for r in cached] == [0, len(prompt) + 11, 0, 0]
 
 
+@pytest.mark.parametrize("bucket", [False, True], ids=["exact", "bucketed"])
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
-def test_hits_of_different_lengths_prefilled_in_one_group_match(tiny_dir, family):
+def test_hits_of_different_lengths_prefilled_in_one_group_match(tiny_dir, family, bucket):
     """Rows admitted together, each with its own cached length (the whole system prompt,
-    part of it, none), share one padded group prefill, each row from its own column."""
+    part of it, none), share one padded group prefill, each row from its own column
+    (padded to the longest, or to its bucket length as on a GPU)."""
     path = tiny_dir(family)
     _, tok = reference_model(path)
     system = tok.encode(TEXT * 2)
     prompts = [system + tok.encode(" a cat"), system[:20] + tok.encode(" a dog sleeps"),
                tok.encode("rain falls on the sea"), system + tok.encode(" the end of it")]
-    config = replace(CHUNKED, max_num_batched_tokens=64)
+    config = replace(CHUNKED, max_num_batched_tokens=64, bucket_prefill=bucket)
 
     async def body(engine):
         await collect(engine, greedy("warm", system, 2))
