@@ -87,7 +87,8 @@ async def _level(engine: AsyncEngine, rows: int, prompt: list[int], gen_len: int
 
 async def _measure(path: str, levels: list[int], args) -> dict:
     engine = AsyncEngine(ModelConfig(model=path), EngineConfig(
-        max_num_seqs=max(levels), max_num_batched_tokens=max(levels) * args.prompt_len))
+        max_num_seqs=max(levels), max_num_batched_tokens=max(levels) * args.prompt_len,
+        enable_prefix_caching=args.prefix_caching))
     await engine.start()
     try:
         prompt = list(range(3, 3 + args.prompt_len))
@@ -158,6 +159,8 @@ def main() -> None:
     parser.add_argument("--penalties", action="store_true")
     parser.add_argument("--sampled", action="store_true",
                         help="temperature 0.8, top_p 0.95, top_k 50, a seed per request")
+    parser.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction,
+                        default=True, help="the engine's prefix cache (on by default)")
     parser.add_argument("--label", default="", help="e.g. before / after")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--reference", action="store_true",

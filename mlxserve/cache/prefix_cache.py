@@ -104,6 +104,8 @@ class PrefixCache:
         self.bytes = 0
         self.hits = self.misses = self.tokens_saved = self.evictions = 0
         self.tokens_queried = 0
+        self._changes = 0  # bumped by whatever changes what stats() counts
+        self._stats: tuple[int, PrefixCacheStats] | None = None
 
     # ---- lookup -------------------------------------------------------------------
     def lookup(self, tokens: list[int], limit: int) -> PrefixMatch | None:
@@ -111,6 +113,7 @@ class PrefixCache:
         locked for the caller (``release`` it); None (a miss) when nothing is shared."""
         best = self._best(tokens, limit)
         self.tokens_queried += len(tokens)
+        self._changes += 1
         if best is None:
             self.misses += 1
             return None
@@ -183,6 +186,7 @@ class PrefixCache:
 
     def release(self, match: PrefixMatch) -> None:
         match.entry.locks = max(0, match.entry.locks - 1)
+        self._changes += 1
 
     # ---- insert and evict ---------------------------------------------------------
     def insert(self, tokens: list[int], payload: Any, nbytes: int, pin: bool = False) -> bool:
@@ -208,6 +212,7 @@ class PrefixCache:
         for key in entry.keys:
             self._index.setdefault(key, set()).add(entry_id)
         self.bytes += nbytes
+        self._changes += 1
         return True
 
     def _covered(self, tokens: tuple[int, ...], keys: list[int]) -> bool:
@@ -224,6 +229,7 @@ class PrefixCache:
             return False
         entry = self._entries[entry_id]
         entry.pinned = entry.pinned or pin
+        self._changes += 1
         self._entries.move_to_end(entry_id)
         return True
 
@@ -265,6 +271,7 @@ class PrefixCache:
                 if not ids:
                     del self._index[key]
         self.bytes -= entry.nbytes
+        self._changes += 1
 
     def clear(self) -> int:
         """Drop every entry not in use or pinned; returns how many were dropped."""
@@ -277,6 +284,13 @@ class PrefixCache:
 
     # ---- reporting ----------------------------------------------------------------
     def stats(self) -> PrefixCacheStats:
+        """The counters (read after every engine step: the per-entry counts are only
+        recounted after a change, so a store of many entries costs nothing per step)."""
+        if self._stats is None or self._stats[0] != self._changes:
+            self._stats = (self._changes, self._count())
+        return self._stats[1]
+
+    def _count(self) -> PrefixCacheStats:
         return PrefixCacheStats(
             entries=len(self._entries), bytes=self.bytes, budget_bytes=self.budget_bytes,
             hits=self.hits, misses=self.misses, tokens_saved=self.tokens_saved,

@@ -21,20 +21,14 @@ class BatchMembership:
     def _settle(self, decode_ids: list[str]) -> None:
         """Before a decode: rows that are gone or done leave their batches; prefilled
         rows and batches join."""
-        copies = []
-        for batch in self.batches + self.joining:
-            for rid in list(batch.ids):
-                row = self.rows.get(rid)
-                if row is None or row.done_decoding:
-                    if row is not None and self.keep_final_kv and row.sparse is None:
-                        row.final_kv = final_kv(row, start=False)  # for the prefix cache
-                        if row.final_kv is not None:
-                            copies += state_arrays(row.final_kv[1])
-                    batch.remove(rid)
-                    if row is not None:
-                        row.batch = None
-        if copies:  # one start for every row leaving now
-            mx.async_eval(copies)
+        leaving = [(batch, rid, self.rows.get(rid)) for batch in self.batches + self.joining
+                   for rid in batch.ids
+                   if self.rows.get(rid) is None or self.rows[rid].done_decoding]
+        self._keep_final_kv([row for _, _, row in leaving if row is not None])
+        for batch, rid, row in leaving:
+            batch.remove(rid)
+            if row is not None:
+                row.batch = None
         self.batches = [b for b in self.batches if b.size]
         joining = [b for b in self.joining if b.size]
         self.joining = []
@@ -44,6 +38,22 @@ class BatchMembership:
             row = self.rows[rid]
             if row.batch is None and row.cache is not None and row.last_token is not None:
                 self._place_row(rid, row)
+
+    def _keep_final_kv(self, rows: list[Row]) -> None:
+        """For the prefix cache: a copy of each leaving row's KV, all read from the
+        buffers as they are now (before any removal rewrites them: a removal while a copy
+        of the old buffer is pending cannot update it in place, so removals between copies
+        would each copy the whole batch and keep every version alive), started at once."""
+        if not self.keep_final_kv:
+            return
+        copies = []
+        for row in rows:
+            if row.sparse is None:
+                row.final_kv = final_kv(row, start=False)
+                if row.final_kv is not None:
+                    copies += state_arrays(row.final_kv[1])
+        if copies:
+            mx.async_eval(copies)
 
     def _target(self, lengths: list[int]) -> BatchCache | None:
         for batch in self.batches:

@@ -158,3 +158,23 @@ def test_many_entries_under_one_long_prefix_find_their_own_tail():
     payloads = {e.payload for e in store._entries.values()}
     assert "q7" not in payloads and {"q7 next turn", "q6", "q8"} <= payloads
     assert len(payloads) == 300
+
+
+def test_stats_read_after_every_change_are_current():
+    """stats() is read after every engine step and recounts only after a change: each
+    kind of change shows in the next read."""
+    store = PrefixCache(budget_bytes=10_000)
+    assert store.stats().entries == 0
+    assert store.lookup(_seq(0, 2 * BLOCK), limit=10_000) is None
+    assert (store.stats().misses, store.stats().tokens_queried) == (1, 2 * BLOCK)
+    store.insert(_seq(0, 2 * BLOCK), "kv", nbytes=100)
+    assert (store.stats().entries, store.stats().bytes) == (1, 100)
+    match = store.lookup(_seq(0, 2 * BLOCK) + [7], limit=10_000)
+    assert (store.stats().hits, store.stats().locked) == (1, 1)
+    store.release(match)
+    assert store.stats().locked == 0
+    store.insert(_seq(0, 2 * BLOCK), "kv", nbytes=100, pin=True)
+    assert (store.stats().pinned, store.stats().pinned_bytes) == (1, 100)
+    store.insert(_seq(500, 2 * BLOCK), "kv2", nbytes=100)
+    assert store.clear() == 1
+    assert (store.stats().entries, store.stats().bytes) == (1, 100)
