@@ -9,7 +9,8 @@ order is the row order of the batch's inputs and outputs (``ids``).
   ``RotatingKVCache``, ``ArraysCache``, as a single-stream prefill leaves them) into a
   free slot; ``absorb`` moves all rows of another batch in. Only the joining rows are
   copied (the buffers grow geometrically, so a growth copy is rare).
-- leave: ``remove`` moves the last slot into the hole (one row copied), no device sync.
+- leave: ``remove_rows`` closes the others up with one gather per buffer (none when only
+  the last slots leave), no device sync.
 - ``trim(rid, n)``: lowers that row's length (attention layers; lazy, host only).
 - ``snapshot`` / ``restore``: the per-row state of non-trimmable (SSM) layers.
 - ``advance(n, rows)``: after a forward of ``n`` tokens per row, the rows that keep them.
@@ -114,21 +115,25 @@ class BatchCache:
         self.tokens = tokens if self.tokens is None else mx.concatenate([self.tokens, tokens])
 
     def remove(self, request_id: str) -> None:
-        """The row leaves: the last slot moves into its place (one row copied)."""
-        slot, last = self.slot(request_id), self.size - 1
-        columns = self.layout.lengths[last]
-        order = list(range(self.size))
-        order[slot] = last
-        order = order[:last]
+        self.remove_rows([request_id])
+
+    def remove_rows(self, request_ids: list[str]) -> None:
+        """These rows leave together; the others close up in their order with one gather
+        per buffer (none when only the last slots leave). One copy of each buffer however
+        many leave: moving a row inside its own buffer would copy it whole per move
+        anyway (MLX cannot update a buffer in place from a view of itself)."""
+        gone = set(request_ids)
+        order = [slot for slot, rid in enumerate(self.ids) if rid not in gone]
+        if len(order) == self.size:
+            return
         for layer in self.layers:
             if isinstance(layer, ArrayRows):
                 layer.reorder(order)
             else:
-                layer.move_row(last, slot, columns)
-                layer.shrink(last)
-        for values in (self.ids, self.layout.lengths, self.layout.deltas):
-            values[slot] = values[last]
-            values.pop()
+                layer.keep_rows(order)
+        self.ids = [self.ids[i] for i in order]
+        self.layout.lengths = [self.layout.lengths[i] for i in order]
+        self.layout.deltas = [self.layout.deltas[i] for i in order]
         self.layout.changed()
         if self.tokens is not None:
             self.tokens = self.tokens[mx.array(order, dtype=mx.int32)] if order else None

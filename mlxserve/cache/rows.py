@@ -111,13 +111,18 @@ class KVRows:
         self.keys[first:first + rows, :, :columns, :] = keys
         self.values[first:first + rows, :, :columns, :] = values
 
-    def move_row(self, source: int, target: int, columns: int) -> None:
-        """Slot ``target`` takes slot ``source``'s first ``columns`` tokens (a leave)."""
-        if self.keys is None or source == target:
+    def keep_rows(self, order: list[int]) -> None:
+        """Slot ``i`` takes old slot ``order[i]``'s row (rows leaving); the slots stay
+        allocated unless at most half are used."""
+        if self.keys is None:
             return
-        self.keys[target:target + 1, :, :columns, :] = self.keys[source:source + 1, :, :columns, :]
-        self.values[target:target + 1, :, :columns, :] = self.values[
-            source:source + 1, :, :columns, :]
+        slots = self.keys.shape[0]
+        if order == list(range(len(order))):  # only the last slots left: nothing moves
+            self.shrink(len(order))
+            return
+        keep = order if len(order) <= slots // 2 else order + [0] * (slots - len(order))
+        index = mx.array(keep, dtype=mx.int32)
+        self.keys, self.values = self.keys[index], self.values[index]
 
     def shrink(self, rows: int) -> None:
         """Give back slots when at most half are used."""

@@ -25,8 +25,9 @@ class BatchMembership:
                    for rid in batch.ids
                    if self.rows.get(rid) is None or self.rows[rid].done_decoding]
         self._keep_final_kv([row for _, _, row in leaving if row is not None])
-        for batch, rid, row in leaving:
-            batch.remove(rid)
+        for batch in {id(b): b for b, _, _ in leaving}.values():
+            batch.remove_rows([rid for b, rid, _ in leaving if b is batch])
+        for _, _, row in leaving:
             if row is not None:
                 row.batch = None
         self.batches = [b for b in self.batches if b.size]

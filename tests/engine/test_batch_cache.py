@@ -130,3 +130,34 @@ def test_one_long_and_127_short_rows_hold_about_their_own_tokens(tiny_dir):
     assert held == sum(c.keys.nbytes + c.values.nbytes for c in layers if isinstance(c, KVRows))
     assert held <= 1.2 * own, (held, own)
     assert len(runner.batches) == 2  # the long row decodes in a batch of its own
+
+
+@pytest.mark.parametrize("family", ["qwen3", "qwen3_next"])
+def test_rows_leaving_together_leave_the_others_decoding_as_fresh_prefills(tiny_dir, family):
+    """Rows leave together from the front, the middle and the end (one gather per buffer),
+    then one alone and then the last slot; each remaining row's next logits equal a fresh
+    single-stream prefill of its tokens (SSM layers included)."""
+    model, _ = reference_model(tiny_dir(family))
+    history = {f"r{k}": TOKENS[k:k + 6 + k] for k in range(8)}
+    batch = _joined(model, list(history.values()))
+    _step(model, batch)  # each prompt's last token
+    kv = next(layer for layer in batch.layers if isinstance(layer, KVRows))
+    slots = kv.keys.shape[0]
+
+    def check(leaving: list[str], token: int) -> None:
+        batch.remove_rows(leaving)
+        for rid in leaving:
+            del history[rid]
+        assert batch.ids == list(history)
+        inputs = [token + k for k in range(batch.size)]
+        got = _step(model, batch, inputs)
+        for k, rid in enumerate(batch.ids):
+            history[rid] = history[rid] + [inputs[k]]
+            np.testing.assert_allclose(got[k], _alone_logits(model, history[rid]),
+                                       atol=2e-4, rtol=1e-4)
+
+    check(["r0", "r3", "r7"], 50)
+    assert kv.keys.shape[0] == slots  # five of eight slots used: they stay allocated
+    check(["r2"], 60)
+    check(["r6"], 70)  # the last slot: nothing moves
+    assert batch.ids == ["r1", "r4", "r5"]
