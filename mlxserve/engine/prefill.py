@@ -3,7 +3,7 @@ caches, or several whole short prompts in one right-padded forward into a new ba
 
 A prompt prefilled alone runs on the request's own mlx-lm caches (``make_prompt_cache``),
 the exact ops of ``mlx_lm.stream_generate``; as there, the last prompt token runs alone so
-no ``lm_head`` is computed over the chunk. Prefill from embeddings (the vision hook): a
+no ``lm_head`` is computed over the chunk, unless the chunk is short (``prefill_chunk``). Prefill from embeddings (the vision hook): a
 request whose ``multimodal.encode`` is set gets ``encode(model) -> (embeddings (L, hidden),
 position_ids (3, L) | None, extras)`` called once before its first chunk; chunks then feed
 ``embeddings[start:end]`` (``input_embeddings=``) and, for M-RoPE, ``position_ids=``.
@@ -22,6 +22,9 @@ from mlxserve.engine.prompt_logprobs import forward_logprobs
 from mlxserve.engine.row import Row
 from mlxserve.engine.scheduler import PrefillChunk
 from mlxserve.errors import InvalidRequest
+
+
+ONE_FORWARD_TAIL = 64  # a last prompt chunk this short runs in one forward
 
 
 def encode_media(model: Any, row: Row) -> None:
@@ -64,25 +67,30 @@ def bucketable(row: Row) -> bool:
             and all(type(c) is KVCache for c in row.cache))
 
 
-def forward_bucketed(model: Any, row: Row, start: int, end: int) -> None:
+def forward_bucketed(model: Any, row: Row, start: int, end: int) -> mx.array:
     """Prompt positions [start, end) on the row's caches, right-padded to
     ``bucket_length``: the padding comes after every real token (the causal mask hides it
     from them) and is trimmed off the caches after, so the cache holds exactly what an
-    unpadded forward writes."""
+    unpadded forward writes. Returns the (1, padded, V) logits (computed only if read)."""
     pad = bucket_length(end - start) - (end - start)
     tokens = row.prompt[start:end]
     if pad:
         tokens = mx.concatenate([tokens, mx.zeros((pad,), dtype=tokens.dtype)])
-    forward(model, tokens[None], row.cache)
+    logits = forward(model, tokens[None], row.cache)
     for cache in row.cache:
         cache.trim(pad)
+    return logits
 
 
 def prefill_chunk(model: Any, row: Row, chunk: PrefillChunk,
                   bucket: bool = False) -> mx.array | None:
     """Run one chunk; the (1, V) logits of the prompt's last token when it ends the prompt.
-    A chunk's logits are never computed unless the request wants prompt logprobs.
-    ``bucket``: forwards whose logits are not read are padded to ``bucket_length``."""
+    A chunk's logits are not computed unless the request wants prompt logprobs, except a
+    short last chunk's: up to ``ONE_FORWARD_TAIL`` tokens run in one forward (its lm_head
+    over those few positions costs less than a second forward of the weights; a prefix-cache
+    hit's suffix and short prompts are such chunks). A longer last chunk runs all but its
+    last token, then that token alone (as ``stream_generate``), so no lm_head is computed
+    over it. ``bucket``: forwards are padded to ``bucket_length``."""
     if row.embeddings is None:  # the first chunk (after a prefix-cache hit: not at 0)
         encode_media(model, row)
     end = chunk.start + chunk.length
@@ -96,9 +104,16 @@ def prefill_chunk(model: Any, row: Row, chunk: PrefillChunk,
         mx.async_eval([c.state for c in row.cache]
                       + (row.prompt_lp[-1].arrays() if row.prompt_lp else []))
         return None
-    if chunk.length > 1 and padded:
+    if chunk.length <= ONE_FORWARD_TAIL:  # its lm_head over n positions < a 2nd forward
+        if padded:
+            return forward_bucketed(model, row, chunk.start, end)[:, chunk.length - 1, :]
+        logits = forward_chunk(model, row, chunk.start, end)
+        if chunk.length > 1:
+            keep_prompt_logprobs(row, logits[:, :-1], chunk.start)
+        return logits[:, -1, :]
+    if padded:
         forward_bucketed(model, row, chunk.start, end - 1)
-    elif chunk.length > 1:
+    else:
         logits = forward_chunk(model, row, chunk.start, end - 1)
         keep_prompt_logprobs(row, logits, chunk.start)
     return forward_chunk(model, row, end - 1, end)[:, -1, :]
