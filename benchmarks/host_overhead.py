@@ -178,8 +178,8 @@ def main() -> None:
     import mlx.core as mx
 
     result = dict(device=f"{platform.processor() or platform.machine()}, {mx.default_device()}",
-                  model=args.model, head_dim=args.head_dim, label=args.label, penalties=args.penalties,
-                  sampled=args.sampled,
+                  model=args.model, head_dim=args.head_dim, label=args.label,
+                  penalties=args.penalties, sampled=args.sampled,
                   prompt_len=args.prompt_len, gen_len=args.gen_len, **per_step,
                   load_average=[round(x, 2) for x in os.getloadavg()])
     print(json.dumps(result))

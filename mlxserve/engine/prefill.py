@@ -3,10 +3,11 @@ caches, or several whole short prompts in one right-padded forward into a new ba
 
 A prompt prefilled alone runs on the request's own mlx-lm caches (``make_prompt_cache``),
 the exact ops of ``mlx_lm.stream_generate``; as there, the last prompt token runs alone so
-no ``lm_head`` is computed over the chunk, unless the chunk is short (``prefill_chunk``). Prefill from embeddings (the vision hook): a
-request whose ``multimodal.encode`` is set gets ``encode(model) -> (embeddings (L, hidden),
-position_ids (3, L) | None, extras)`` called once before its first chunk; chunks then feed
-``embeddings[start:end]`` (``input_embeddings=``) and, for M-RoPE, ``position_ids=``.
+no ``lm_head`` is computed over the chunk, unless the chunk is short (``prefill_chunk``).
+Prefill from embeddings (the vision hook): a request whose ``multimodal.encode`` is set
+gets ``encode(model) -> (embeddings (L, hidden), position_ids (3, L) | None, extras)``
+called once before its first chunk; chunks then feed ``embeddings[start:end]``
+(``input_embeddings=``) and, for M-RoPE, ``position_ids=``.
 """
 
 from __future__ import annotations
