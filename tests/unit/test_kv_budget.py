@@ -26,3 +26,19 @@ def test_a_budget_that_takes_everything_still_leaves_one_gib_of_cache():
     configured = EngineConfig(kv_cache_memory_bytes=3 * GIB)
     assert kv_budget_bytes(configured, device, weights) == 3 * GIB
     assert mlx_cache_limit(device, weights, 3 * GIB) == GIB
+
+
+def test_start_up_sets_the_limit_it_computes_in_mlx():
+    """What start-up does with a GPU's memory size, run against this MLX (the call also
+    works on a CPU build): MLX's cache limit becomes ``mlx_cache_limit``."""
+    import mlx.core as mx
+
+    from mlxserve.engine.startup import _bound_mlx_cache
+
+    original = mx.set_cache_limit(0)
+    mx.set_cache_limit(original)
+    device, config = 64 * GIB, EngineConfig(kv_cache_memory_bytes=20 * GIB)
+    weights = mx.get_active_memory()
+    _bound_mlx_cache(config, device)
+    set_by_start_up = mx.set_cache_limit(original)  # returns the limit it replaces
+    assert set_by_start_up == mlx_cache_limit(device, weights, 20 * GIB)
