@@ -21,15 +21,15 @@ class BatchMembership:
     def _settle(self, decode_ids: list[str]) -> None:
         """Before a decode: rows that are gone or done leave their batches; prefilled
         rows and batches join."""
-        leaving = [(batch, rid, self.rows.get(rid)) for batch in self.batches + self.joining
-                   for rid in batch.ids
-                   if self.rows.get(rid) is None or self.rows[rid].done_decoding]
-        self._keep_final_kv([row for _, _, row in leaving if row is not None])
-        for batch in {id(b): b for b, _, _ in leaving}.values():
-            batch.remove_rows([rid for b, rid, _ in leaving if b is batch])
-        for _, _, row in leaving:
-            if row is not None:
-                row.batch = None
+        leaving = [(batch, [rid for rid in batch.ids if self._leaves(rid)])
+                   for batch in self.batches + self.joining]
+        leaving = [(batch, ids) for batch, ids in leaving if ids]
+        rows = [self.rows[rid] for _, ids in leaving for rid in ids if rid in self.rows]
+        self._keep_final_kv(rows)
+        for batch, ids in leaving:
+            batch.remove_rows(ids)
+        for row in rows:
+            row.batch = None
         self.batches = [b for b in self.batches if b.size]
         joining = [b for b in self.joining if b.size]
         self.joining = []
@@ -39,6 +39,10 @@ class BatchMembership:
             row = self.rows[rid]
             if row.batch is None and row.cache is not None and row.last_token is not None:
                 self._place_row(rid, row)
+
+    def _leaves(self, request_id: str) -> bool:
+        row = self.rows.get(request_id)
+        return row is None or row.done_decoding
 
     def _keep_final_kv(self, rows: list[Row]) -> None:
         """For the prefix cache: a copy of each leaving row's KV, all read from the
