@@ -61,18 +61,24 @@ class _Clocks:
                 time.clock_gettime(self._engine_clock))
 
 
-async def _level(engine: AsyncEngine, rows: int, prompt: list[int], gen_len: int,
-                 args) -> dict[str, float]:
+def _prompts(rows: int, args) -> list[list[int]]:
+    """Row k's prompt: ``--prompt-len`` tokens plus ``k % --stagger`` more, so with a
+    stagger the rows decode at different lengths (the masked attention path)."""
+    return [list(range(3, 3 + args.prompt_len + k % max(args.stagger, 1)))
+            for k in range(rows)]
+
+
+async def _level(engine: AsyncEngine, rows: int, gen_len: int, args) -> dict[str, float]:
     """Milliseconds per decode step with ``rows`` rows decoding together: wall time, and
     CPU time (the process, the event loop, the engine thread, the rest: MLX's CPU stream
     and BLAS, i.e. the device work on a CPU) over the same span."""
-    clocks = _Clocks(engine)
+    clocks, prompts = _Clocks(engine), _prompts(rows, args)
     first: list[tuple] = []
     ends: list[tuple] = []
 
     async def one(k: int) -> None:
         got = 0
-        async for delta in engine.generate(_request(k, prompt, gen_len, args)):
+        async for delta in engine.generate(_request(k, prompts[k], gen_len, args)):
             if got == 0 and delta.token_ids:
                 first.append(clocks.read())
             got += len(delta.token_ids)
@@ -87,15 +93,15 @@ async def _level(engine: AsyncEngine, rows: int, prompt: list[int], gen_len: int
 
 async def _measure(path: str, levels: list[int], args) -> dict:
     engine = AsyncEngine(ModelConfig(model=path), EngineConfig(
-        max_num_seqs=max(levels), max_num_batched_tokens=max(levels) * args.prompt_len,
+        max_num_seqs=max(levels),
+        max_num_batched_tokens=max(levels) * (args.prompt_len + args.stagger),
         enable_prefix_caching=args.prefix_caching))
     await engine.start()
     try:
-        prompt = list(range(3, 3 + args.prompt_len))
         out: dict[str, dict] = {}
         for rows in levels:
-            await _level(engine, rows, prompt, 8, args)  # warm this shape
-            runs = [await _level(engine, rows, prompt, args.gen_len, args)
+            await _level(engine, rows, 8, args)  # warm this shape
+            runs = [await _level(engine, rows, args.gen_len, args)
                     for _ in range(args.repeats)]
             best = min(runs, key=lambda r: r["wall"])
             for key in best:
@@ -126,13 +132,13 @@ def batch_generator_ms(path: str, levels: list[int], args) -> dict[str, float]:
     from mlx_lm.generate import BatchGenerator
 
     model, _ = load(path)
-    prompt, out = list(range(3, 3 + args.prompt_len)), {}
+    out = {}
     for rows in levels:
         runs = []
         for _ in range(args.repeats):
             gen = BatchGenerator(model, max_tokens=args.gen_len, completion_batch_size=rows,
                                  prefill_batch_size=rows, prefill_step_size=512)
-            gen.insert([prompt] * rows, [args.gen_len] * rows)
+            gen.insert(_prompts(rows, args), [args.gen_len] * rows)
             steps, start = 0, 0.0
             while gen.next_generated():
                 steps += 1
@@ -154,6 +160,8 @@ def main() -> None:
                         help="the tiny model's head_dim (MLX 0.32.4's CUDA rope fails at "
                         "head_dim 16 with 512+ batch x heads: use 32 on a GPU)")
     parser.add_argument("--prompt-len", type=int, default=16)
+    parser.add_argument("--stagger", type=int, default=0,
+                        help="row k's prompt is k %% N tokens longer (rows at different lengths)")
     parser.add_argument("--gen-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--penalties", action="store_true")
@@ -180,7 +188,7 @@ def main() -> None:
     result = dict(device=f"{platform.processor() or platform.machine()}, {mx.default_device()}",
                   model=args.model, head_dim=args.head_dim, label=args.label,
                   penalties=args.penalties, sampled=args.sampled,
-                  prompt_len=args.prompt_len, gen_len=args.gen_len, **per_step,
+                  prompt_len=args.prompt_len, stagger=args.stagger, gen_len=args.gen_len, **per_step,
                   load_average=[round(x, 2) for x in os.getloadavg()])
     print(json.dumps(result))
     if args.out:
