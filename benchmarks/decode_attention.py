@@ -10,7 +10,8 @@ was 1.5-1.8x the aligned one at 64-128 rows (host_overhead.py --stagger) while m
 BatchGenerator (left padding: one slice write, a mask) lost ~5%. This times one decode
 step of ``--layers`` attention layers (GQA, bf16), with one step in flight as the engine
 runs, for each way of writing (slice / scatter) and masking (none / bool / additive), so
-the slow part shows. Printed: ms per step per variant and rows, and each over "slice".
+the slow part shows, and "scatter+kernel": the engine's kernel for that case on CUDA
+(cache/row_attention.py; skipped elsewhere). Printed: ms per step per variant and rows, and each over "slice".
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ import mlxserve  # noqa: E402,F401  (binds MLX to OpenBLAS on Linux CPU before m
 
 import mlx.core as mx  # noqa: E402
 
-VARIANTS = ("slice", "slice+bool", "scatter", "scatter+bool", "scatter+additive")
+from mlxserve.cache import row_attention  # noqa: E402
+
+VARIANTS = ("slice", "slice+bool", "scatter", "scatter+bool", "scatter+additive",
+            "scatter+kernel")
 
 
 def _masks(lengths: mx.array, total: int, dtype) -> dict:
@@ -37,7 +41,15 @@ def _masks(lengths: mx.array, total: int, dtype) -> dict:
     return {"none": None, "bool": visible, "additive": additive}
 
 
-def _step(buffers, q, new_k, new_v, at: int, columns, mask, scatter: bool) -> mx.array:
+def _attend(q, keys, values, mask, kernel: bool) -> mx.array:
+    scale = q.shape[-1] ** -0.5
+    if kernel:  # the engine's kernel for this case on CUDA (cache/row_attention.py)
+        return row_attention.decode_attention(q, keys, values, scale, mask)
+    return mx.fast.scaled_dot_product_attention(q, keys, values, scale=scale, mask=mask)
+
+
+def _step(buffers, q, new_k, new_v, at: int, columns, mask, scatter: bool,
+          kernel: bool) -> mx.array:
     outs = []
     for i, (keys, values) in enumerate(buffers):
         if scatter:
@@ -48,9 +60,7 @@ def _step(buffers, q, new_k, new_v, at: int, columns, mask, scatter: bool) -> mx
             values[:, :, at:at + 1, :] = new_v
         buffers[i] = (keys, values)
         total = at + 1
-        outs.append(mx.fast.scaled_dot_product_attention(
-            q, keys[:, :, :total, :], values[:, :, :total, :], scale=q.shape[-1] ** -0.5,
-            mask=mask))
+        outs.append(_attend(q, keys[:, :, :total, :], values[:, :, :total, :], mask, kernel))
     return mx.stack(outs).sum()
 
 
@@ -71,8 +81,9 @@ def _time(rows: int, variant: str, args) -> float:
         at = max(base) + step
         lengths = mx.array([n + step for n in base], dtype=mx.int32)
         columns = lengths[:, None, None, None]
-        mask = _masks(lengths, at + 1, dtype)[mask_kind or "none"]
-        out = _step(buffers, q, new, new, at, columns, mask, write == "scatter")
+        kernel = mask_kind == "kernel"
+        mask = _masks(lengths, at + 1, dtype)["bool" if kernel else mask_kind or "none"]
+        out = _step(buffers, q, new, new, at, columns, mask, write == "scatter", kernel)
         mx.async_eval(out)
         if previous is not None:
             previous.item()
@@ -96,6 +107,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if not row_attention.available():
+        args.variants = [v for v in args.variants if not v.endswith("kernel")]
     table: dict[str, dict[str, float]] = {}
     for rows in args.rows:
         for variant in args.variants:

@@ -11,6 +11,7 @@ imported inside the functions, so importing the engine package stays light.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -54,6 +55,7 @@ def build_engine(model_config: ModelConfig, cfg: EngineConfig,
     device_memory = mx.device_info().get("memory_size") if not cpu_only() else None
     if device_memory:
         _bound_mlx_cache(cfg, device_memory)
+        _route_row_attention()
     prefix = prefix_cache(cfg, caps, loaded.model, device_memory)
     scheduler, runner = _scheduler_and_runner(cfg, loaded, device_memory, prefix)
     if cfg.warmup:
@@ -78,6 +80,16 @@ def _bound_mlx_cache(cfg: EngineConfig, device_memory: int) -> None:
                             kv_budget_bytes(cfg, device_memory, weights))
     mx.set_cache_limit(limit)
     log.info("MLX buffer cache limited to %.1f GiB", limit / 2 ** 30)
+
+
+def _route_row_attention() -> None:
+    """On a CUDA GPU, one-token attention through a per-row mask (rows at different
+    lengths) runs on the engine's kernel (cache/row_attention.py), unless
+    MLXSERVE_ROW_ATTENTION=0."""
+    from mlxserve.cache import row_attention
+
+    if os.environ.get("MLXSERVE_ROW_ATTENTION", "1") != "0" and row_attention.install():
+        log.info("masked one-token attention runs on the engine's CUDA kernel")
 
 
 def _scheduler_and_runner(cfg: EngineConfig, loaded, device_memory: int | None,

@@ -1,0 +1,114 @@
+"""Masked one-token attention on a CUDA GPU (cache/row_attention.py).
+
+Which calls the kernel takes is checked everywhere; the kernel itself only runs where the
+default device is a CUDA GPU (the H200 runs; skipped on a CPU, where MLX's own attention
+is used): its output against MLX's masked attention, and the engine's greedy tokens with
+rows at different lengths against each prompt alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import mlx.core as mx
+import pytest
+from engine_support import (collect, greedy, reference_model, run_with_engine,
+                            stream_generate_tokens)
+
+from mlxserve.cache import row_attention
+from mlxserve.config import EngineConfig
+from tiny_models import make_tiny_model
+
+on_cuda = pytest.mark.skipif(not row_attention.available(), reason="needs a CUDA GPU")
+
+
+def _inputs(rows=3, heads=8, kv_heads=2, keys=40, dim=64, dtype=mx.float32, seed=0):
+    mx.random.seed(seed)
+    q = mx.random.normal((rows, heads, 1, dim)).astype(dtype)
+    k = mx.random.normal((rows, kv_heads, keys, dim)).astype(dtype)
+    v = mx.random.normal((rows, kv_heads, keys, dim)).astype(dtype)
+    lengths = mx.array([(keys * (r + 1)) // rows for r in range(rows)])
+    mask = (mx.arange(keys)[None, :] < lengths[:, None])[:, None, None, :]
+    return q, k, v, mask
+
+
+def test_the_kernel_takes_one_query_token_through_a_row_mask_only():
+    q, k, v, mask = _inputs()
+    assert row_attention.handles(q, k, v, mask)
+    assert not row_attention.handles(q, k, v, None)  # unmasked: MLX's fused kernels
+    assert not row_attention.handles(q, k, v, "causal")
+    additive = mx.where(mask, 0.0, -mx.inf)
+    assert not row_attention.handles(q, k, v, additive)
+    assert not row_attention.handles(q, k, v, mask, sinks=mx.zeros((8,)))
+    wide = mx.concatenate([q, q], axis=2)  # two query tokens (a verify step, a prefill)
+    assert not row_attention.handles(wide, k, v, mx.broadcast_to(mask, (3, 1, 2, 40)))
+    odd = _inputs(dim=48)
+    assert not row_attention.handles(*odd)  # head dim not a multiple of 32
+    shared = mask[:1]  # one mask row for all rows
+    assert not row_attention.handles(q, k, v, shared)
+
+
+def test_install_changes_nothing_off_cuda():
+    if row_attention.available():
+        pytest.skip("a CUDA GPU: install() routes the case to the kernel")
+    before = mx.fast.scaled_dot_product_attention
+    assert row_attention.install() is False
+    assert mx.fast.scaled_dot_product_attention is before
+
+
+@on_cuda
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16, mx.float16])
+@pytest.mark.parametrize("dim,heads,kv_heads", [(64, 8, 2), (128, 32, 8), (128, 4, 4)])
+def test_kernel_matches_mlx_masked_attention(dtype, dim, heads, kv_heads):
+    q, k, v, mask = _inputs(rows=5, heads=heads, kv_heads=kv_heads, keys=300, dim=dim,
+                            dtype=dtype)
+    window = mx.arange(300)[None, None, None, :] >= 7  # a sliding window's lower edge
+    for m in (mask, mask & window):
+        want = mx.fast.scaled_dot_product_attention(q, k, v, scale=dim ** -0.5,
+                                                    mask=mx.where(m, 0.0, -mx.inf).astype(dtype))
+        got = row_attention.decode_attention(q, k, v, dim ** -0.5, m)
+        tol = 1e-4 if dtype == mx.float32 else 2e-2
+        assert mx.allclose(got.astype(mx.float32), want.astype(mx.float32), atol=tol, rtol=tol)
+
+
+@on_cuda
+def test_kernel_reads_strided_views_of_a_larger_buffer():
+    q, k, v, mask = _inputs(rows=4, keys=96, dim=128, dtype=mx.bfloat16)
+    big_k = mx.zeros((6, 2, 160, 128), mx.bfloat16)
+    big_v = mx.zeros((6, 2, 160, 128), mx.bfloat16)
+    big_k[:4, :, :96, :] = k
+    big_v[:4, :, :96, :] = v
+    views = big_k[:4, :, :96, :], big_v[:4, :, :96, :]
+    got = row_attention.decode_attention(q, *views, 128 ** -0.5, mask)
+    want = row_attention.decode_attention(q, k, v, 128 ** -0.5, mask)
+    assert mx.array_equal(got, want)
+
+
+@on_cuda
+def test_a_row_that_sees_no_key_gets_zeros_not_nan():
+    q, k, v, mask = _inputs()
+    hidden = mx.concatenate([mx.zeros_like(mask[:1]), mask[1:]])
+    got = row_attention.decode_attention(q, k, v, 0.125, hidden)
+    assert mx.all(got[0] == 0).item() and not mx.any(mx.isnan(got)).item()
+
+
+@on_cuda
+@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+def test_rows_at_different_lengths_decode_as_each_alone(tmp_path, family):
+    """Greedy: rows of staggered lengths in one batch (the kernel's case at every step)
+    give each prompt's own tokens; head dim 64, so the kernel takes the calls."""
+    overrides = {"head_dim": 64} if family == "qwen3" else {"head_dim": 64,
+                                                            "query_pre_attn_scalar": 64}
+    path = str(make_tiny_model(tmp_path, family, overrides=overrides))
+    model, tok = reference_model(path)
+    prompts = [tok.encode("word " * n) for n in (3, 11, 20, 37)]
+    expected = [stream_generate_tokens(model, tok, p, 24) for p in prompts]
+
+    async def body(engine):
+        return await asyncio.gather(*(collect(engine, greedy(f"r{k}", p, 24))
+                                      for k, p in enumerate(prompts)))
+
+    before = row_attention.calls
+    got = run_with_engine(path, body, EngineConfig(max_num_seqs=8))
+    assert row_attention.install() and row_attention.calls > before
+    assert [g["tokens"] for g in got] == expected
