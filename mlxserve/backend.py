@@ -131,3 +131,15 @@ def is_cpu_only() -> bool:
     return not mx.is_available(mx.gpu) if hasattr(mx, "is_available") else (
         mx.default_device() == mx.cpu
     )
+
+
+def device_memory() -> int | None:
+    """Bytes of the GPU's memory, or None on a CPU. Metal reports ``memory_size``, CUDA
+    ``total_memory`` (reading only the first left a CUDA GPU sized as a CPU: KV budget
+    from host memory, MLX's buffer cache unbounded, 4-bit checkpoints never dequantized)."""
+    import mlx.core as mx
+
+    if is_cpu_only():
+        return None
+    info = mx.device_info()
+    return info.get("memory_size") or info.get("total_memory") or None

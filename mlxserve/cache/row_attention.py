@@ -16,69 +16,116 @@ Metal's vector kernel takes masks already. The kernel skips masked keys, so the 
 is softmax over the visible keys only, the same as MLX's; a row that sees no key gets
 zeros (MLX would give NaN).
 
-Kernel: one block of ``WARPS`` warps per (row, query head). Each warp takes every
-``WARPS``-th key: a lane holds ``D / 32`` of the head's dimensions, the warp sums the dot
-product by shuffles, and keeps an online softmax (running max, sum, weighted values) in
-float32; the warps' partial results are merged through shared memory. Adjacent blocks
-are the query heads of one KV head, so its keys are read from DRAM once and from L2 by
-the others.
+Kernel: one block per (row, KV head, split of the keys), all the KV head's query heads
+(GQA's group) in it, so each key and value is read once for the group. Each of the block's
+warps takes every ``WARPS``-th key of its split: a lane holds ``D / 32`` of the head's
+dimensions, the warp sums the group's dot products by shuffles and keeps an online
+softmax per query head (running max, sum, weighted values) in float32; the warps merge
+through shared memory. Rows x KV heads below ``BLOCKS_WANTED`` (few rows, long keys)
+split the keys over blocks (pieces of at least ``KEYS_PER_SPLIT``), whose partial
+softmaxes are merged by a few MLX ops.
 """
 
 from __future__ import annotations
 
 import mlx.core as mx
 
-WARPS = 4
 _DTYPES = (mx.bfloat16, mx.float16, mx.float32)
+KEYS_PER_SPLIT = 256  # a row's keys are split over blocks only in pieces at least this long
+BLOCKS_WANTED = 512  # split until the grid has about this many blocks
 
-_SOURCE = r"""
+_BODY = r"""
     constexpr int E = D / 32;
     const float NEG_INF = __int_as_float(0xff800000);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int head = blockIdx.y, row = blockIdx.z;
-    const int heads = q_shape[1], group = heads / k_shape[1], keys_n = k_shape[2];
-    const int kv = head / group;
-    const T* qp = q + row * q_strides[0] + head * q_strides[1] + lane * E;
+    const int split = blockIdx.x, kv = blockIdx.y, row = blockIdx.z;
+    const int heads = q_shape[1], keys_n = k_shape[2];
+    const int splits = gridDim.x, chunk = (keys_n + splits - 1) / splits;
+    const int first = split * chunk, last = min(keys_n, first + chunk);
+    float qv[G][E], acc[G][E], best[G], total[G];
+    for (int g = 0; g < G; ++g) {
+        const T* qp = q + row * q_strides[0] + (kv * G + g) * q_strides[1] + lane * E;
+        for (int e = 0; e < E; ++e) {
+            qv[g][e] = static_cast<float>(qp[e]) * scale[0];
+            acc[g][e] = 0.f;
+        }
+        best[g] = NEG_INF;
+        total[g] = 0.f;
+    }
     const T* kb = k + row * k_strides[0] + kv * k_strides[1] + lane * E;
     const T* vb = v + row * v_strides[0] + kv * v_strides[1] + lane * E;
     const bool* mb = mask + row * mask_strides[0];
-    float qv[E], acc[E];
-    for (int e = 0; e < E; ++e) { qv[e] = static_cast<float>(qp[e]) * scale[0]; acc[e] = 0.f; }
-    float best = NEG_INF, total = 0.f;
-    for (int t = warp; t < keys_n; t += WARPS) {
+    for (int t = first + warp; t < last; t += WARPS) {
         if (!mb[t * mask_strides[3]]) continue;
         const T* kp = kb + t * k_strides[2];
-        float s = 0.f;
-        for (int e = 0; e < E; ++e) s += qv[e] * static_cast<float>(kp[e]);
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
-        const float top = fmaxf(best, s), shrink = __expf(best - top), p = __expf(s - top);
         const T* vp = vb + t * v_strides[2];
-        for (int e = 0; e < E; ++e) acc[e] = acc[e] * shrink + p * static_cast<float>(vp[e]);
-        total = total * shrink + p;
-        best = top;
+        float kf[E], vf[E], s[G];
+        for (int e = 0; e < E; ++e) { kf[e] = static_cast<float>(kp[e]); vf[e] = static_cast<float>(vp[e]); }
+        for (int g = 0; g < G; ++g) {
+            s[g] = 0.f;
+            for (int e = 0; e < E; ++e) s[g] += qv[g][e] * kf[e];
+        }
+        for (int o = 16; o > 0; o >>= 1)
+            for (int g = 0; g < G; ++g) s[g] += __shfl_xor_sync(0xffffffff, s[g], o);
+        for (int g = 0; g < G; ++g) {
+            const float top = fmaxf(best[g], s[g]);
+            const float shrink = expf(best[g] - top), p = expf(s[g] - top);
+            for (int e = 0; e < E; ++e) acc[g][e] = acc[g][e] * shrink + p * vf[e];
+            total[g] = total[g] * shrink + p;
+            best[g] = top;
+        }
     }
-    __shared__ float bests[WARPS], totals[WARPS], accs[WARPS][D];
-    if (lane == 0) { bests[warp] = best; totals[warp] = total; }
-    for (int e = 0; e < E; ++e) accs[warp][lane * E + e] = acc[e];
+    __shared__ float bests[WARPS][G], totals[WARPS][G], accs[WARPS][G][D];
+    for (int g = 0; g < G; ++g) {
+        if (lane == 0) { bests[warp][g] = best[g]; totals[warp][g] = total[g]; }
+        for (int e = 0; e < E; ++e) accs[warp][g][lane * E + e] = acc[g][e];
+    }
     __syncthreads();
-    if (warp != 0) return;
-    float top = NEG_INF;
-    for (int w = 0; w < WARPS; ++w) top = fmaxf(top, bests[w]);
-    float sum = 0.f, o[E];
-    for (int e = 0; e < E; ++e) o[e] = 0.f;
-    for (int w = 0; w < WARPS; ++w) {
-        const float c = bests[w] == NEG_INF ? 0.f : __expf(bests[w] - top);
-        sum += totals[w] * c;
-        for (int e = 0; e < E; ++e) o[e] += accs[w][lane * E + e] * c;
+    for (int i = threadIdx.x; i < G * D; i += WARPS * 32) {
+        const int g = i / D, d = i % D;
+        float top = NEG_INF, sum = 0.f, o = 0.f;
+        for (int w = 0; w < WARPS; ++w) top = fmaxf(top, bests[w][g]);
+        for (int w = 0; w < WARPS; ++w) {
+            const float c = bests[w][g] == NEG_INF ? 0.f : expf(bests[w][g] - top);
+            sum += totals[w][g] * c;
+            o += accs[w][g][d] * c;
+        }
+        const long at = (long)(row * heads + kv * G + g) * splits + split;
+"""
+_WHOLE = r"""
+        out[at * D + d] = static_cast<T>(sum > 0.f ? o / sum : 0.f);
     }
-    T* op = out + (row * heads + head) * D + lane * E;
-    for (int e = 0; e < E; ++e) op[e] = static_cast<T>(sum > 0.f ? o[e] / sum : 0.f);
+"""
+_PARTS = r"""
+        part[at * D + d] = o;
+        if (d == 0) { maxes[at] = top; sums[at] = sum; }
+    }
 """
 
-_kernel = None
+_kernels: dict[bool, object] = {}
 _original = None
 calls = 0  # attention calls the kernel took (counted as graphs are built)
 _scales: dict[float, mx.array] = {}
+
+
+def _kernel(split: bool):
+    if split not in _kernels:
+        outputs = ["part", "maxes", "sums"] if split else ["out"]
+        _kernels[split] = mx.fast.cuda_kernel(
+            name=f"mlxserve_row_attention_{'parts' if split else 'whole'}",
+            input_names=["q", "k", "v", "mask", "scale"], output_names=outputs,
+            source=_BODY + (_PARTS if split else _WHOLE), ensure_row_contiguous=False)
+    return _kernels[split]
+
+
+def _warps(group: int, dim: int) -> int:
+    """Warps per block: as many as the merge's shared memory (warps x group x dim floats)
+    keeps within 32 KB, at most 8."""
+    return max(1, min(8, 8192 // (group * dim)))
+
+
+def _splits(rows: int, kv_heads: int, keys: int) -> int:
+    return max(1, min(BLOCKS_WANTED // (rows * kv_heads), keys // KEYS_PER_SPLIT))
 
 
 def handles(q: mx.array, k: mx.array, v: mx.array, mask, sinks=None) -> bool:
@@ -91,6 +138,7 @@ def handles(q: mx.array, k: mx.array, v: mx.array, mask, sinks=None) -> bool:
     return (mask.shape == (rows, 1, 1, k.shape[2]) and k.shape[0] == v.shape[0] == rows
             and dim % 32 == 0 and dim <= 256 and k.shape[3] == v.shape[3] == dim
             and k.shape[1] == v.shape[1] and heads % k.shape[1] == 0
+            and (heads // k.shape[1]) * dim <= 8192
             and q.dtype in _DTYPES and k.dtype == q.dtype and v.dtype == q.dtype)
 
 
@@ -98,20 +146,31 @@ def decode_attention(q: mx.array, k: mx.array, v: mx.array, scale: float,
                      mask: mx.array) -> mx.array:
     """softmax(q k^T * scale, over the keys ``mask`` lets each row see) v, for
     ``handles``' case. K and V may be strided views (a prefix of a larger buffer)."""
-    global _kernel
-    if _kernel is None:
-        _kernel = mx.fast.cuda_kernel(
-            name="mlxserve_row_decode_attention",
-            input_names=["q", "k", "v", "mask", "scale"], output_names=["out"],
-            source=_SOURCE, ensure_row_contiguous=False)
     if scale not in _scales:
         _scales[scale] = mx.array([scale], dtype=mx.float32)
     rows, heads, _, dim = q.shape
-    return _kernel(
-        inputs=[q, k, v, mask, _scales[scale]],
-        template=[("T", q.dtype), ("D", dim), ("WARPS", WARPS)],
-        grid=(32 * WARPS, heads, rows), threadgroup=(32 * WARPS, 1, 1),
-        output_shapes=[q.shape], output_dtypes=[q.dtype])[0]
+    kv_heads, keys = k.shape[1], k.shape[2]
+    group = heads // kv_heads
+    warps, splits = _warps(group, dim), _splits(rows, kv_heads, keys)
+    template = [("T", q.dtype), ("D", dim), ("G", group), ("WARPS", warps)]
+    launch = dict(inputs=[q, k, v, mask, _scales[scale]], template=template,
+                  grid=(32 * warps * splits, kv_heads, rows), threadgroup=(32 * warps, 1, 1))
+    if splits == 1:
+        return _kernel(False)(**launch, output_shapes=[q.shape], output_dtypes=[q.dtype])[0]
+    part, maxes, sums = _kernel(True)(
+        **launch, output_shapes=[(rows, heads, splits, dim), (rows, heads, splits),
+                                 (rows, heads, splits)],
+        output_dtypes=[mx.float32] * 3)
+    return _merge(part, maxes, sums).astype(q.dtype)[:, :, None, :]
+
+
+def _merge(part: mx.array, maxes: mx.array, sums: mx.array) -> mx.array:
+    """The splits' partial softmaxes as one: (rows, heads, dim)."""
+    top = mx.max(maxes, axis=2, keepdims=True)
+    weight = mx.where(maxes == -mx.inf, 0.0, mx.exp(maxes - top))
+    total = (sums * weight).sum(axis=2)[..., None]
+    merged = (part * weight[..., None]).sum(axis=2)
+    return mx.where(total > 0, merged / mx.maximum(total, 1e-30), 0.0)
 
 
 def _attention(q, k, v, *, scale, mask=None, **kwargs):

@@ -45,14 +45,13 @@ def build_engine(model_config: ModelConfig, cfg: EngineConfig,
                  loader: Callable | None = None) -> EngineParts:
     """Load the model and build what serves it, each part after what it needs: the prefix
     cache's reserve comes off the KV budget, which sizes the scheduler and the runner."""
-    import mlx.core as mx
-
+    from mlxserve import backend
     from mlxserve.models import load_model
 
     loaded = (loader or load_model)(model_config)
     caps = loaded.capabilities
     max_model_len = min(cfg.max_model_len or caps.context_length, caps.context_length)
-    device_memory = mx.device_info().get("memory_size") if not cpu_only() else None
+    device_memory = backend.device_memory()
     if device_memory:
         _bound_mlx_cache(cfg, device_memory)
         _route_row_attention()

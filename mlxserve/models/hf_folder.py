@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+from mlxserve.backend import device_memory
 from mlxserve.config import ModelConfig
 from mlxserve.errors import ModelLoadError
 from mlxserve.models.capabilities import ModelCapabilities
@@ -96,7 +97,7 @@ def _dequantize_here(model, config: dict, cpu_only: bool) -> bool:
     packed = sum(v.nbytes for _, v in tree_flatten(model.parameters()) if v.dtype == mx.uint32)
     others = sum(v.nbytes for _, v in tree_flatten(model.parameters()) if v.dtype != mx.uint32)
     wanted = packed * 16 // bits + others
-    memory = mx.device_info().get("memory_size") or 0
+    memory = device_memory() or 0
     return wanted <= DEQUANTIZED_SHARE * memory
 
 

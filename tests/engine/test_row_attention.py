@@ -72,6 +72,17 @@ def test_kernel_matches_mlx_masked_attention(dtype, dim, heads, kv_heads):
 
 
 @on_cuda
+@pytest.mark.parametrize("rows,keys", [(1, 4000), (2, 2000), (3, 700)])
+def test_few_long_rows_split_over_blocks_match(rows, keys):
+    assert row_attention._splits(rows, 2, keys) > 1
+    q, k, v, mask = _inputs(rows=rows, heads=8, kv_heads=2, keys=keys, dim=128)
+    want = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.1,
+                                                mask=mx.where(mask, 0.0, -mx.inf))
+    got = row_attention.decode_attention(q, k, v, 0.1, mask)
+    assert mx.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+@on_cuda
 def test_kernel_reads_strided_views_of_a_larger_buffer():
     q, k, v, mask = _inputs(rows=4, keys=96, dim=128, dtype=mx.bfloat16)
     big_k = mx.zeros((6, 2, 160, 128), mx.bfloat16)
