@@ -16,14 +16,24 @@ Metal's vector kernel takes masks already. The kernel skips masked keys, so the 
 is softmax over the visible keys only, the same as MLX's; a row that sees no key gets
 zeros (MLX would give NaN).
 
-Kernel: one block per (row, KV head, split of the keys), all the KV head's query heads
-(GQA's group) in it, so each key and value is read once for the group. Each of the block's
-warps takes every ``WARPS``-th key of its split: a lane holds ``D / 32`` of the head's
-dimensions, the warp sums the group's dot products by shuffles and keeps an online
-softmax per query head (running max, sum, weighted values) in float32; the warps merge
-through shared memory. Rows x KV heads below ``BLOCKS_WANTED`` (few rows, long keys)
-split the keys over blocks (pieces of at least ``KEYS_PER_SPLIT``), whose partial
-softmaxes are merged by a few MLX ops.
+Kernel: one block per (row, KV head), all the KV head's query heads (GQA's group) in it,
+so each key and value is read once for the group. Each of the block's warps takes every
+``WARPS``-th key: a lane holds ``D / 32`` of the head's dimensions, the warp sums the
+group's dot products by shuffles and keeps an online softmax per query head (running
+max, sum, weighted values) in float32; the warps merge through shared memory. The source
+takes its key range from ``gridDim.x`` (the launch uses 1): splitting a few long rows'
+keys over blocks, merged by MLX ops, was measured slower than MLX's own path at 2-8 rows,
+so below ``MIN_BLOCKS`` rows x KV heads (32 rows of 8 KV heads) the call stays on MLX's
+path, and the split was dropped.
+
+H200, 8B shape (36 layers, 32 query / 8 KV heads, head dim 128, bf16), one decode step's
+attention with one step in flight, ms (benchmarks/decode_attention.py,
+results/decode_attention_h200_8b_shape_kernel2.json): rows of ~350-414 tokens at
+64 / 128 / 256 rows: MLX unmasked 6.6 / 13.9 / 24.7, MLX masked 11.5 / 21.5 / 40.2, this
+kernel 4.2 / 9.6 / 12.6; 128 rows of ~1,500-1,750 tokens: 13.1 / 70.5 / 20.4. Rows of
+different lengths now decode faster than MLX's unmasked kernel does rows of one length
+up to ~400 tokens; at ~1,500 it is 1.55x the unmasked one (room left: one key per warp
+at a time is latency-bound).
 """
 
 from __future__ import annotations
@@ -31,8 +41,7 @@ from __future__ import annotations
 import mlx.core as mx
 
 _DTYPES = (mx.bfloat16, mx.float16, mx.float32)
-KEYS_PER_SPLIT = 256  # a row's keys are split over blocks only in pieces at least this long
-BLOCKS_WANTED = 512  # split until the grid has about this many blocks
+MIN_BLOCKS = 256  # rows x KV heads below this stay on MLX's path (see the module's doc)
 
 _BODY = r"""
     constexpr int E = D / 32;
@@ -96,36 +105,16 @@ _WHOLE = r"""
         out[at * D + d] = static_cast<T>(sum > 0.f ? o / sum : 0.f);
     }
 """
-_PARTS = r"""
-        part[at * D + d] = o;
-        if (d == 0) { maxes[at] = top; sums[at] = sum; }
-    }
-"""
-
-_kernels: dict[bool, object] = {}
+_kernel = None
 _original = None
 calls = 0  # attention calls the kernel took (counted as graphs are built)
 _scales: dict[float, mx.array] = {}
-
-
-def _kernel(split: bool):
-    if split not in _kernels:
-        outputs = ["part", "maxes", "sums"] if split else ["out"]
-        _kernels[split] = mx.fast.cuda_kernel(
-            name=f"mlxserve_row_attention_{'parts' if split else 'whole'}",
-            input_names=["q", "k", "v", "mask", "scale"], output_names=outputs,
-            source=_BODY + (_PARTS if split else _WHOLE), ensure_row_contiguous=False)
-    return _kernels[split]
 
 
 def _warps(group: int, dim: int) -> int:
     """Warps per block: as many as the merge's shared memory (warps x group x dim floats)
     keeps within 32 KB, at most 8."""
     return max(1, min(8, 8192 // (group * dim)))
-
-
-def _splits(rows: int, kv_heads: int, keys: int) -> int:
-    return max(1, min(BLOCKS_WANTED // (rows * kv_heads), keys // KEYS_PER_SPLIT))
 
 
 def handles(q: mx.array, k: mx.array, v: mx.array, mask, sinks=None) -> bool:
@@ -138,7 +127,7 @@ def handles(q: mx.array, k: mx.array, v: mx.array, mask, sinks=None) -> bool:
     return (mask.shape == (rows, 1, 1, k.shape[2]) and k.shape[0] == v.shape[0] == rows
             and dim % 32 == 0 and dim <= 256 and k.shape[3] == v.shape[3] == dim
             and k.shape[1] == v.shape[1] and heads % k.shape[1] == 0
-            and (heads // k.shape[1]) * dim <= 8192
+            and (heads // k.shape[1]) * dim <= 8192 and rows * k.shape[1] >= MIN_BLOCKS
             and q.dtype in _DTYPES and k.dtype == q.dtype and v.dtype == q.dtype)
 
 
@@ -146,31 +135,20 @@ def decode_attention(q: mx.array, k: mx.array, v: mx.array, scale: float,
                      mask: mx.array) -> mx.array:
     """softmax(q k^T * scale, over the keys ``mask`` lets each row see) v, for
     ``handles``' case. K and V may be strided views (a prefix of a larger buffer)."""
+    global _kernel
+    if _kernel is None:
+        _kernel = mx.fast.cuda_kernel(
+            name="mlxserve_row_attention_whole", input_names=["q", "k", "v", "mask", "scale"],
+            output_names=["out"], source=_BODY + _WHOLE, ensure_row_contiguous=False)
     if scale not in _scales:
         _scales[scale] = mx.array([scale], dtype=mx.float32)
     rows, heads, _, dim = q.shape
-    kv_heads, keys = k.shape[1], k.shape[2]
-    group = heads // kv_heads
-    warps, splits = _warps(group, dim), _splits(rows, kv_heads, keys)
-    template = [("T", q.dtype), ("D", dim), ("G", group), ("WARPS", warps)]
-    launch = dict(inputs=[q, k, v, mask, _scales[scale]], template=template,
-                  grid=(32 * warps * splits, kv_heads, rows), threadgroup=(32 * warps, 1, 1))
-    if splits == 1:
-        return _kernel(False)(**launch, output_shapes=[q.shape], output_dtypes=[q.dtype])[0]
-    part, maxes, sums = _kernel(True)(
-        **launch, output_shapes=[(rows, heads, splits, dim), (rows, heads, splits),
-                                 (rows, heads, splits)],
-        output_dtypes=[mx.float32] * 3)
-    return _merge(part, maxes, sums).astype(q.dtype)[:, :, None, :]
-
-
-def _merge(part: mx.array, maxes: mx.array, sums: mx.array) -> mx.array:
-    """The splits' partial softmaxes as one: (rows, heads, dim)."""
-    top = mx.max(maxes, axis=2, keepdims=True)
-    weight = mx.where(maxes == -mx.inf, 0.0, mx.exp(maxes - top))
-    total = (sums * weight).sum(axis=2)[..., None]
-    merged = (part * weight[..., None]).sum(axis=2)
-    return mx.where(total > 0, merged / mx.maximum(total, 1e-30), 0.0)
+    group = heads // k.shape[1]
+    warps = _warps(group, dim)
+    return _kernel(inputs=[q, k, v, mask, _scales[scale]],
+                   template=[("T", q.dtype), ("D", dim), ("G", group), ("WARPS", warps)],
+                   grid=(32 * warps, k.shape[1], rows), threadgroup=(32 * warps, 1, 1),
+                   output_shapes=[q.shape], output_dtypes=[q.dtype])[0]
 
 
 def _attention(q, k, v, *, scale, mask=None, **kwargs):

@@ -22,7 +22,7 @@ from tiny_models import make_tiny_model
 on_cuda = pytest.mark.skipif(not row_attention.available(), reason="needs a CUDA GPU")
 
 
-def _inputs(rows=3, heads=8, kv_heads=2, keys=40, dim=64, dtype=mx.float32, seed=0):
+def _inputs(rows=64, heads=8, kv_heads=4, keys=40, dim=64, dtype=mx.float32, seed=0):
     mx.random.seed(seed)
     q = mx.random.normal((rows, heads, 1, dim)).astype(dtype)
     k = mx.random.normal((rows, kv_heads, keys, dim)).astype(dtype)
@@ -41,11 +41,13 @@ def test_the_kernel_takes_one_query_token_through_a_row_mask_only():
     assert not row_attention.handles(q, k, v, additive)
     assert not row_attention.handles(q, k, v, mask, sinks=mx.zeros((8,)))
     wide = mx.concatenate([q, q], axis=2)  # two query tokens (a verify step, a prefill)
-    assert not row_attention.handles(wide, k, v, mx.broadcast_to(mask, (3, 1, 2, 40)))
+    assert not row_attention.handles(wide, k, v, mx.broadcast_to(mask, (64, 1, 2, 40)))
     odd = _inputs(dim=48)
     assert not row_attention.handles(*odd)  # head dim not a multiple of 32
     shared = mask[:1]  # one mask row for all rows
     assert not row_attention.handles(q, k, v, shared)
+    few = _inputs(rows=8)  # 8 rows x 4 KV heads: MLX's own path is faster there
+    assert not row_attention.handles(*few)
 
 
 def test_install_changes_nothing_off_cuda():
@@ -73,8 +75,7 @@ def test_kernel_matches_mlx_masked_attention(dtype, dim, heads, kv_heads):
 
 @on_cuda
 @pytest.mark.parametrize("rows,keys", [(1, 4000), (2, 2000), (3, 700)])
-def test_few_long_rows_split_over_blocks_match(rows, keys):
-    assert row_attention._splits(rows, 2, keys) > 1
+def test_few_long_rows_match(rows, keys):
     q, k, v, mask = _inputs(rows=rows, heads=8, kv_heads=2, keys=keys, dim=128)
     want = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.1,
                                                 mask=mx.where(mask, 0.0, -mx.inf))
@@ -103,23 +104,38 @@ def test_a_row_that_sees_no_key_gets_zeros_not_nan():
     assert mx.all(got[0] == 0).item() and not mx.any(mx.isnan(got)).item()
 
 
+def _first_difference(got: list[int], want: list[int]) -> int | None:
+    return next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
+
+
+def _top_two_margin(model, tokens: list[int]) -> float:
+    top = mx.sort(model(mx.array([tokens]))[0, -1].astype(mx.float32))[-2:].tolist()
+    return top[1] - top[0]
+
+
 @on_cuda
 @pytest.mark.parametrize("family", ["qwen3", "gemma3"])
 def test_rows_at_different_lengths_decode_as_each_alone(tmp_path, family):
-    """Greedy: rows of staggered lengths in one batch (the kernel's case at every step)
-    give each prompt's own tokens; head dim 64, so the kernel takes the calls."""
-    overrides = {"head_dim": 64} if family == "qwen3" else {"head_dim": 64,
-                                                            "query_pre_attn_scalar": 64}
+    """Greedy: 32 rows of staggered lengths in one batch (8 KV heads, head dim 64: the
+    kernel's case at every decode step) give each prompt's own tokens, up to near-ties.
+    On CUDA, float32 matmuls of different batch shapes differ by up to ~1e-2 in these
+    logits: with MLX's own attention, gemma3 left stream_generate's tokens at a margin of
+    1.2e-2 and qwen3 at 1.9e-3 (the H200 run), so a divergence must sit at such a tie."""
+    overrides = dict(head_dim=64, num_attention_heads=8, num_key_value_heads=8)
+    if family == "gemma3":
+        overrides["query_pre_attn_scalar"] = 64
     path = str(make_tiny_model(tmp_path, family, overrides=overrides))
     model, tok = reference_model(path)
-    prompts = [tok.encode("word " * n) for n in (3, 11, 20, 37)]
-    expected = [stream_generate_tokens(model, tok, p, 24) for p in prompts]
+    prompts = [tok.encode("word " * (3 + 2 * n)) for n in range(32)]
+    expected = [stream_generate_tokens(model, tok, p, 16) for p in prompts]
 
     async def body(engine):
-        return await asyncio.gather(*(collect(engine, greedy(f"r{k}", p, 24))
+        return await asyncio.gather(*(collect(engine, greedy(f"r{k}", p, 16))
                                       for k, p in enumerate(prompts)))
 
     before = row_attention.calls
-    got = run_with_engine(path, body, EngineConfig(max_num_seqs=8))
+    got = run_with_engine(path, body, EngineConfig(max_num_seqs=32))
     assert row_attention.install() and row_attention.calls > before
-    assert [g["tokens"] for g in got] == expected
+    for prompt, g, want in zip(prompts, got, expected):
+        at = _first_difference(g["tokens"], want)
+        assert at is None or _top_two_margin(model, prompt + want[:at]) < 0.05

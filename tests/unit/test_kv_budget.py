@@ -42,3 +42,18 @@ def test_start_up_sets_the_limit_it_computes_in_mlx():
     _bound_mlx_cache(config, device)
     set_by_start_up = mx.set_cache_limit(original)  # returns the limit it replaces
     assert set_by_start_up == mlx_cache_limit(device, weights, 20 * GIB)
+
+
+def test_device_memory_is_the_gpus_and_none_on_a_cpu():
+    """Metal names it memory_size, CUDA total_memory: either is the GPU's; a CPU has none
+    (its KV budget comes from free host memory)."""
+    import mlx.core as mx
+
+    from mlxserve.backend import device_memory, is_cpu_only
+
+    got = device_memory()
+    if is_cpu_only():
+        assert got is None
+    else:
+        info = mx.device_info()
+        assert got == (info.get("memory_size") or info.get("total_memory")) and got > 1 << 30
