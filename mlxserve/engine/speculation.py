@@ -6,10 +6,15 @@ the host). So it is chosen per step from measurements, never assumed:
 - per batch size (buckets of powers of two), the tokens per second of plain steps and of
   verify steps, as moving averages of measured step times and tokens produced;
 - speculation runs while its rate is at least the plain rate; when it falls behind, it
-  stops for that bucket and is probed again (three steps; a bucket's first verify is not
-  measured: it may compile kernels) after a pause that doubles each
-  time a probe loses (up to ``_MAX_PAUSE`` steps), so at large batch it backs off by
-  itself and the probes cost at most ~1% of the steps;
+  stops for that bucket and is probed again (one verify step; a bucket's first verify is
+  not measured: it may compile kernels) after a pause that starts at 64 steps and doubles
+  each time a probe loses (up to ``_MAX_PAUSE``), so at large batch it backs off by
+  itself. Where speculation never pays (random MTP heads: a verify step cost 3.2-3.6x a
+  plain one and yielded one token per row on the H200), the probes' cost, simulated
+  with those costs (tests/unit/test_spec_backoff.py), is 1.5% of plain speed over the
+  first 1,000 steps and 0.9% over 2,000 (three-step probes from a 16-step pause cost
+  4.7% and 3.2%: the H200 measured 0.95x at batch 8). A probe that wins by noise is
+  corrected at once: speculation is measured on every step it runs;
 - per row, the number of proposals follows the row's measured acceptance (rows whose
   proposals keep failing get one token, then none for a while).
 Counters (per method): drafts (rows verified with at least one proposal), proposed and
@@ -23,8 +28,9 @@ from dataclasses import dataclass, field
 from mlxserve.spec.proposer import ProposalRow, TokenHistory
 
 _ALPHA = 0.3  # weight of a new measurement in the moving averages
-_PROBE_STEPS = 3
-_MAX_PAUSE = 512
+_PROBE_STEPS = 1
+_FIRST_PAUSE = 64
+_MAX_PAUSE = 4096
 _WARM_STEPS = 2  # plain steps measured per bucket before the first probe
 _MAX_SKIP = 4  # steps a row without proposals waits before it is asked again
 
@@ -54,7 +60,7 @@ class _Bucket:
     plain_rate: _Rate = field(default_factory=_Rate)  # tokens / s of plain steps
     spec_rate: _Rate = field(default_factory=_Rate)  # of verify steps (and the restarts)
     probing: int = 0  # verify steps left in the current probe
-    pause: int = 16  # steps to wait after a lost probe
+    pause: int = _FIRST_PAUSE  # steps to wait after a lost probe
     resume_at: int = 0  # step number when the next probe may start
     warmed: bool = False  # its first verify step was seen (and not measured)
 

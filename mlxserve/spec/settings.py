@@ -32,7 +32,8 @@ def parse_speculative_config(text: str) -> SpeculativeConfig:
         prompt_lookup_min=_count(data, "prompt_lookup_min", 2, 1, 64),
         prompt_lookup_max=_count(data, "prompt_lookup_max", 5, 1, 64),
         model=_text(data, "model"),
-        options={k: v for k, v in data.items() if k not in _COMMON | _FIELDS})
+        options={k: v for k, v in data.items()
+                 if k not in {"method", "num_speculative_tokens"} | _FIELDS})
     if not isinstance(data.get("adaptive", True), bool):
         raise ValueError("--speculative-config: adaptive must be true or false")
     if config.prompt_lookup_min > config.prompt_lookup_max:

@@ -39,6 +39,24 @@ def test_keeps_speculating_where_verify_steps_are_faster():
     assert _share_of_verify_steps(0.1, 0.15, 3.0) > 0.9
 
 
+def _speed_over_plain(steps: int, plain_s: float, verify_s: float, batch: int) -> float:
+    """Tokens per second with the back-off over all-plain decoding, when proposals are
+    never accepted (one token per row per verify step, as with random MTP heads)."""
+    spec, seconds = Speculation(_Proposer(), k=3), 0.0
+    for _ in range(steps):
+        cost = verify_s if spec.wanted(batch) else plain_s
+        spec.observe(batch, cost, batch, verified=cost == verify_s)
+        seconds += cost
+    return (steps * batch / seconds) / (batch / plain_s)
+
+
+def test_probes_cost_under_two_percent_where_speculation_never_pays():
+    # the H200's random-head MTP costs: a verify step 3.6x a plain one at 8 rows, 3.2x at 1
+    for batch, ratio in ((8, 3.6), (1, 3.2)):
+        assert _speed_over_plain(1000, 0.01, 0.01 * ratio, batch) >= 0.98
+        assert _speed_over_plain(4000, 0.01, 0.01 * ratio, batch) >= 0.99
+
+
 def test_buckets_decide_apart():
     spec = Speculation(_Proposer(), k=4)
     for _ in range(200):  # batch 64: slower; batch 1: faster

@@ -14,6 +14,19 @@ def test_ngram_config_parses_with_defaults():
     assert (config.prompt_lookup_min, config.prompt_lookup_max) == (2, 5)
 
 
+def test_adaptive_false_reaches_the_controller():
+    """``"adaptive": false`` (speculate on every step) used to be dropped by the parser,
+    so the CLI option did nothing; build_speculation reads it from ``options``."""
+    from mlxserve.engine.speculation import Speculation
+
+    config = parse_speculative_config('{"method": "ngram", "adaptive": false}')
+    assert config.options == {"adaptive": False}
+    assert parse_speculative_config('{"method": "ngram"}').options == {}
+    spec = Speculation(object(), config.num_speculative_tokens,
+                       adaptive=config.options.get("adaptive", True))
+    assert all(spec.wanted(8) for _ in range(100))
+
+
 @pytest.mark.parametrize("text, words", [
     ("{", "not valid JSON"),
     ("[1]", "JSON object"),
