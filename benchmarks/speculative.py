@@ -21,7 +21,7 @@ heads accept ~nothing, so this measures overhead: at each batch size, aggregate 
 tokens/s of plain decode, of MTP forced on every step (``adaptive: false``: the cost of a
 verify step against a plain step is plain / forced), and of MTP with the engine's back-off
 (adaptive: must stay within 2% of plain). The back-off learns per batch size (it probes
-after pauses that double up to 512 steps); --settle N runs the adaptive engine for N
+after pauses that double from 64 up to 4,096 steps); --settle N runs the adaptive engine for N
 tokens at each batch size before the timed runs, as a server that has been up a while
 (0: the timed runs include the learning, as a fresh server's first requests do).
 
