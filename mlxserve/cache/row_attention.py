@@ -38,6 +38,8 @@ at a time is latency-bound).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import mlx.core as mx
 
 _DTYPES = (mx.bfloat16, mx.float16, mx.float32)
@@ -171,3 +173,17 @@ def install() -> bool:
         _original = mx.fast.scaled_dot_product_attention
         mx.fast.scaled_dot_product_attention = _attention
     return _original is not None
+
+
+@contextmanager
+def mlx_attention():
+    """MLX's own attention inside (a benchmark's mlx-lm reference in a process where an
+    engine routed the kernel: the reference must be mlx-lm as users run it)."""
+    if _original is None:
+        yield
+        return
+    mx.fast.scaled_dot_product_attention = _original
+    try:
+        yield
+    finally:
+        mx.fast.scaled_dot_product_attention = _attention

@@ -58,6 +58,17 @@ def test_install_changes_nothing_off_cuda():
     assert mx.fast.scaled_dot_product_attention is before
 
 
+def test_mlx_attention_gives_mlx_own_function_inside():
+    """Benchmarks time mlx-lm's references inside it, in processes where an engine may
+    have routed the kernel."""
+    routed = row_attention.install()
+    before = mx.fast.scaled_dot_product_attention
+    with row_attention.mlx_attention():
+        inside = mx.fast.scaled_dot_product_attention
+    assert mx.fast.scaled_dot_product_attention is before
+    assert inside is (row_attention._original if routed else before)
+
+
 @on_cuda
 @pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16, mx.float16])
 @pytest.mark.parametrize("dim,heads,kv_heads", [(64, 8, 2), (128, 32, 8), (128, 4, 4)])
