@@ -10,6 +10,8 @@ node_modules/.bin (or the CLIs on PATH). The agents sample at temperature 1 and 
 model often answers without calling the tool, so what is asserted is that each agent runs
 its turns against the server to a clean end (no API error, no retry storm); whether the
 model completed the task is printed (pytest -s) with the turn times from the server log.
+On this project's 2-core CPU, claude -p on the 0.5B completed 1 run of 5; on the 1.5B
+(MLXSERVE_AGENTS_MODEL=qwen2.5-coder-1.5b) 2 of 2, in 282 s and 273 s.
 """
 
 from __future__ import annotations
