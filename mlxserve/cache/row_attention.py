@@ -45,7 +45,7 @@ import mlx.core as mx
 _DTYPES = (mx.bfloat16, mx.float16, mx.float32)
 MIN_BLOCKS = 256  # rows x KV heads below this stay on MLX's path (see the module's doc)
 
-_BODY = r"""
+_SOURCE = r"""
     constexpr int E = D / 32;
     const float NEG_INF = __int_as_float(0xff800000);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -102,8 +102,7 @@ _BODY = r"""
             o += accs[w][g][d] * c;
         }
         const long at = (long)(row * heads + kv * G + g) * splits + split;
-"""
-_WHOLE = r"""
+
         out[at * D + d] = static_cast<T>(sum > 0.f ? o / sum : 0.f);
     }
 """
@@ -141,7 +140,7 @@ def decode_attention(q: mx.array, k: mx.array, v: mx.array, scale: float,
     if _kernel is None:
         _kernel = mx.fast.cuda_kernel(
             name="mlxserve_row_attention_whole", input_names=["q", "k", "v", "mask", "scale"],
-            output_names=["out"], source=_BODY + _WHOLE, ensure_row_contiguous=False)
+            output_names=["out"], source=_SOURCE, ensure_row_contiguous=False)
     if scale not in _scales:
         _scales[scale] = mx.array([scale], dtype=mx.float32)
     rows, heads, _, dim = q.shape
