@@ -10,8 +10,10 @@ was 1.5-1.8x the aligned one at 64-128 rows (host_overhead.py --stagger) while m
 BatchGenerator (left padding: one slice write, a mask) lost ~5%. This times one decode
 step of ``--layers`` attention layers (GQA, bf16), with one step in flight as the engine
 runs, for each way of writing (slice / scatter) and masking (none / bool / additive), so
-the slow part shows, and "scatter+kernel": the engine's kernel for that case on CUDA
-(cache/row_attention.py; skipped elsewhere). Printed: ms per step per variant and rows, and each over "slice".
+the slow part shows, and the engine's kernel on CUDA (cache/row_attention.py; skipped
+elsewhere): "scatter+kernel" through the row mask, "slice+kernel" unmasked (rows at one
+length), "scatter+kernel1" masked with one key per warp at a time (the first version's
+loop). Printed: ms per step per variant and rows, and each over "slice".
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import mlx.core as mx  # noqa: E402
 from mlxserve.cache import row_attention  # noqa: E402
 
 VARIANTS = ("slice", "slice+bool", "scatter", "scatter+bool", "scatter+additive",
-            "scatter+kernel")
+            "slice+kernel", "scatter+kernel", "scatter+kernel1")
 
 
 def _masks(lengths: mx.array, total: int, dtype) -> dict:
@@ -41,15 +43,17 @@ def _masks(lengths: mx.array, total: int, dtype) -> dict:
     return {"none": None, "bool": visible, "additive": additive}
 
 
-def _attend(q, keys, values, mask, kernel: bool) -> mx.array:
+def _attend(q, keys, values, mask, kernel: str) -> mx.array:
     scale = q.shape[-1] ** -0.5
-    if kernel:  # the engine's kernel for this case on CUDA (cache/row_attention.py)
-        return row_attention.decode_attention(q, keys, values, scale, mask)
-    return mx.fast.scaled_dot_product_attention(q, keys, values, scale=scale, mask=mask)
+    if kernel:  # the engine's kernel on CUDA (cache/row_attention.py); "kernel1": one key
+        unroll = 1 if kernel == "kernel1" else None  # per warp at a time (the first version)
+        return row_attention.decode_attention(q, keys, values, scale, mask, unroll)
+    with row_attention.mlx_attention():
+        return mx.fast.scaled_dot_product_attention(q, keys, values, scale=scale, mask=mask)
 
 
 def _step(buffers, q, new_k, new_v, at: int, columns, mask, scatter: bool,
-          kernel: bool) -> mx.array:
+          kernel: str) -> mx.array:
     outs = []
     for i, (keys, values) in enumerate(buffers):
         if scatter:
@@ -81,8 +85,11 @@ def _time(rows: int, variant: str, args) -> float:
         at = max(base) + step
         lengths = mx.array([n + step for n in base], dtype=mx.int32)
         columns = lengths[:, None, None, None]
-        kernel = mask_kind == "kernel"
-        mask = _masks(lengths, at + 1, dtype)["bool" if kernel else mask_kind or "none"]
+        kernel = mask_kind if mask_kind.startswith("kernel") else ""
+        # a kernel variant: masked after a scatter (rows at different lengths), unmasked
+        # after a slice write (rows at one length)
+        kind = ("bool" if write == "scatter" else "none") if kernel else mask_kind or "none"
+        mask = _masks(lengths, at + 1, dtype)[kind]
         out = _step(buffers, q, new, new, at, columns, mask, write == "scatter", kernel)
         mx.async_eval(out)
         if previous is not None:
@@ -108,7 +115,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if not row_attention.available():
-        args.variants = [v for v in args.variants if not v.endswith("kernel")]
+        args.variants = [v for v in args.variants if "kernel" not in v]
     table: dict[str, dict[str, float]] = {}
     for rows in args.rows:
         for variant in args.variants:

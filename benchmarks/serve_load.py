@@ -19,7 +19,7 @@ prefix is shared across requests), greedy, ``--max-tokens`` output tokens;
 the stream after ``--max-tokens`` tokens (what a chat UI's stop button does), which is
 what admission by use is about.
 
-Per level: TTFT p50/p99 (send → first content), inter-token latency p50/p99 (gaps between
+Per level: TTFT p10/p50/p99 (send → first content), inter-token latency p50/p99 (gaps between
 content events, divided over the tokens an event carries when the server reports usage),
 per-stream decode tok/s, aggregate output tok/s (all tokens / wall time), errors (a
 stream's error event after its 200 counts as one), and for mlxserve MLX's peak active and
@@ -257,14 +257,15 @@ def summarize(clients: int, results: list[dict], wall: float) -> dict:
     return dict(clients=clients, requests=len(results), errors=len(results) - len(ok),
                 error_kinds=errors[:3], wall_s=round(wall, 3), output_tokens=tokens,
                 aggregate_tps=round(tokens / wall, 1) if wall else 0.0,
-                ttft_p50_s=pct(ttft, 50), ttft_p99_s=pct(ttft, 99),
+                ttft_p10_s=pct(ttft, 10), ttft_p50_s=pct(ttft, 50), ttft_p99_s=pct(ttft, 99),
                 itl_p50_s=pct(gaps, 50), itl_p99_s=pct(gaps, 99),
                 stream_tps_p50=pct(rates, 50))
 
 
 def fmt_row(row: dict) -> str:
     return (f"{row['aggregate_tps']:.1f} tok/s aggregate, per stream {row['stream_tps_p50']}, "
-            f"TTFT p50 {row['ttft_p50_s']} p99 {row['ttft_p99_s']} s, ITL p50 "
+            f"TTFT p10 {row.get('ttft_p10_s')} p50 {row['ttft_p50_s']} p99 {row['ttft_p99_s']} "
+            f"s, ITL p50 "
             f"{row['itl_p50_s']} s, errors {row['errors']}/{row['requests']}"
             + (f", MLX peak active {row['peak_mlx_active_gib']} / cached "
                f"{row.get('peak_mlx_cache_gib')} GiB" if "peak_mlx_active_gib" in row else ""))

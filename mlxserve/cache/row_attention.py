@@ -44,18 +44,19 @@ import mlx.core as mx
 
 _DTYPES = (mx.bfloat16, mx.float16, mx.float32)
 MIN_BLOCKS = 256  # rows x KV heads below this stay on MLX's path (see the module's doc)
+UNMASKED = True  # rows at one length (no mask) take the kernel too (see the module's doc)
 
 _SOURCE = r"""
     constexpr int E = D / 32;
     const float NEG_INF = __int_as_float(0xff800000);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int split = blockIdx.x, kv = blockIdx.y, row = blockIdx.z;
+    const int kv = blockIdx.y, row = blockIdx.z;
     const int heads = q_shape[1], keys_n = k_shape[2];
-    const int splits = gridDim.x, chunk = (keys_n + splits - 1) / splits;
-    const int first = split * chunk, last = min(keys_n, first + chunk);
     float qv[G][E], acc[G][E], best[G], total[G];
+    #pragma unroll
     for (int g = 0; g < G; ++g) {
         const T* qp = q + row * q_strides[0] + (kv * G + g) * q_strides[1] + lane * E;
+        #pragma unroll
         for (int e = 0; e < E; ++e) {
             qv[g][e] = static_cast<float>(qp[e]) * scale[0];
             acc[g][e] = 0.f;
@@ -65,30 +66,74 @@ _SOURCE = r"""
     }
     const T* kb = k + row * k_strides[0] + kv * k_strides[1] + lane * E;
     const T* vb = v + row * v_strides[0] + kv * v_strides[1] + lane * E;
-    const bool* mb = mask + row * mask_strides[0];
-    for (int t = first + warp; t < last; t += WARPS) {
-        if (!mb[t * mask_strides[3]]) continue;
-        const T* kp = kb + t * k_strides[2];
-        const T* vp = vb + t * v_strides[2];
-        float kf[E], vf[E], s[G];
-        for (int e = 0; e < E; ++e) { kf[e] = static_cast<float>(kp[e]); vf[e] = static_cast<float>(vp[e]); }
-        for (int g = 0; g < G; ++g) {
-            s[g] = 0.f;
-            for (int e = 0; e < E; ++e) s[g] += qv[g][e] * kf[e];
+    for (int first = warp * U; first < keys_n; first += WARPS * U) {
+        bool seen[U];
+        float kf[U][E], vf[U][E], s[U][G];
+        #pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int t = first + u;
+            seen[u] = t < keys_n;
+            if constexpr (MASKED) {
+                seen[u] = seen[u] && mask[row * mask_strides[0] + t * mask_strides[3]];
+            }
         }
-        for (int o = 16; o > 0; o >>= 1)
-            for (int g = 0; g < G; ++g) s[g] += __shfl_xor_sync(0xffffffff, s[g], o);
+        #pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const T* kp = kb + (long)(first + u) * k_strides[2];
+            const T* vp = vb + (long)(first + u) * v_strides[2];
+            #pragma unroll
+            for (int e = 0; e < E; ++e) {
+                kf[u][e] = seen[u] ? static_cast<float>(kp[e]) : 0.f;
+                vf[u][e] = seen[u] ? static_cast<float>(vp[e]) : 0.f;
+            }
+        }
+        #pragma unroll
+        for (int u = 0; u < U; ++u) {
+            #pragma unroll
+            for (int g = 0; g < G; ++g) {
+                float dot = 0.f;
+                #pragma unroll
+                for (int e = 0; e < E; ++e) dot += qv[g][e] * kf[u][e];
+                s[u][g] = dot;
+            }
+        }
+        #pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            #pragma unroll
+            for (int u = 0; u < U; ++u) {
+                #pragma unroll
+                for (int g = 0; g < G; ++g) s[u][g] += __shfl_xor_sync(0xffffffff, s[u][g], o);
+            }
+        }
+        #pragma unroll
         for (int g = 0; g < G; ++g) {
-            const float top = fmaxf(best[g], s[g]);
-            const float shrink = expf(best[g] - top), p = expf(s[g] - top);
-            for (int e = 0; e < E; ++e) acc[g][e] = acc[g][e] * shrink + p * vf[e];
-            total[g] = total[g] * shrink + p;
+            float top = best[g];
+            #pragma unroll
+            for (int u = 0; u < U; ++u) top = seen[u] ? fmaxf(top, s[u][g]) : top;
+            if (top == NEG_INF) continue;  // no visible key yet
+            const float shrink = expf(best[g] - top);
+            float p[U], added = 0.f;
+            #pragma unroll
+            for (int u = 0; u < U; ++u) {
+                p[u] = seen[u] ? expf(s[u][g] - top) : 0.f;
+                added += p[u];
+            }
+            #pragma unroll
+            for (int e = 0; e < E; ++e) {
+                float a = acc[g][e] * shrink;
+                #pragma unroll
+                for (int u = 0; u < U; ++u) a += p[u] * vf[u][e];
+                acc[g][e] = a;
+            }
+            total[g] = total[g] * shrink + added;
             best[g] = top;
         }
     }
     __shared__ float bests[WARPS][G], totals[WARPS][G], accs[WARPS][G][D];
+    #pragma unroll
     for (int g = 0; g < G; ++g) {
         if (lane == 0) { bests[warp][g] = best[g]; totals[warp][g] = total[g]; }
+        #pragma unroll
         for (int e = 0; e < E; ++e) accs[warp][g][lane * E + e] = acc[g][e];
     }
     __syncthreads();
@@ -101,12 +146,11 @@ _SOURCE = r"""
             sum += totals[w][g] * c;
             o += accs[w][g][d] * c;
         }
-        const long at = (long)(row * heads + kv * G + g) * splits + split;
-
-        out[at * D + d] = static_cast<T>(sum > 0.f ? o / sum : 0.f);
+        out[(long)(row * heads + kv * G + g) * D + d] = static_cast<T>(sum > 0.f ? o / sum : 0.f);
     }
 """
 _kernel = None
+_no_mask = None  # the mask input of an unmasked call (the kernel does not read it)
 _original = None
 calls = 0  # attention calls the kernel took (counted as graphs are built)
 _scales: dict[float, mx.array] = {}
@@ -118,14 +162,27 @@ def _warps(group: int, dim: int) -> int:
     return max(1, min(8, 8192 // (group * dim)))
 
 
+def _unroll(group: int, dim: int) -> int:
+    """Keys a warp reads at once: their loads are in flight together (one key at a time
+    left the kernel waiting on memory), as many as ~48 registers of keys, values and
+    scores allow (each key holds 2 x dim / 32 + group floats per lane)."""
+    per_key = 2 * (dim // 32) + group
+    return next(u for u in (4, 2, 1) if u * per_key <= 48 or u == 1)
+
+
 def handles(q: mx.array, k: mx.array, v: mx.array, mask, sinks=None) -> bool:
-    """The case the kernel takes: one query token per row, a boolean (B, 1, 1, T) mask."""
-    if sinks is not None or not isinstance(mask, mx.array) or mask.dtype != mx.bool_:
-        return False
-    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4 or mask.ndim != 4 or q.shape[2] != 1:
+    """The case the kernel takes: one query token per row, a boolean (B, 1, 1, T) mask
+    (or, when ``UNMASKED``, no mask), at least ``MIN_BLOCKS`` rows x KV heads."""
+    if sinks is not None or q.ndim != 4 or k.ndim != 4 or v.ndim != 4 or q.shape[2] != 1:
         return False
     rows, heads, _, dim = q.shape
-    return (mask.shape == (rows, 1, 1, k.shape[2]) and k.shape[0] == v.shape[0] == rows
+    if mask is None:
+        if not UNMASKED:
+            return False
+    elif not (isinstance(mask, mx.array) and mask.dtype == mx.bool_
+              and mask.shape == (rows, 1, 1, k.shape[2])):
+        return False
+    return (k.shape[0] == v.shape[0] == rows
             and dim % 32 == 0 and dim <= 256 and k.shape[3] == v.shape[3] == dim
             and k.shape[1] == v.shape[1] and heads % k.shape[1] == 0
             and (heads // k.shape[1]) * dim <= 8192 and rows * k.shape[1] >= MIN_BLOCKS
@@ -133,23 +190,27 @@ def handles(q: mx.array, k: mx.array, v: mx.array, mask, sinks=None) -> bool:
 
 
 def decode_attention(q: mx.array, k: mx.array, v: mx.array, scale: float,
-                     mask: mx.array) -> mx.array:
-    """softmax(q k^T * scale, over the keys ``mask`` lets each row see) v, for
-    ``handles``' case. K and V may be strided views (a prefix of a larger buffer)."""
-    global _kernel
+                     mask: mx.array | None, unroll: int | None = None) -> mx.array:
+    """softmax(q k^T * scale, over the keys ``mask`` lets each row see; all without one) v,
+    for ``handles``' case. K and V may be strided views (a prefix of a larger buffer).
+    ``unroll``: keys a warp reads at once (default ``_unroll``; benchmarks vary it)."""
+    global _kernel, _no_mask
     if _kernel is None:
         _kernel = mx.fast.cuda_kernel(
-            name="mlxserve_row_attention_whole", input_names=["q", "k", "v", "mask", "scale"],
+            name="mlxserve_row_attention", input_names=["q", "k", "v", "mask", "scale"],
             output_names=["out"], source=_SOURCE, ensure_row_contiguous=False)
+        _no_mask = mx.ones((1, 1, 1, 1), dtype=mx.bool_)
     if scale not in _scales:
         _scales[scale] = mx.array([scale], dtype=mx.float32)
     rows, heads, _, dim = q.shape
     group = heads // k.shape[1]
     warps = _warps(group, dim)
-    return _kernel(inputs=[q, k, v, mask, _scales[scale]],
-                   template=[("T", q.dtype), ("D", dim), ("G", group), ("WARPS", warps)],
-                   grid=(32 * warps, k.shape[1], rows), threadgroup=(32 * warps, 1, 1),
-                   output_shapes=[q.shape], output_dtypes=[q.dtype])[0]
+    template = [("T", q.dtype), ("D", dim), ("G", group), ("WARPS", warps),
+                ("U", unroll or _unroll(group, dim)), ("MASKED", mask is not None)]
+    return _kernel(inputs=[q, k, v, _no_mask if mask is None else mask, _scales[scale]],
+                   template=template, grid=(32 * warps, k.shape[1], rows),
+                   threadgroup=(32 * warps, 1, 1), output_shapes=[q.shape],
+                   output_dtypes=[q.dtype])[0]
 
 
 def _attention(q, k, v, *, scale, mask=None, **kwargs):

@@ -31,6 +31,7 @@ from mlxserve.engine.request import (FINISH_ABORT, FINISH_ERROR, FINISH_STOP, En
 from mlxserve.engine.request_state import DeltaSink, RequestState, Submitted, resumable
 from mlxserve.engine.scheduler import Scheduler, SeqState
 from mlxserve.engine.stats import EngineStats, mlx_memory, prefix_stats
+from mlxserve.engine.step_trace import StepTrace
 from mlxserve.engine.stops import NullDetokenizer, OutputStream
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class EngineCore:
         self._preempted: set[str] = set()  # active requests whose rows were dropped
         self.specprefill = None  # EngineSpecPrefill (its scorer is None without a draft)
         self.speculation = None  # engine.speculation.Speculation with --speculative-config
+        self._trace = StepTrace.from_env()  # MLXSERVE_STEP_TRACE: a line per step
 
     # ---- other threads ------------------------------------------------------------
     def start(self, on_ready: Callable[[BaseException | None], None]) -> None:
@@ -247,6 +249,8 @@ class EngineCore:
             self.speculation.settle(plan, drafts, outputs, time.perf_counter() - started,
                                     self.scheduler)
         self._steps += 1
+        if self._trace is not None:
+            self._trace.record(plan, len(self.scheduler.running), len(self.scheduler.waiting))
         if self._steps % _CLEAR_CACHE_EVERY == 0:
             import mlx.core as mx
 

@@ -32,10 +32,10 @@ def _inputs(rows=64, heads=8, kv_heads=4, keys=40, dim=64, dtype=mx.float32, see
     return q, k, v, mask
 
 
-def test_the_kernel_takes_one_query_token_through_a_row_mask_only():
+def test_the_kernel_takes_one_query_token_through_a_row_mask_or_none():
     q, k, v, mask = _inputs()
     assert row_attention.handles(q, k, v, mask)
-    assert not row_attention.handles(q, k, v, None)  # unmasked: MLX's fused kernels
+    assert row_attention.handles(q, k, v, None) == row_attention.UNMASKED  # rows at one length
     assert not row_attention.handles(q, k, v, "causal")
     additive = mx.where(mask, 0.0, -mx.inf)
     assert not row_attention.handles(q, k, v, additive)
@@ -82,6 +82,30 @@ def test_kernel_matches_mlx_masked_attention(dtype, dim, heads, kv_heads):
         got = row_attention.decode_attention(q, k, v, dim ** -0.5, m)
         tol = 1e-4 if dtype == mx.float32 else 2e-2
         assert mx.allclose(got.astype(mx.float32), want.astype(mx.float32), atol=tol, rtol=tol)
+
+
+@on_cuda
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_kernel_without_a_mask_matches_mlx(dtype):
+    q, k, v, _ = _inputs(rows=64, heads=32, kv_heads=8, keys=333, dim=128, dtype=dtype)
+    want = mx.fast.scaled_dot_product_attention(q, k, v, scale=128 ** -0.5)
+    got = row_attention.decode_attention(q, k, v, 128 ** -0.5, None)
+    tol = 1e-4 if dtype == mx.float32 else 2e-2
+    assert mx.allclose(got.astype(mx.float32), want.astype(mx.float32), atol=tol, rtol=tol)
+
+
+@on_cuda
+@pytest.mark.parametrize("keys", [1, 5, 37, 300])
+def test_keys_read_one_two_or_four_at_a_time_agree(keys):
+    """The unrolled loop (keys in flight together) against one key at a time, including
+    key counts that leave a partial group and rows that see only a few keys."""
+    q, k, v, mask = _inputs(rows=64, heads=16, kv_heads=4, keys=keys, dim=128)
+    results = [row_attention.decode_attention(q, k, v, 0.09, m, unroll=u)
+               for m in (mask, None) for u in (1, 2, 4)]
+    for got in results[1:3]:
+        assert mx.allclose(got, results[0], atol=1e-5, rtol=1e-5)
+    for got in results[4:]:
+        assert mx.allclose(got, results[3], atol=1e-5, rtol=1e-5)
 
 
 @on_cuda
