@@ -44,7 +44,8 @@ import mlx.core as mx
 
 _DTYPES = (mx.bfloat16, mx.float16, mx.float32)
 MIN_BLOCKS = 256  # rows x KV heads below this stay on MLX's path (see the module's doc)
-UNMASKED = True  # rows at one length (no mask) take the kernel too (see the module's doc)
+UNMASKED = True  # rows at one length (no mask) take the kernel too, up to:
+UNMASKED_MAX_KEYS = 768  # beyond, MLX's unmasked kernel is faster (see the module's doc)
 
 _SOURCE = r"""
     constexpr int E = D / 32;
@@ -177,7 +178,7 @@ def handles(q: mx.array, k: mx.array, v: mx.array, mask, sinks=None) -> bool:
         return False
     rows, heads, _, dim = q.shape
     if mask is None:
-        if not UNMASKED:
+        if not UNMASKED or k.shape[2] > UNMASKED_MAX_KEYS:
             return False
     elif not (isinstance(mask, mx.array) and mask.dtype == mx.bool_
               and mask.shape == (rows, 1, 1, k.shape[2])):
