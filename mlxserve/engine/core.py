@@ -243,7 +243,7 @@ class EngineCore:
         failures = self.runner.launch(plan, drafts)
         for request_id, kept in self.runner.take_selections():
             self._sparse_selected(request_id, kept)
-        outputs, late = self.runner.collect(leave=0 if plan.decode_tokens else 1)
+        outputs, late = self.runner.collect(leave=0 if plan.read_now else 1)
         self._deliver(outputs, failures + late)
         if self.speculation is not None:
             self.speculation.settle(plan, drafts, outputs, time.perf_counter() - started,

@@ -156,7 +156,7 @@ class Runner(BatchMembership):
     def run(self, plan: StepPlan, drafts: dict | None = None
             ) -> tuple[list[TokenOutput], list[StepFailure]]:
         failures = self.launch(plan, drafts)
-        outputs, late = self.collect(leave=0 if plan.decode_tokens else 1)
+        outputs, late = self.collect(leave=0 if plan.read_now else 1)
         return outputs, failures + late
 
     def launch(self, plan: StepPlan, drafts: dict | None = None) -> list[StepFailure]:

@@ -2,8 +2,8 @@
 
 Which calls the kernel takes is checked everywhere; the kernel itself only runs where the
 default device is a CUDA GPU (the H200 runs; skipped on a CPU, where MLX's own attention
-is used): its output against MLX's masked attention, and the engine's greedy tokens with
-rows at different lengths against each prompt alone.
+is used): its output against MLX's attention, and the engine's greedy tokens with
+rows at different lengths against the same engine on MLX's own attention.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import asyncio
 
 import mlx.core as mx
 import pytest
-from engine_support import (collect, greedy, reference_model, run_with_engine,
-                            stream_generate_tokens)
+from engine_support import collect, greedy, reference_model, run_with_engine
 
 from mlxserve.cache import row_attention
 from mlxserve.config import EngineConfig
@@ -146,28 +145,27 @@ def _first_difference(got: list[int], want: list[int]) -> int | None:
     return next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
 
 
-def _top_two(model, tokens: list[int]) -> tuple[float, float]:
-    """The top logit after ``tokens`` and its margin over the second."""
+def _top_two_margin(model, tokens: list[int]) -> float:
     top = mx.sort(model(mx.array([tokens]))[0, -1].astype(mx.float32))[-2:].tolist()
-    return top[1], top[1] - top[0]
+    return top[1] - top[0]
 
 
 @on_cuda
 @pytest.mark.parametrize("family", ["qwen3", "gemma3"])
-def test_rows_at_different_lengths_decode_as_each_alone(tmp_path, family):
+def test_rows_at_different_lengths_decode_as_with_mlx_attention(tmp_path, family):
     """Greedy: 32 rows of staggered lengths in one batch (8 KV heads, head dim 64: the
-    kernel's case at every decode step) give each prompt's own tokens, up to near-ties.
-    On CUDA, float32 matmuls of different batch shapes differ by up to ~1e-2 in these
-    logits: with MLX's own attention, gemma3 left stream_generate's tokens at a margin of
-    1.2e-2 and qwen3 at 1.9e-3 (the H200 run), so a divergence must sit at such a tie
-    (eighth session: gemma3 once at 7.2e-2, hence the bound relative to the top logit)."""
+    kernel's case at every decode step) give the tokens the same engine gives with MLX's
+    own attention, up to near-ties. Against stream_generate (one row) both differ on
+    CUDA: float32 matmuls of different batch shapes round differently, and the H200 run
+    of the eighth session found gemma3 leaving stream_generate's tokens at the same six
+    prompts, positions and margins (up to 0.22 of a top logit of 17.5) with the kernel on
+    and off, so the kernel is compared with the engine's own MLX path, same shapes."""
     overrides = dict(head_dim=64, num_attention_heads=8, num_key_value_heads=8)
     if family == "gemma3":
         overrides["query_pre_attn_scalar"] = 64
     path = str(make_tiny_model(tmp_path, family, overrides=overrides))
     model, tok = reference_model(path)
     prompts = [tok.encode("word " * (3 + 2 * n)) for n in range(32)]
-    expected = [stream_generate_tokens(model, tok, p, 16) for p in prompts]
 
     async def body(engine):
         return await asyncio.gather(*(collect(engine, greedy(f"r{k}", p, 16))
@@ -176,8 +174,10 @@ def test_rows_at_different_lengths_decode_as_each_alone(tmp_path, family):
     before = row_attention.calls
     got = run_with_engine(path, body, EngineConfig(max_num_seqs=32))
     assert row_attention.install() and row_attention.calls > before
+    with row_attention.mlx_attention():
+        before = row_attention.calls
+        expected = run_with_engine(path, body, EngineConfig(max_num_seqs=32))
+        assert row_attention.calls == before
     for prompt, g, want in zip(prompts, got, expected):
-        at = _first_difference(g["tokens"], want)
-        if at is not None:  # a near-tie: within 1% of the top logit (TF32-level noise)
-            top, margin = _top_two(model, prompt + want[:at])
-            assert margin < max(0.05, 0.01 * abs(top)), (len(prompt), at, top, margin)
+        at = _first_difference(g["tokens"], want["tokens"])
+        assert at is None or _top_two_margin(model, prompt + want["tokens"][:at]) < 0.05
