@@ -1,39 +1,42 @@
-"""One-token attention through a per-row mask, fused, on a CUDA GPU.
+"""One-token attention over rows of a batch, fused, on a CUDA GPU.
 
 A decode step whose rows sit at different lengths attends through a (B, 1, 1, T) boolean
 mask (cache/layout.py ``RowLayout.mask``). MLX's CUDA backend has no fused kernel for a
 one-token query with a mask array (neither its vector kernel nor cuDNN's decode path
 takes one), so it falls back to matmul + softmax + matmul: on the H200 with the 8B shape,
-36 layers at 128 rows of ~350 tokens took 24 ms a step against 14 ms unmasked, and at
-~1,500 tokens 70 ms against 13 (benchmarks/decode_attention.py). Real traffic is always
-staggered, so that was most of a decode step at 128 clients.
+36 layers at 128 rows of ~350 tokens took 21 ms a step against 14 ms unmasked, and at
+~1,500 tokens 71 ms against 14 (benchmarks/decode_attention.py). Real traffic is always
+staggered, so that was most of a decode step at 128 clients. Rows at one length (no
+mask) were measured faster through this kernel too, up to ~1,000 keys.
 
-``install()`` (engine start-up, CUDA only) routes exactly that case — one query token, a
-boolean (B, 1, 1, T) mask, no sinks, head dim a multiple of 32 up to 256 — to
-``decode_attention``, a kernel written with ``mx.fast.cuda_kernel``; every other call goes
-to MLX's own function untouched (prefill, speculative verify steps, Metal, the CPU).
-Metal's vector kernel takes masks already. The kernel skips masked keys, so the result
-is softmax over the visible keys only, the same as MLX's; a row that sees no key gets
-zeros (MLX would give NaN).
+``install()`` (engine start-up, CUDA only) routes these cases of
+``mx.fast.scaled_dot_product_attention`` to ``decode_attention``, a kernel written with
+``mx.fast.cuda_kernel``: one query token, a boolean (B, 1, 1, T) mask or (``UNMASKED``) no
+mask up to ``UNMASKED_MAX_KEYS`` keys, no sinks, head dim a multiple of 32 up to 256, at
+least ``MIN_BLOCKS`` rows x KV heads. Every other call goes to MLX's own function
+untouched (prefill, speculative verify steps, long unmasked rows, Metal, the CPU). The
+kernel skips masked keys, so the result is softmax over the visible keys only, the same
+as MLX's; a row that sees no key gets zeros (MLX would give NaN).
 
 Kernel: one block per (row, KV head), all the KV head's query heads (GQA's group) in it,
-so each key and value is read once for the group. Each of the block's warps takes every
-``WARPS``-th key: a lane holds ``D / 32`` of the head's dimensions, the warp sums the
-group's dot products by shuffles and keeps an online softmax per query head (running
-max, sum, weighted values) in float32; the warps merge through shared memory. The source
-takes its key range from ``gridDim.x`` (the launch uses 1): splitting a few long rows'
-keys over blocks, merged by MLX ops, was measured slower than MLX's own path at 2-8 rows,
-so below ``MIN_BLOCKS`` rows x KV heads (32 rows of 8 KV heads) the call stays on MLX's
-path, and the split was dropped.
+so each key and value is read once for the group. The block's warps take turns over runs
+of ``U`` keys (``_unroll``: their loads are in flight together): a lane holds ``D / 32``
+of the head's dimensions, the warp sums the group's dot products by shuffles and keeps an
+online softmax per query head (running max, sum, weighted values) in float32, rescaled
+once per run; the warps merge through shared memory. A block reads its row's keys alone,
+so few long rows leave the GPU idle: splitting keys over blocks (merged by MLX ops) was
+measured slower than MLX's own path at 2-8 rows, so below ``MIN_BLOCKS`` (32 rows of 8 KV
+heads) the call stays on MLX's path; MLX's unmasked kernel does split long rows, which is
+why it wins beyond ~1,000 keys.
 
 H200, 8B shape (36 layers, 32 query / 8 KV heads, head dim 128, bf16), one decode step's
-attention with one step in flight, ms (benchmarks/decode_attention.py,
-results/decode_attention_h200_8b_shape_kernel2.json): rows of ~350-414 tokens at
-64 / 128 / 256 rows: MLX unmasked 6.6 / 13.9 / 24.7, MLX masked 11.5 / 21.5 / 40.2, this
-kernel 4.2 / 9.6 / 12.6; 128 rows of ~1,500-1,750 tokens: 13.1 / 70.5 / 20.4. Rows of
-different lengths now decode faster than MLX's unmasked kernel does rows of one length
-up to ~400 tokens; at ~1,500 it is 1.55x the unmasked one (room left: one key per warp
-at a time is latency-bound).
+attention with one step in flight, ms (results/h200_session8.md): 64 / 128 / 256 rows of
+~350-414 tokens: MLX unmasked 7.1 / 14.1 / 25.1, this kernel unmasked 4.7 / 8.5 / 16.8;
+MLX masked 11.8 / 21.4 / 41.1, this kernel masked 5.0 / 10.0 / 12.7. Rows of 700 tokens at
+one length: MLX 10.9 / 20.8 / 31.6, kernel 8.1 / 14.8 / 20.9. 128 rows of ~1,500-1,750:
+MLX unmasked 13.8, kernel unmasked 23.2 (so not routed), MLX masked 70.6, kernel masked
+19.8. The decode step of the whole engine at 128 rows: 17.4 ms at one length (21.4 before),
+21.3 staggered (37.7 before the kernel).
 """
 
 from __future__ import annotations
