@@ -323,9 +323,9 @@ class EngineCore:
         its resume finds it); its state, output so far and consumer stay."""
         state = self._active[request_id]
         if self.prefix is not None:
-            self._store_prefix(state)
             self.prefix.release(state.locks)
             state.locks = []
+            self._store_prefix(state)
         self.runner.release(request_id, preempted=True)
         self._preempted.add(request_id)
 
@@ -377,9 +377,11 @@ class EngineCore:
         state = self._active.pop(request_id, None)
         self._preempted.discard(request_id)
         if state is not None and self.prefix is not None:
+            # its own locks go first: the entry it extends (the chat's previous turn) is
+            # then replaced, and under a tight budget its bytes make room for the new one
+            self.prefix.release(state.locks)
             if keep_prefix:
                 self._store_prefix(state)
-            self.prefix.release(state.locks)
         self.specprefill.forget(request_id)
         stale = self._matches.pop(request_id, None)  # admitted, then failed before _admit
         if stale is not None:

@@ -177,17 +177,25 @@ class Runner(BatchMembership):
         return failures
 
     def collect(self, leave: int = 0) -> tuple[list[TokenOutput], list[StepFailure]]:
-        """Read back launched steps, oldest first, keeping the newest ``leave`` in flight."""
+        """Read back launched steps, oldest first, keeping the newest ``leave`` in flight.
+        Each step's tokens advance the grammars before the next step's masked samples
+        start: those of a step still in flight here, or (read now) of the one read next."""
         outputs: list[TokenOutput] = []
         failures, self.late_failures = self.late_failures, []
         while len(self.launched) > leave:
-            for pending in self.launched.popleft():
+            step = self.launched.popleft()
+            unstarted = [p for p in step if p.masked is not None]
+            if unstarted:  # read at once after its launch: its masks follow what came back
+                failures += self._start_masked(unstarted)
+            read: list[TokenOutput] = []
+            for pending in step:
                 try:
-                    outputs += self._read_back(pending)
+                    read += self._read_back(pending)
                 except Exception as e:  # a lazy failure: only this piece's rows
                     log.exception("reading back a step failed")
                     failures += self._fail_rows(pending.ids, e)
-        self._commit(outputs)  # also when no masked sample starts now: rows skip decodes
+            self._commit(read)
+            outputs += read
         masked = [p for step in self.launched for p in step if p.masked is not None]
         if masked:
             self.late_failures = self._start_masked(masked)

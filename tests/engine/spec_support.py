@@ -4,6 +4,8 @@ verify meets accepted runs, rejections at every offset and empty proposals."""
 
 from __future__ import annotations
 
+import zlib
+
 from mlxserve.spec.proposer import NO_PROPOSAL, Proposal
 
 # prompt (tuple) -> reference output ids; filled by the test before the engine starts
@@ -16,19 +18,25 @@ class OracleProposer:
 
     def __init__(self) -> None:
         self.calls = 0
+        self._asked: dict[str, int] = {}  # request id -> proposals asked of it
 
     def propose(self, rows):
         return [self._one(row) for row in rows]
 
     def _one(self, row):
+        """Right, wrong at one offset, or no proposal, by the row's own count of asks (so
+        a row gets the same proposals whatever else is in its batches: a seeded sampled
+        request then repeats itself across runs of different batches)."""
         self.calls += 1
+        asked = self._asked[row.request_id] = self._asked.get(row.request_id, 0) + 1
+        n = asked + zlib.crc32(row.request_id.encode())
         prompt = tuple(row.tokens[:row.prompt_len])
         reference = REFERENCES.get(prompt)
         done = len(row.tokens) - row.prompt_len
-        if reference is None or self.calls % 7 == 0:
+        if reference is None or n % 7 == 0:
             return NO_PROPOSAL
         tokens = list(reference[done:done + row.k])
-        wrong = self.calls % 4  # 0: all right; else the token at this offset is wrong
+        wrong = n % 4  # 0: all right; else the token at this offset is wrong
         if 0 < wrong <= len(tokens):
             tokens[wrong - 1] = (tokens[wrong - 1] + 1) % 200
         return Proposal(tokens)
@@ -37,7 +45,7 @@ class OracleProposer:
         pass
 
     def drop(self, request_id):
-        pass
+        self._asked.pop(request_id, None)
 
 
 class HiddenOracleProposer(OracleProposer):

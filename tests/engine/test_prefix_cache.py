@@ -132,6 +132,32 @@ def test_eviction_under_a_tiny_budget_keeps_answers_and_bytes_in_budget(tiny_dir
     assert peak <= stats["budget_bytes"] and stats["bytes"] <= stats["budget_bytes"]
 
 
+def test_a_next_turn_replaces_the_entry_it_hit_under_a_tight_budget(tiny_dir):
+    """A chat's turn 2 hits turn 1's entry and holds it locked while it runs; at its end its
+    own entry (turn 1's tokens and more) must replace turn 1's, though both do not fit:
+    the request's locks are released before it stores (locked, turn 1's entry could be
+    neither replaced nor evicted, so turn 2's was refused and turn 3 hit turn 1's)."""
+    path = tiny_dir("llama")
+    _, tok = reference_model(path)
+    first = tok.encode("turn one: " + TEXT)
+    per_token = _bytes_per_token(path)
+    config = replace(CHUNKED, kv_cache_memory_bytes=1 << 30,
+                     prefix_cache_memory_bytes=int(per_token * (len(first) + 24) * 1.4))
+
+    async def body(engine):
+        one = await collect(engine, greedy("t1", first, 8))
+        second = first + one["tokens"] + tok.encode(" and then")
+        two = await collect(engine, greedy("t2", second, 8))
+        third = second + two["tokens"] + tok.encode(" the end")
+        three = await collect(engine, greedy("t3", third, 8))
+        return second, two, three, engine.stats().prefix_cache
+
+    second, two, three, stats = run_with_engine(path, body, config)
+    assert two["deltas"][-1].cached_tokens >= len(first)
+    assert three["deltas"][-1].cached_tokens >= len(second)
+    assert stats["entries"] == 1 and stats["bytes"] <= stats["budget_bytes"]
+
+
 def _bytes_per_token(path: str) -> int:
     import json
     import os
