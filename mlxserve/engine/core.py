@@ -172,8 +172,17 @@ class EngineCore:
             elif isinstance(cmd, _Abort):
                 self._finish(cmd.request_id, FINISH_ABORT)
             elif isinstance(cmd, _ClearPrefixCache):
-                cmd.done(self.prefix.store.clear() if self.prefix is not None else 0)
+                cmd.done(self._clear_prefix_cache())
                 self._publish_stats()
+
+    def _clear_prefix_cache(self) -> int:
+        """Drop the prefix cache's unused entries and hand their memory back (MLX keeps
+        freed buffers for reuse otherwise). Returns the entries dropped."""
+        import mlx.core as mx
+
+        dropped = self.prefix.store.clear() if self.prefix is not None else 0
+        mx.clear_cache()
+        return dropped
 
     def _add(self, request: GenerateRequest, sink: DeltaSink) -> None:
         """Queue a request; any refusal (or bug) is answered on its sink, never raised."""
