@@ -104,8 +104,8 @@ def test_codex_exec(qwen_agent_server, workdir):
     codex = agent_bin("codex")
     config = workdir / "home" / ".codex"
     config.mkdir()
-    (config / "config.toml").write_text(
-        'model = "qwen2.5-coder-0.5b"\nmodel_provider = "mlxserve"\n\n'
+    (config / "config.toml").write_text(  # the model the server serves (0.5B or 1.5B)
+        f'model = "{agent_model()}"\nmodel_provider = "mlxserve"\n\n'
         '[model_providers.mlxserve]\nname = "mlxserve"\n'
         f'base_url = "{qwen_agent_server.base_url}/v1"\nwire_api = "responses"\n')
     out, seconds = run_agent([
