@@ -11,7 +11,9 @@ model often answers without calling the tool, so what is asserted is that each a
 its turns against the server to a clean end (no API error, no retry storm); whether the
 model completed the task is printed (pytest -s) with the turn times from the server log.
 On this project's 2-core CPU, claude -p on the 0.5B completed 1 run of 5; on the 1.5B
-(MLXSERVE_AGENTS_MODEL=qwen2.5-coder-1.5b) 2 of 2, in 282 s and 273 s.
+(MLXSERVE_AGENTS_MODEL=qwen2.5-coder-1.5b) 2 of 2, in 282 s and 273 s. codex exec on the
+1.5B (one run, eighth session): a clean end in 611 s, the task not done (the model wrote
+out the steps it would take instead of calling the shell tool).
 """
 
 from __future__ import annotations
