@@ -48,8 +48,7 @@ def _attend(q, keys, values, mask, kernel: str) -> mx.array:
     if kernel:  # the engine's kernel on CUDA (cache/row_attention.py); "kernel1": one key
         unroll = 1 if kernel == "kernel1" else None  # per warp at a time (the first version)
         return row_attention.decode_attention(q, keys, values, scale, mask, unroll)
-    with row_attention.mlx_attention():
-        return mx.fast.scaled_dot_product_attention(q, keys, values, scale=scale, mask=mask)
+    return mx.fast.scaled_dot_product_attention(q, keys, values, scale=scale, mask=mask)
 
 
 def _step(buffers, q, new_k, new_v, at: int, columns, mask, scatter: bool,

@@ -17,7 +17,6 @@ class OracleProposer:
     needs_hidden = False
 
     def __init__(self) -> None:
-        self.calls = 0
         self._asked: dict[str, int] = {}  # request id -> proposals asked of it
 
     def propose(self, rows):
@@ -27,7 +26,6 @@ class OracleProposer:
         """Right, wrong at one offset, or no proposal, by the row's own count of asks (so
         a row gets the same proposals whatever else is in its batches: a seeded sampled
         request then repeats itself across runs of different batches)."""
-        self.calls += 1
         asked = self._asked[row.request_id] = self._asked.get(row.request_id, 0) + 1
         n = asked + zlib.crc32(row.request_id.encode())
         prompt = tuple(row.tokens[:row.prompt_len])
