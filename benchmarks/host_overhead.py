@@ -117,8 +117,13 @@ async def _measure(path: str, levels: list[int], args) -> dict:
 
 
 def _model_path(name: str, root: str, head_dim: int) -> str:
+    """The tiny model's folder, else the HF folder mlxserve loads ``name`` from (a GGUF or
+    an alias converted first), so mlx-lm's reference loads the very same weights."""
     if name != "tiny":
-        return name
+        from mlxserve.models.loader import materialize
+        from mlxserve.models.source import resolve_source
+
+        return materialize(resolve_source(name), ModelConfig(model=name))[0]
     from tiny_models import make_tiny_model
 
     return str(make_tiny_model(Path(root), "qwen3", overrides={"head_dim": head_dim}))
