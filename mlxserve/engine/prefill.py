@@ -64,6 +64,25 @@ def bucket_length(n: int) -> int:
     return -(-n // BUCKET_STEP) * BUCKET_STEP
 
 
+def group_sizes(n: int) -> list[int]:
+    """A bucketed group of ``n`` whole prompts runs as groups of powers of two, largest
+    first (22 -> 16, 4, 2): with its padded width a bucket too, a server then sees a bounded
+    set of group shapes, warmed at start-up. MLX's CUDA back-end builds the attention of
+    each new prefill shape on first use (~100-200 ms on the H200), and unbucketed groups
+    met a new (rows, width) pair in nearly every step of a burst (results/h200_session9.md)."""
+    return [1 << k for k in reversed(range(n.bit_length())) if n >> k & 1]
+
+
+def split_groups(whole: list, length) -> list[list]:
+    """Whole prompts (``length`` of each) sorted by length, so similar lengths pad alike,
+    in groups of ``group_sizes``; a last single row is left out (it prefills alone)."""
+    ranked, groups, start = sorted(whole, key=length), [], 0
+    for size in group_sizes(len(ranked)):
+        groups.append(ranked[start:start + size])
+        start += size
+    return [g for g in groups if len(g) >= 2]
+
+
 def bucketable(row: Row) -> bool:
     """Plain KV caches only (the padding is trimmed off exactly), text, no prompt
     logprobs (its logits are not read), no sparse positions."""

@@ -7,19 +7,17 @@ The step contract: ``launch(plan)`` builds this step's graph and starts it
 step's inputs are the previous step's still-lazy tokens, so nothing waits in between.
 
 Prefill runs per request on the request's own caches (engine/prefill.py), or for several
-whole short prompts in one forward into a new batch. Decode runs every decoding row in
-``BatchCache`` objects (cache/batch_kv.py), one forward each: a request joins a batch by
-having its own caches copied into a free slot, leaves by a one-row move. Rows join the
-first batch whose buffers would not hold much more than its rows' tokens (so one long
-row does not pad a hundred short ones); otherwise they start a batch of their own.
+whole short prompts in one forward into a new batch (bucketed: groups of powers of two).
+Decode runs every decoding row in ``BatchCache`` objects (cache/batch_kv.py), one forward
+each: a request joins a batch by having its own caches copied into a free slot, leaves by
+a one-row move. Rows join the first batch whose buffers would not hold much more than its
+rows' tokens (so one long row does not pad a hundred short ones), else start their own.
 
-Structured outputs: a row whose request has a ``constraint`` needs its grammar's token mask
-before its token can be sampled, and that mask depends on the row's previous token. So a
-step with constrained rows is started in two parts: ``launch`` starts the forward passes
-(async_eval of the logits); ``collect``, after reading back the previous step, commits
-those tokens to the constraints, fills the masks on the CPU and only then starts the
-masked sampling. A step without constrained rows samples in the same graph (they pay
-nothing).
+Structured outputs: a constrained row's token mask depends on its previous token, so a
+step with such rows starts in two parts: ``launch`` starts the forwards (async_eval of the
+logits); ``collect``, after reading back the previous step, commits those tokens to the
+constraints, fills the masks on the CPU, then starts the masked sampling. Steps without
+constrained rows sample in the same graph (they pay nothing).
 
 Failures stay with the rows that caused them: a prefill, a group prefill, a batch's
 decode, each is built, started and read back under its own guard; a failure fails only
@@ -42,7 +40,7 @@ from mlxserve.engine.model_step import forward, forward_with_hidden
 from mlxserve.engine.penalties import PenaltyTable
 from mlxserve.engine.pending import (MaskedSample, Pending, TokenOutput, read_back,
                                      result_arrays)
-from mlxserve.engine.prefill import prefill_chunk, prefill_together
+from mlxserve.engine.prefill import prefill_chunk, prefill_together, split_groups
 from mlxserve.engine.prefix import seed_caches, seeded_length
 from mlxserve.engine.request import GenerateRequest
 from mlxserve.engine.row import Row
@@ -301,12 +299,13 @@ class Runner(BatchMembership):
     def _launch_prefills(self, plan: StepPlan, started: list, failures: list) -> None:
         chunks = [c for c in plan.prefills if c.request_id in self.rows]
         whole = [c for c in chunks if self._whole_prompt_text_chunk(c)]
-        together = whole if len(whole) >= 2 else []
-        if together:
-            ids = [c.request_id for c in together]
-            self._guarded(ids, lambda: self._prefill_together(ids), started, failures)
+        groups = [] if len(whole) < 2 else split_groups(whole, lambda c: len(
+            self.rows[c.request_id].request.prompt_tokens)) if self.bucket_prefill else [whole]
+        for ids in ([c.request_id for c in g] for g in groups):
+            self._guarded(ids, lambda ids=ids: self._prefill_together(ids), started, failures)
+        grouped = {c.request_id for g in groups for c in g}
         for chunk in chunks:
-            if chunk not in together:
+            if chunk.request_id not in grouped:
                 build = self._prefill_sparse if self.rows[chunk.request_id].sparse else \
                     self._prefill
                 self._guarded([chunk.request_id], lambda c=chunk, b=build: b(c),

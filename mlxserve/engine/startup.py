@@ -141,8 +141,8 @@ def _keep_row_kv(runner, model) -> None:
 
 def warm_up_engine(cfg: EngineConfig, scheduler: Scheduler, runner) -> None:
     """Compile the batch paths' kernels now, not while the first requests wait."""
-    from mlxserve.engine.warm_up import (batch_sizes, prefill_buckets, warm_up_batches,
-                                         warm_up_prefills)
+    from mlxserve.engine.warm_up import (batch_sizes, group_shapes, prefill_buckets,
+                                         warm_up_batches, warm_up_groups, warm_up_prefills)
 
     started = time.monotonic()
     largest = cfg.warmup_max_batch
@@ -152,14 +152,19 @@ def warm_up_engine(cfg: EngineConfig, scheduler: Scheduler, runner) -> None:
         runner.warm_up()
         sizes = warm_up_batches(runner, batch_sizes(scheduler.max_num_seqs, largest),
                                 cfg.warmup_timeout_s)
-        buckets = warm_up_prefills(runner, prefill_buckets(cfg.prefill_chunk_size),
-                                   started + cfg.warmup_timeout_s) \
-            if runner.bucket_prefill else []
+        buckets, shapes, groups = [], [], []
+        if runner.bucket_prefill:
+            deadline = started + cfg.warmup_timeout_s
+            buckets = warm_up_prefills(runner, prefill_buckets(cfg.prefill_chunk_size), deadline)
+            shapes = group_shapes(buckets, scheduler.max_num_batched_tokens,
+                                  scheduler.max_num_seqs)
+            groups = warm_up_groups(runner, shapes, deadline)
     except Exception:  # e.g. a model whose forward needs more than token ids
         log.warning("engine warm-up failed; batch paths compile on first use", exc_info=True)
         return
-    log.info("engine warm-up took %.1f s (decode batch sizes %s, prefill buckets %s)",
-             time.monotonic() - started, sizes or "none", buckets or "none")
+    log.info("engine warm-up took %.1f s (decode batch sizes %s, prefill buckets %s, "
+             "prefill groups %d of %d)", time.monotonic() - started, sizes or "none",
+             buckets or "none", len(groups), len(shapes))
 
 
 def load_specprefill(cfg: EngineConfig, model_config: ModelConfig, loaded, runner,

@@ -93,16 +93,45 @@ def warm_up_prefills(runner, buckets: list[int], deadline: float) -> list[int]:
     for b in buckets:
         if time.monotonic() > deadline:
             break
-        rid = f"__warm_up_p{b}"
-        runner.add(GenerateRequest(rid, [1 + k % 7 for k in range(b + 1)],
-                                   SamplingParams(temperature=0.0), StopParams(max_tokens=2)),
-                   seed=0)
-        try:
-            _, failures = runner.run(StepPlan(prefills=[PrefillChunk(rid, 0, b + 1, True)]))
-            if failures:
-                raise RuntimeError(failures[0].error)
-            runner.collect()
-        finally:
-            runner.reset()
+        _prefill_once(runner, [f"__warm_up_p{b}"], b + 1)
         done.append(b)
     return done
+
+
+def group_shapes(buckets: list[int], budget: int, max_rows: int) -> list[tuple[int, int]]:
+    """(rows, width) of the bucketed groups a step of ``budget`` prompt tokens forms from
+    prompts of similar lengths: rows a power of two from 2 up to ``max_rows``
+    (``prefill.group_sizes``), width a prefill bucket, rows x width within the budget.
+    A group outside these (a long prompt among short ones) meets its shape on first use."""
+    rows = [1 << k for k in range(1, max_rows.bit_length())]
+    return [(r, w) for r in rows for w in buckets if r * w <= budget]
+
+
+def warm_up_groups(runner, shapes: list[tuple[int, int]], deadline: float) -> list[tuple]:
+    """One group prefill per (rows, width) shape: ``rows`` prompts of ``width + 1`` tokens
+    (their heads pad to that bucket), in order, while the deadline lasts."""
+    import time
+
+    done = []
+    for rows, width in shapes:
+        if time.monotonic() > deadline:
+            break
+        _prefill_once(runner, [f"__warm_up_g{rows}_{k}" for k in range(rows)], width + 1)
+        done.append((rows, width))
+    return done
+
+
+def _prefill_once(runner, ids: list[str], length: int) -> None:
+    """Prefill prompts of ``length`` tokens for ``ids`` in one step, read back, forget."""
+    for rid in ids:
+        runner.add(GenerateRequest(rid, [1 + k % 7 for k in range(length)],
+                                   SamplingParams(temperature=0.0), StopParams(max_tokens=2)),
+                   seed=0)
+    try:
+        plan = StepPlan(prefills=[PrefillChunk(rid, 0, length, True) for rid in ids])
+        _, failures = runner.run(plan)
+        if failures:
+            raise RuntimeError(failures[0].error)
+        runner.collect()
+    finally:
+        runner.reset()

@@ -136,6 +136,27 @@ def test_simultaneous_whole_prompts_are_prefilled_together_and_match(tiny_dir, f
     assert run_with_engine(path, body, EngineConfig(bucket_prefill=bucket)) == expected
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen3_next"])
+def test_seven_whole_prompts_bucketed_run_as_groups_of_four_and_two_and_one_alone(
+        tiny_dir, family):
+    """As on a GPU (bucketed), 7 prompts arriving together prefill as groups of powers of
+    two over the prompts sorted by length (4 + 2, the longest alone): each still equals its
+    single-stream output, and the next step decodes them all."""
+    path = tiny_dir(family)
+    model, tok = reference_model(path)
+    prompts = _prompts(tok) + [tok.encode(t) for t in ("a b c", "one two three four five",
+                                                       "x " * 30)]
+    expected = [stream_generate_tokens(model, tok, p, 8) for p in prompts]
+
+    async def body(engine):
+        results = await asyncio.gather(*(collect(engine, greedy(f"s{k}", p, 8))
+                                         for k, p in enumerate(prompts)))
+        return [r["tokens"] for r in results]
+
+    config = EngineConfig(bucket_prefill=True, max_num_seqs=8, warmup=False)
+    assert run_with_engine(path, body, config) == expected
+
+
 @pytest.mark.parametrize("family", ["qwen3", "gemma3"])
 def test_rows_at_one_position_decode_on_plain_caches_and_match(tiny_dir, family):
     """Prompts of one length prefilled together decode in one batch whose rows are all at

@@ -57,3 +57,4 @@ def test_bucketed_prefill_keeps_greedy_outputs(tiny_dir, family, caplog):
     for result, prompt in zip(got, (first, second)):
         assert result["tokens"] == stream_generate_tokens(model, tok, prompt, 12)
     assert "prefill buckets [16, 32]" in caplog.text
+    assert "prefill groups 1 of 1" in caplog.text  # 2 rows x 16: the one within 40 tokens
