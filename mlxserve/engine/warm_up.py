@@ -61,21 +61,12 @@ def warm_up_batches(runner, sizes: list[int], budget_s: float) -> list[int]:
 
 def _decode_batch(runner, n: int, longer: int) -> None:
     ids = [f"__warm_up_b{n}_{k}" for k in range(n)]
-    for k, rid in enumerate(ids):
-        tokens = [1, 2, 3] + ([4] * longer if k == n - 1 else [])
-        runner.add(GenerateRequest(rid, tokens, SamplingParams(temperature=0.0),
-                                   StopParams(max_tokens=4)), seed=0)
-    try:
-        steps = [StepPlan(prefills=[PrefillChunk(rid, 0, 3 + (longer if k == n - 1 else 0),
-                                                 is_last=True) for k, rid in enumerate(ids)])]
-        steps += [StepPlan(decodes=list(ids)) for _ in range(2)]
-        for plan in steps:
-            _, failures = runner.run(plan)
-            if failures:
-                raise RuntimeError(failures[0].error)
-        runner.collect()
-    finally:
-        runner.reset()
+    lengths = [3 + (longer if k == n - 1 else 0) for k in range(n)]
+    requests = [GenerateRequest(rid, [1, 2, 3, 4][:m], SamplingParams(temperature=0.0),
+                                StopParams(max_tokens=4)) for rid, m in zip(ids, lengths)]
+    plans = [StepPlan(prefills=[PrefillChunk(rid, 0, m, is_last=True)
+                                for rid, m in zip(ids, lengths)])]
+    _run_and_forget(runner, requests, plans + [StepPlan(decodes=list(ids)) for _ in range(2)])
 
 
 def prefill_buckets(chunk_size: int) -> list[int]:
@@ -122,16 +113,23 @@ def warm_up_groups(runner, shapes: list[tuple[int, int]], deadline: float) -> li
 
 
 def _prefill_once(runner, ids: list[str], length: int) -> None:
-    """Prefill prompts of ``length`` tokens for ``ids`` in one step, read back, forget."""
-    for rid in ids:
-        runner.add(GenerateRequest(rid, [1 + k % 7 for k in range(length)],
-                                   SamplingParams(temperature=0.0), StopParams(max_tokens=2)),
-                   seed=0)
+    """Prefill prompts of ``length`` tokens for ``ids`` in one step."""
+    requests = [GenerateRequest(rid, [1 + k % 7 for k in range(length)],
+                                SamplingParams(temperature=0.0), StopParams(max_tokens=2))
+                for rid in ids]
+    _run_and_forget(runner, requests, [StepPlan(prefills=[PrefillChunk(rid, 0, length, True)
+                                                          for rid in ids])])
+
+
+def _run_and_forget(runner, requests: list[GenerateRequest], plans: list[StepPlan]) -> None:
+    """Add ``requests``, run ``plans``, read everything back, then forget it all."""
+    for request in requests:
+        runner.add(request, seed=0)
     try:
-        plan = StepPlan(prefills=[PrefillChunk(rid, 0, length, True) for rid in ids])
-        _, failures = runner.run(plan)
-        if failures:
-            raise RuntimeError(failures[0].error)
+        for plan in plans:
+            _, failures = runner.run(plan)
+            if failures:
+                raise RuntimeError(failures[0].error)
         runner.collect()
     finally:
         runner.reset()
