@@ -81,6 +81,13 @@ async def drain(app, server, grace_s: float) -> None:
     server.should_exit = True
 
 
+# An idle connection stays open this long. uvicorn's default (5 s) equals the idle expiry
+# of httpx's pool (the openai and anthropic SDKs'), so a client reusing a connection just
+# as the server closes it gets a reset: 2 of 64 streams failed so (ReadError) on the H200
+# when a burst followed a 5 s pause. Longer than common client pools, as nginx's 75 s.
+KEEP_ALIVE_S = 75
+
+
 def _uvicorn_config(app, configs: ServeConfigs):
     import uvicorn
 
@@ -90,6 +97,7 @@ def _uvicorn_config(app, configs: ServeConfigs):
     return uvicorn.Config(
         app, host=server.host, port=server.port, log_level=server.log_level, lifespan="on",
         timeout_graceful_shutdown=5, access_log=False,  # mlxserve.access replaces it
+        timeout_keep_alive=KEEP_ALIVE_S,
         http="h11",  # h11 lets headers up to --max-header-bytes reach the app (a clear 400)
         h11_max_incomplete_event_size=request_limits(server).max_header_bytes + 65536)
 
