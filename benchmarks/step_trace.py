@@ -39,6 +39,15 @@ def kind(step: dict) -> str:
     return "prefill" if step["prefill"] else "decode"
 
 
+def phase_seconds(steps: list[dict]) -> dict:
+    """Seconds per phase of the steps' own time (traces from before phases: empty)."""
+    total: dict[str, float] = {}
+    for step in steps:
+        for phase, ms in step.get("phases", {}).items():
+            total[phase] = total.get(phase, 0.0) + ms
+    return {phase: round(ms / 1000, 3) for phase, ms in total.items()}
+
+
 def summarize(burst: list[dict]) -> dict:
     body = burst[1:]  # the first step's period holds the idle gap before the burst
     kinds = {}
@@ -46,7 +55,8 @@ def summarize(burst: list[dict]) -> dict:
         ms = [s["ms"] for s in body if kind(s) == name]
         if ms:
             kinds[name] = dict(steps=len(ms), seconds=round(sum(ms) / 1000, 3),
-                               ms_p50=round(float(np.median(ms)), 2))
+                               ms_p50=round(float(np.median(ms)), 2),
+                               phases_s=phase_seconds([s for s in body if kind(s) == name]))
     tokens = sum(s["tokens"] for s in burst)
     prefill_s = sum(s["ms"] for s in body if s["prefill"]) / 1000
     by_rows = {}

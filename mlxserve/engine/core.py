@@ -21,11 +21,11 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from mlxserve.config import EngineConfig, ModelConfig
 from mlxserve.engine.delivery import Outbox, error_delta
+from mlxserve.engine.inbox import Abort, Add, ClearPrefixCache, Shutdown
 from mlxserve.engine.request import (FINISH_ABORT, FINISH_ERROR, FINISH_STOP, EngineDelta,
                                      GenerateRequest)
 from mlxserve.engine.request_state import DeltaSink, RequestState, Submitted, resumable
@@ -37,26 +37,6 @@ from mlxserve.engine.stops import NullDetokenizer, OutputStream
 log = logging.getLogger(__name__)
 _CLEAR_CACHE_EVERY = 256  # steps, as mlx_lm.stream_generate does per tokens
 _BURST_WAIT_S = 0.001  # on waking from idle, so requests sent together prefill together
-
-
-@dataclass
-class _Add:
-    request: GenerateRequest
-    sink: DeltaSink
-
-
-@dataclass
-class _Abort:
-    request_id: str
-
-
-class _Shutdown:
-    pass
-
-
-@dataclass
-class _ClearPrefixCache:
-    done: Callable[[int], None]  # called on the engine thread with the entries dropped
 
 
 class EngineCore:
@@ -87,7 +67,7 @@ class EngineCore:
         self._preempted: set[str] = set()  # active requests whose rows were dropped
         self.specprefill = None  # EngineSpecPrefill (its scorer is None without a draft)
         self.speculation = None  # engine.speculation.Speculation with --speculative-config
-        self._trace = StepTrace.from_env()  # MLXSERVE_STEP_TRACE: a line per step
+        self._trace = StepTrace.from_env()  # MLXSERVE_STEP_TRACE: a line per step, or none
 
     # ---- other threads ------------------------------------------------------------
     def start(self, on_ready: Callable[[BaseException | None], None]) -> None:
@@ -96,16 +76,16 @@ class EngineCore:
         self.thread.start()
 
     def submit_add(self, request: GenerateRequest, sink: DeltaSink) -> None:
-        self.inbox.put(_Add(request, sink))
+        self.inbox.put(Add(request, sink))
 
     def submit_abort(self, request_id: str) -> None:
-        self.inbox.put(_Abort(request_id))
+        self.inbox.put(Abort(request_id))
 
     def submit_shutdown(self) -> None:
-        self.inbox.put(_Shutdown())
+        self.inbox.put(Shutdown())
 
     def submit_clear_prefix_cache(self, done: Callable[[int], None]) -> None:
-        self.inbox.put(_ClearPrefixCache(done))
+        self.inbox.put(ClearPrefixCache(done))
 
     # ---- the thread ---------------------------------------------------------------
     def _main(self, on_ready) -> None:
@@ -165,13 +145,13 @@ class EngineCore:
             if block:  # waking from idle: let a burst of arrivals land in the same step
                 time.sleep(_BURST_WAIT_S)
             block = False
-            if isinstance(cmd, _Shutdown):
+            if isinstance(cmd, Shutdown):
                 return False
-            if isinstance(cmd, _Add):
+            if isinstance(cmd, Add):
                 self._add(cmd.request, cmd.sink)
-            elif isinstance(cmd, _Abort):
+            elif isinstance(cmd, Abort):
                 self._finish(cmd.request_id, FINISH_ABORT)
-            elif isinstance(cmd, _ClearPrefixCache):
+            elif isinstance(cmd, ClearPrefixCache):
                 cmd.done(self._clear_prefix_cache())
                 self._publish_stats()
 
@@ -241,6 +221,7 @@ class EngineCore:
 
     def _step(self) -> None:
         started = time.perf_counter()
+        self._trace.mark("idle")
         drafts = self._propose() if self.speculation is not None else {}
         plan = self.scheduler.schedule({rid: len(p.tokens) for rid, p in drafts.items()})
         for request_id in plan.preempted:
@@ -249,17 +230,19 @@ class EngineCore:
         for chunk in plan.prefills:
             if chunk.request_id in self._waiting or chunk.request_id in self._preempted:
                 self._admit_guarded(chunk.request_id)
+        self._trace.mark("plan")
         failures = self.runner.launch(plan, drafts)
         for request_id, kept in self.runner.take_selections():
             self._sparse_selected(request_id, kept)
+        self._trace.mark("launch")
         outputs, late = self.runner.collect(leave=0 if plan.read_now else 1)
+        self._trace.mark("collect")
         self._deliver(outputs, failures + late)
         if self.speculation is not None:
             self.speculation.settle(plan, drafts, outputs, time.perf_counter() - started,
                                     self.scheduler)
         self._steps += 1
-        if self._trace is not None:
-            self._trace.record(plan, len(self.scheduler.running), len(self.scheduler.waiting))
+        self._trace.record(plan, len(self.scheduler.running), len(self.scheduler.waiting))
         if self._steps % _CLEAR_CACHE_EVERY == 0:
             import mlx.core as mx
 

@@ -37,6 +37,9 @@ def test_a_trace_line_per_step_accounts_for_every_token(tmp_path, monkeypatch):
     assert sum(s["prefill"] for s in steps) >= len(prompts)
     assert sum(s["decode"] for s in steps) == 5 * len(prompts)
     assert all(s["ms"] >= 0 for s in steps) and steps[-1]["running"] == steps[-1]["waiting"] == 0
+    for s in steps:  # where each step's own time went
+        assert {"plan", "launch", "collect", "deliver"} <= set(s["phases"])
+        assert all(v >= 0 for v in s["phases"].values())
     times = [s["t"] for s in steps]
     assert times == sorted(times)
 
