@@ -133,6 +133,13 @@ def is_cpu_only() -> bool:
     )
 
 
+def is_cuda() -> bool:
+    """True on MLX's CUDA back-end (an NVIDIA GPU); False on Metal and on a CPU."""
+    import mlx.core as mx
+
+    return hasattr(mx, "cuda") and mx.cuda.is_available()
+
+
 def device_memory() -> int | None:
     """Bytes of the GPU's memory, or None on a CPU. Metal reports ``memory_size``, CUDA
     ``total_memory`` (reading only the first left a CUDA GPU sized as a CPU: KV budget

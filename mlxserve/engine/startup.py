@@ -141,6 +141,7 @@ def _keep_row_kv(runner, model) -> None:
 
 def warm_up_engine(cfg: EngineConfig, scheduler: Scheduler, runner) -> None:
     """Compile the batch paths' kernels now, not while the first requests wait."""
+    from mlxserve.backend import is_cuda
     from mlxserve.engine.warm_up import (batch_sizes, group_shapes, prefill_buckets,
                                          warm_up_batches, warm_up_groups, warm_up_prefills)
 
@@ -156,8 +157,11 @@ def warm_up_engine(cfg: EngineConfig, scheduler: Scheduler, runner) -> None:
         if runner.bucket_prefill:
             deadline = started + cfg.warmup_timeout_s
             buckets = warm_up_prefills(runner, prefill_buckets(cfg.prefill_chunk_size), deadline)
+            # CUDA builds each new prefill shape's attention on first use (~50-90 ms on
+            # the H200); Metal does not pay that, and ~130k warm-up tokens would take it
+            # minutes at a Mac's prefill speed
             shapes = group_shapes(buckets, scheduler.max_num_batched_tokens,
-                                  scheduler.max_num_seqs)
+                                  scheduler.max_num_seqs) if is_cuda() else []
             groups = warm_up_groups(runner, shapes, deadline)
     except Exception:  # e.g. a model whose forward needs more than token ids
         log.warning("engine warm-up failed; batch paths compile on first use", exc_info=True)

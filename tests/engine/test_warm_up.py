@@ -8,9 +8,12 @@ import logging
 import pytest
 
 from engine_support import collect, greedy, reference_model, run_with_engine, stream_generate_tokens
+from mlx_lm.models.cache import make_prompt_cache
 
 from mlxserve.config import EngineConfig
-from mlxserve.engine.warm_up import batch_sizes
+from mlxserve.engine.runner import Runner
+from mlxserve.engine.scheduler import PrefillChunk, StepPlan
+from mlxserve.engine.warm_up import batch_sizes, group_shapes, prefill_buckets, warm_up_groups
 
 
 def test_batch_sizes_are_powers_of_two_up_to_the_cap():
@@ -57,4 +60,29 @@ def test_bucketed_prefill_keeps_greedy_outputs(tiny_dir, family, caplog):
     for result, prompt in zip(got, (first, second)):
         assert result["tokens"] == stream_generate_tokens(model, tok, prompt, 12)
     assert "prefill buckets [16, 32]" in caplog.text
-    assert "prefill groups 1 of 1" in caplog.text  # 2 rows x 16: the one within 40 tokens
+    assert "prefill groups 0 of 0" in caplog.text  # warmed on CUDA only
+
+
+def test_group_warm_up_leaves_nothing_behind(tiny_dir):
+    """The (rows, width) group shapes a GPU warms at start-up (startup.py runs them on CUDA
+    only), run here on a real runner: nothing stays behind, and the next request's greedy
+    tokens are mlx-lm's."""
+    path = tiny_dir("qwen3")
+    model, tok = reference_model(path)
+    prompt = tok.encode("the cat sat on the mat and")
+    shapes = group_shapes(prefill_buckets(40), 64, 4)
+    assert shapes == [(2, 16), (2, 32), (4, 16)]
+    runner = Runner(model, model.args.vocab_size, lambda: make_prompt_cache(model))
+    runner.bucket_prefill = True
+    assert warm_up_groups(runner, shapes, deadline=float("inf")) == shapes
+    assert not runner.rows and not runner.batches and not runner.joining
+    runner.add(greedy("a", prompt, 8), seed=0)
+    tokens = []
+    plan = StepPlan(prefills=[PrefillChunk("a", 0, len(prompt), is_last=True)])
+    while len(tokens) < 8:
+        outputs, failures = runner.run(plan)
+        assert not failures
+        tokens += [o.token_id for o in outputs]
+        plan = StepPlan(decodes=["a"])
+    tokens += [o.token_id for o in runner.collect()[0]]
+    assert tokens[:8] == stream_generate_tokens(model, tok, prompt, 8)
