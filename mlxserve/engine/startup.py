@@ -158,8 +158,8 @@ def warm_up_engine(cfg: EngineConfig, scheduler: Scheduler, runner) -> None:
             deadline = started + cfg.warmup_timeout_s
             buckets = warm_up_prefills(runner, prefill_buckets(cfg.prefill_chunk_size), deadline)
             # CUDA builds each new prefill shape's attention on first use (~50-90 ms on
-            # the H200); Metal does not pay that, and ~130k warm-up tokens would take it
-            # minutes at a Mac's prefill speed
+            # the H200); on Metal that cost is unmeasured, and ~130k warm-up tokens would
+            # take a Mac minutes of start-up
             shapes = group_shapes(buckets, scheduler.max_num_batched_tokens,
                                   scheduler.max_num_seqs) if is_cuda() else []
             groups = warm_up_groups(runner, shapes, deadline)
