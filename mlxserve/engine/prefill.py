@@ -68,7 +68,7 @@ def group_sizes(n: int) -> list[int]:
     """A bucketed group of ``n`` whole prompts runs as groups of powers of two, largest
     first (22 -> 16, 4, 2): with its padded width a bucket too, a server then sees a bounded
     set of group shapes, warmed at start-up. MLX's CUDA back-end builds the attention of
-    each new prefill shape on first use (~100-200 ms on the H200), and unbucketed groups
+    each new prefill shape on first use (~50-90 ms on the H200), and unbucketed groups
     met a new (rows, width) pair in nearly every step of a burst (results/h200_session9.md)."""
     return [1 << k for k in reversed(range(n.bit_length())) if n >> k & 1]
 
