@@ -226,7 +226,9 @@ def _attention(q, k, v, *, scale, mask=None, **kwargs):
 
 
 def available() -> bool:
-    return mx.default_device() == mx.gpu and hasattr(mx, "cuda") and mx.cuda.is_available()
+    from mlxserve.backend import is_cuda
+
+    return mx.default_device() == mx.gpu and is_cuda()
 
 
 def install() -> bool:

@@ -4,7 +4,8 @@ Each line: ``t`` (s since the engine started), ``ms`` (since the previous step e
 step's period as traffic sees it, idle gaps included, so the first step after an idle
 spell is long), what the step held (``decode`` rows, ``verify`` extra tokens, ``prefill``
 chunks and their ``tokens``), the queue after it (``running``, ``waiting``), and where
-the step's own time went (``phases``, ms: ``plan`` scheduling and admission, ``launch``
+the step's own time went (``phases``, ms: ``idle`` the gap since the last step,
+``plan`` scheduling and admission, ``launch``
 building the graphs and starting them, ``collect`` waiting for and reading back results,
 ``deliver`` handing tokens out; a pipelined step's ``collect`` waits on the step before).
 ``benchmarks/step_trace.py FILE`` sums a trace up: where a run's time went by step kind.

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from mlxserve.backend import device_memory
+from mlxserve.backend import device_memory, is_cuda
 from mlxserve.config import ModelConfig
 from mlxserve.errors import ModelLoadError
 from mlxserve.models.capabilities import ModelCapabilities
@@ -91,7 +91,7 @@ def _dequantize_here(model, config: dict, cpu_only: bool) -> bool:
 
     if cpu_only:
         return True
-    if not (hasattr(mx, "cuda") and mx.cuda.is_available()):
+    if not is_cuda():
         return False
     bits = int((config.get("quantization") or {}).get("bits", 4))
     packed = sum(v.nbytes for _, v in tree_flatten(model.parameters()) if v.dtype == mx.uint32)
