@@ -13,8 +13,9 @@ mask) were measured faster through this kernel too, up to ~1,000 keys.
 ``mx.fast.scaled_dot_product_attention`` to ``decode_attention``, a kernel written with
 ``mx.fast.cuda_kernel``: one query token, a boolean (B, 1, 1, T) mask or (``UNMASKED``) no
 mask up to ``UNMASKED_MAX_KEYS`` keys, no sinks, head dim a multiple of 32 up to 256, at
-least ``MIN_BLOCKS`` rows x KV heads. Every other call goes to MLX's own function
-untouched (prefill, speculative verify steps, long unmasked rows, Metal, the CPU). The
+least ``MIN_BLOCKS`` rows x KV heads. A few query tokens (a speculative verify step) go to
+``cache/short_query`` (MLX ops: cuDNN would build a graph for each new key length). Every
+other call goes to MLX's own function untouched (prefill, long unmasked rows). The
 kernel skips masked keys, so the result is softmax over the visible keys only, the same
 as MLX's; a row that sees no key gets zeros (MLX would give NaN).
 
@@ -44,6 +45,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import mlx.core as mx
+
+from mlxserve.cache import short_query
 
 _DTYPES = (mx.bfloat16, mx.float16, mx.float32)
 MIN_BLOCKS = 256  # rows x KV heads below this stay on MLX's path (see the module's doc)
@@ -222,6 +225,8 @@ def _attention(q, k, v, *, scale, mask=None, **kwargs):
     if not kwargs.get("stream") and handles(q, k, v, mask, kwargs.get("sinks")):
         calls += 1
         return decode_attention(q, k, v, scale, mask)
+    if not kwargs.get("stream") and short_query.handles(q, k, v, mask, kwargs.get("sinks")):
+        return short_query.attention(q, k, v, scale, mask)
     return _original(q, k, v, scale=scale, mask=mask, **kwargs)
 
 

@@ -172,3 +172,27 @@ def test_sampled_rows_through_the_engine_keep_the_target_distribution(tiny_dir, 
 def _total_variation(a: list[int], b: list[int]) -> float:
     keys = set(a) | set(b)
     return 0.5 * sum(abs(a.count(k) / len(a) - b.count(k) / len(b)) for k in keys)
+
+
+def test_verify_steps_through_the_few_query_attention_stay_greedy_equal(tiny_dir, monkeypatch):
+    """cache/short_query (what CUDA routes a verify step's attention to) in the engine:
+    routed here as row_attention.install routes it there, greedy output is unchanged."""
+    from mlxserve.cache import short_query
+
+    path = tiny_dir("qwen3")
+    plain, _ = _run(path, None)
+    spec_support.REFERENCES.update({tuple(p): t for p, t in zip(PROMPTS, plain)})
+    monkeypatch.setitem(registry.METHODS, "oracle",
+                        registry.Method("spec_support:make_oracle_proposer", frozenset()))
+    original, routed = mx.fast.scaled_dot_product_attention, []
+
+    def attention(q, k, v, *, scale, mask=None, **kwargs):
+        if short_query.handles(q, k, v, mask, kwargs.get("sinks")):
+            routed.append(q.shape[2])
+            return short_query.attention(q, k, v, scale, mask)
+        return original(q, k, v, scale=scale, mask=mask, **kwargs)
+
+    monkeypatch.setattr(mx.fast, "scaled_dot_product_attention", attention)
+    speculated, _ = _run(path, SpeculativeConfig("oracle", 4, options={"adaptive": False}))
+    assert speculated == plain
+    assert 5 in routed  # the verify steps (W = k + 1) went through it, and short prefills
