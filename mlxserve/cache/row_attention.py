@@ -222,11 +222,13 @@ def decode_attention(q: mx.array, k: mx.array, v: mx.array, scale: float,
 
 def _attention(q, k, v, *, scale, mask=None, **kwargs):
     global calls
-    if not kwargs.get("stream") and handles(q, k, v, mask, kwargs.get("sinks")):
-        calls += 1
-        return decode_attention(q, k, v, scale, mask)
-    if not kwargs.get("stream") and short_query.handles(q, k, v, mask, kwargs.get("sinks")):
-        return short_query.attention(q, k, v, scale, mask)
+    if not kwargs.get("stream"):
+        sinks = kwargs.get("sinks")
+        if handles(q, k, v, mask, sinks):
+            calls += 1
+            return decode_attention(q, k, v, scale, mask)
+        if short_query.handles(q, k, v, mask, sinks):
+            return short_query.attention(q, k, v, scale, mask)
     return _original(q, k, v, scale=scale, mask=mask, **kwargs)
 
 

@@ -175,24 +175,28 @@ def _total_variation(a: list[int], b: list[int]) -> float:
 
 
 def test_verify_steps_through_the_few_query_attention_stay_greedy_equal(tiny_dir, monkeypatch):
-    """cache/short_query (what CUDA routes a verify step's attention to) in the engine:
-    routed here as row_attention.install routes it there, greedy output is unchanged."""
-    from mlxserve.cache import short_query
+    """cache/short_query in the engine, through row_attention's own router installed as on
+    CUDA (this CPU has no decode kernel to route to; the tiny batch never asks for it):
+    greedy output is unchanged."""
+    from mlxserve.cache import row_attention, short_query
 
     path = tiny_dir("qwen3")
     plain, _ = _run(path, None)
     spec_support.REFERENCES.update({tuple(p): t for p, t in zip(PROMPTS, plain)})
     monkeypatch.setitem(registry.METHODS, "oracle",
                         registry.Method("spec_support:make_oracle_proposer", frozenset()))
-    original, routed = mx.fast.scaled_dot_product_attention, []
+    routed, few_query = [], short_query.attention
 
-    def attention(q, k, v, *, scale, mask=None, **kwargs):
-        if short_query.handles(q, k, v, mask, kwargs.get("sinks")):
-            routed.append(q.shape[2])
-            return short_query.attention(q, k, v, scale, mask)
-        return original(q, k, v, scale=scale, mask=mask, **kwargs)
+    def counted(q, k, v, scale, mask):
+        routed.append(q.shape[2])
+        return few_query(q, k, v, scale, mask)
 
-    monkeypatch.setattr(mx.fast, "scaled_dot_product_attention", attention)
+    monkeypatch.setattr(short_query, "attention", counted)
+    monkeypatch.setattr(mx.fast, "scaled_dot_product_attention",
+                        mx.fast.scaled_dot_product_attention)  # restored after the test
+    monkeypatch.setattr(row_attention, "_original", None)
+    monkeypatch.setattr(row_attention, "available", lambda: True)
+    assert row_attention.install()
     speculated, _ = _run(path, SpeculativeConfig("oracle", 4, options={"adaptive": False}))
     assert speculated == plain
     assert 5 in routed  # the verify steps (W = k + 1) went through it, and short prefills
